@@ -1,0 +1,85 @@
+/**
+ * Typed errors with stable codes. Every layer throws these; edges translate them
+ * (CLI: exit code + one line; later: HTTP status, JetStream term/nak).
+ */
+export const ErrorCodes = {
+  USAGE: 'E_USAGE',
+  CONFIG: 'E_CONFIG',
+  BAD_URL: 'E_BAD_URL',
+  DB_UNREACHABLE: 'E_DB_UNREACHABLE',
+  DB_TOOL_MISSING: 'E_DB_TOOL_MISSING',
+  DB_TOOL_FAILED: 'E_DB_TOOL_FAILED',
+  STORAGE_UNREACHABLE: 'E_STORAGE_UNREACHABLE',
+  STORAGE_DENIED: 'E_STORAGE_DENIED',
+  STORAGE_NOT_FOUND: 'E_STORAGE_NOT_FOUND',
+  STORAGE_CONFLICT: 'E_STORAGE_CONFLICT',
+  STORAGE_IO: 'E_STORAGE_IO',
+  HOST_KEY: 'E_HOST_KEY',
+  KEY_INVALID: 'E_KEY_INVALID',
+  WRONG_KEY: 'E_WRONG_KEY',
+  PASSPHRASE: 'E_PASSPHRASE',
+  INTEGRITY: 'E_INTEGRITY',
+  SNAPSHOT_NOT_FOUND: 'E_SNAPSHOT_NOT_FOUND',
+  SNAPSHOT_INCOMPLETE: 'E_SNAPSHOT_INCOMPLETE',
+  TARGET_NOT_EMPTY: 'E_TARGET_NOT_EMPTY',
+  TARGET_PRODUCTION: 'E_TARGET_PRODUCTION',
+  CODEC: 'E_CODEC',
+  INTERRUPTED: 'E_INTERRUPTED',
+  INTERNAL: 'E_INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** CLI exit codes, documented in README.md ("Exit codes"). */
+export const ExitCodes: Record<ErrorCode, number> = {
+  E_USAGE: 2,
+  E_CONFIG: 2,
+  E_BAD_URL: 2,
+  E_DB_UNREACHABLE: 3,
+  E_DB_TOOL_MISSING: 3,
+  E_DB_TOOL_FAILED: 3,
+  E_STORAGE_UNREACHABLE: 4,
+  E_STORAGE_DENIED: 4,
+  E_STORAGE_NOT_FOUND: 4,
+  E_STORAGE_CONFLICT: 4,
+  E_STORAGE_IO: 4,
+  E_HOST_KEY: 4,
+  E_KEY_INVALID: 5,
+  E_WRONG_KEY: 5,
+  E_PASSPHRASE: 5,
+  E_INTEGRITY: 6,
+  E_SNAPSHOT_NOT_FOUND: 7,
+  E_SNAPSHOT_INCOMPLETE: 7,
+  E_TARGET_NOT_EMPTY: 8,
+  E_TARGET_PRODUCTION: 8,
+  E_CODEC: 1,
+  E_INTERRUPTED: 130,
+  E_INTERNAL: 1,
+};
+
+export class DbcrateError extends Error {
+  readonly code: ErrorCode;
+  /** What the user can do about it; printed after the message. */
+  readonly hint?: string;
+
+  constructor(code: ErrorCode, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.name = 'DbcrateError';
+    this.code = code;
+    this.hint = opts.hint;
+  }
+
+  get exitCode(): number {
+    return ExitCodes[this.code] ?? 1;
+  }
+}
+
+export function isDbcrateError(e: unknown): e is DbcrateError {
+  return e instanceof DbcrateError;
+}
+
+/** Wrap anything thrown into a DbcrateError, keeping typed ones as they are. */
+export function toDbcrateError(e: unknown, fallback: ErrorCode = ErrorCodes.INTERNAL): DbcrateError {
+  if (e instanceof DbcrateError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new DbcrateError(fallback, message, { cause: e });
+}

@@ -1,0 +1,34 @@
+import type { Readable } from 'node:stream';
+
+export interface ObjectInfo {
+  /** Key relative to the storage root (the URL's path/prefix). */
+  key: string;
+  size: number;
+  lastModified?: Date;
+}
+
+export interface PutOptions {
+  /** Aborting discards the partial object (multipart aborted, temp file removed). */
+  signal?: AbortSignal;
+  /** Refuse with E_STORAGE_CONFLICT when the key already exists. */
+  ifNotExists?: boolean;
+}
+
+/**
+ * The one storage interface. Keys use "/" separators and are relative to the root given
+ * in the destination URL. A `put` is atomic: until it resolves, `get`/`head`/`list` never
+ * see a partial object under `key` (S3 multipart, SFTP/local temp name + rename).
+ */
+export interface Storage {
+  /** The destination URL with any secret removed; safe to print. */
+  readonly displayUrl: string;
+  put(key: string, body: Readable, opts?: PutOptions): Promise<{ size: number }>;
+  /** Throws E_STORAGE_NOT_FOUND when the key does not exist. */
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  /** Every object whose key starts with `prefix`, in no guaranteed order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Deleting a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,45 @@
+import { Command, Option } from 'commander';
+import { DBCRATE_VERSION } from '@dbcrate/pipeline';
+import { reportError } from './cli.errors';
+import { backupCommand } from './commands/backup.command';
+import { keysCommand } from './commands/keys.command';
+import { restoreCommand } from './commands/restore.command';
+import { snapshotsCommand } from './commands/snapshots.command';
+import { storageCommand } from './commands/storage.command';
+
+export function buildProgram(): Command {
+  const program = new Command('dbcrate')
+    .description('encrypted PostgreSQL backups: pg_dump → zstd → OpenPGP → your storage')
+    .version(DBCRATE_VERSION)
+    .option('--config <FILE>', 'YAML file with settings (flags > DBCRATE_* environment > file)')
+    .option('--log-level <LEVEL>', 'log level on stderr: error | warn | info | debug (default warn)')
+    .addOption(new Option('--progress <MODE>', 'progress output').choices(['auto', 'tty', 'json', 'off']))
+    .showHelpAfterError('(add --help for usage)')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 ok, 1 internal error, 2 usage/configuration, 3 database, 4 storage, 5 key/passphrase,\n' +
+        '            6 integrity check failed, 7 snapshot not found/incomplete, 8 target refused, 130 interrupted',
+    );
+  for (const c of [keysCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), storageCommand()]) {
+    program.addCommand(c);
+  }
+  program.exitOverride();
+  for (const c of program.commands) {
+    c.exitOverride();
+    for (const sub of c.commands) sub.exitOverride();
+  }
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+    process.exitCode = 0;
+  } catch (e) {
+    process.exitCode = reportError(e);
+  }
+  // Open handles (sockets kept alive by SDKs) must not keep a finished command running.
+  setImmediate(() => process.exit(process.exitCode ?? 0)).unref();
+}
+
+void main();

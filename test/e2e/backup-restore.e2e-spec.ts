@@ -10,8 +10,8 @@ import {
   startSshd,
   transcript,
   type PgCluster,
-  type S3rverHandle,
-  type SshdHandle,
+  type S3rverHarness,
+  type SshdHarness,
 } from '@dbcrate/testing';
 import { checksums, generateKeys, PASSPHRASE, type KeyPair } from './e2e.fixture';
 
@@ -22,8 +22,8 @@ import { checksums, generateKeys, PASSPHRASE, type KeyPair } from './e2e.fixture
  */
 describe('backup and restore round trip', () => {
   let pg: PgCluster;
-  let s3: S3rverHandle;
-  let sshd: SshdHandle;
+  let s3: S3rverHarness;
+  let sshd: SshdHarness;
   let keys: KeyPair;
   let folder: string;
   let source: string;
@@ -48,7 +48,7 @@ describe('backup and restore round trip', () => {
 
   const destinations: Array<[string, () => string, () => NodeJS.ProcessEnv]> = [
     ['local folder', () => `file://${folder}`, () => ({})],
-    ['S3 (s3rver)', () => s3.url('e2e-roundtrip', 'backups/prod'), s3Env],
+    ['S3 (s3rver)', () => s3.url('backups/prod', 'e2e-roundtrip'), s3Env],
     ['SFTP (sshd)', () => sshd.url('backups'), () => ({})],
   ];
 

@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import {
   CLI_ENTRY,
   freePort,
@@ -12,14 +11,14 @@ import {
   startS3rver,
   transcript,
   type PgCluster,
-  type S3rverHandle,
+  type S3rverHarness,
 } from '@dbcrate/testing';
 import { checksums, generateKeys, PASSPHRASE, type KeyPair } from './e2e.fixture';
 
 /** Every bad input gets a clear error, the documented exit code, and no object that looks like a backup. */
 describe('failures', () => {
   let pg: PgCluster;
-  let s3: S3rverHandle;
+  let s3: S3rverHarness;
   let keys: KeyPair;
   let other: KeyPair;
   let root: string;
@@ -146,7 +145,7 @@ describe('failures', () => {
 
   it('an unwritable destination (wrong S3 secret) fails clearly and leaves no object', async () => {
     const r = await runCli(
-      ['backup', '--db', source, '--to', s3.url('e2e-failures', 'denied'), '--recipient', keys.pub],
+      ['backup', '--db', source, '--to', s3.url('denied', 'e2e-failures'), '--recipient', keys.pub],
       { env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: 'WrongSecretValue987' } },
     );
     expect(r.code).toBe(4);
@@ -216,34 +215,32 @@ describe('failures', () => {
     // A database large enough that the upload is still running when we interrupt it.
     await pg.createDatabase('fail_big');
     await pg.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g*7)::text) AS t FROM generate_series(1, 1500000) g", 'fail_big');
-    const url = s3.url('e2e-failures', 'killed');
+    const url = s3.url('killed', 'e2e-failures');
     const child = spawn(process.execPath, [CLI_ENTRY, 'backup', '--db', pg.url('fail_big'), '--to', url, '--recipient', keys.pub], {
       env: { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
-    // wait for the first progress report, then interrupt
-    await new Promise<void>((resolve) => {
+    // wait until the multipart upload has begun (a part is in flight), then interrupt
+    const started = () => s3.requests.some((r) => r.method === 'PUT' && r.querystring.includes('partNumber'));
+    await new Promise<void>((resolve, reject) => {
       const t = setInterval(() => {
-        if (stderr.includes('"event":"progress"')) {
+        if (started()) {
           clearInterval(t);
           resolve();
+        } else if (child.exitCode !== null) {
+          clearInterval(t);
+          reject(new Error(`backup ended before the upload started: ${stderr}`));
         }
-      }, 50);
+      }, 20);
     });
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     transcript.push(stderr);
     expect(code).toBe(130);
-    const client = new S3Client({
-      endpoint: s3.endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    });
-    const mpu = await client.send(new ListMultipartUploadsCommand({ Bucket: 'e2e-failures' }));
-    expect(mpu.Uploads ?? []).toEqual([]);
+    // the upload had started and was aborted, not left open
+    expect(await s3.openUploads('e2e-failures')).toEqual([]);
     const list = await runCli(['snapshots', '--from', url, '--json'], {
       env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
     });

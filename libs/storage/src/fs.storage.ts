@@ -1,0 +1,257 @@
+import { constants as fsc } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import type { ObjectInfo, PutOptions, Storage } from './storage';
+import type { FsStorageConfig } from './storage-url';
+import {
+  baseName,
+  causeText,
+  checkKey,
+  checkPrefix,
+  chunksOf,
+  dirName,
+  discard,
+  interrupted,
+  isSourceError,
+  isTempName,
+  tempNameFor,
+} from './storage.util';
+
+type Op = 'write' | 'read' | 'stat' | 'list' | 'delete';
+
+const VERB: Record<Op, string> = {
+  write: 'write',
+  read: 'read',
+  stat: 'check',
+  list: 'list',
+  delete: 'delete',
+};
+
+/** Map a Node fs error to a typed one; the message names the object and the destination. */
+export function mapFsError(e: unknown, op: Op, target: string, where: string): DbcrateError {
+  if (e instanceof DbcrateError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code ?? '';
+  const head = `cannot ${VERB[op]} ${target} in ${where}`;
+  switch (code) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return new DbcrateError(ErrorCodes.STORAGE_NOT_FOUND, `${head}: it does not exist`, { cause: e });
+    case 'EACCES':
+    case 'EPERM':
+      return new DbcrateError(ErrorCodes.STORAGE_DENIED, `${head}: permission denied (${code})`, {
+        cause: e,
+        hint: `make the folder ${op === 'read' || op === 'list' ? 'readable' : 'writable'} by the user running dbcrate (uid ${process.getuid?.() ?? '?'}), or choose another folder`,
+      });
+    case 'EROFS':
+      return new DbcrateError(ErrorCodes.STORAGE_DENIED, `${head}: the file system is read-only (EROFS)`, {
+        cause: e,
+        hint: 'choose a folder on a writable file system',
+      });
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new DbcrateError(ErrorCodes.STORAGE_IO, `${head}: no space left (${code})`, {
+        cause: e,
+        hint: 'free space on the destination file system or choose another folder',
+      });
+    case 'EEXIST':
+      return new DbcrateError(ErrorCodes.STORAGE_CONFLICT, `${head}: it already exists`, { cause: e });
+    default:
+      return new DbcrateError(ErrorCodes.STORAGE_IO, `${head}: ${causeText(e)}`, { cause: e });
+  }
+}
+
+function errno(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException)?.code;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
+  }
+}
+
+/**
+ * A local folder. A put writes a hidden temp file beside the target, fsyncs it, renames it
+ * into place (or hard-links it, which cannot overwrite, for ifNotExists) and fsyncs the
+ * directory, so after `put` resolves the object survives a crash and before that no reader
+ * sees a partial one.
+ */
+export class FsStorage implements Storage {
+  readonly displayUrl: string;
+  private readonly root: string;
+
+  constructor(cfg: FsStorageConfig) {
+    this.root = cfg.root;
+    this.displayUrl = cfg.displayUrl;
+  }
+
+  private pathOf(key: string): string {
+    return key === '' ? this.root : join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<{ size: number }> {
+    checkKey(key);
+    const what = `upload of "${key}" to ${this.displayUrl}`;
+    const final = this.pathOf(key);
+    const dir = dirname(final);
+    let tmp: string | undefined;
+    let fh: FileHandle | undefined;
+    try {
+      if (opts.signal?.aborted) throw interrupted(what);
+      await this.mkdirs(dir);
+      // Early refusal saves writing the whole object only to find the name taken.
+      if (opts.ifNotExists && (await this.exists(final))) throw this.conflict(key);
+      tmp = join(dir, tempNameFor(baseName(key)));
+      fh = await open(tmp, 'wx', 0o600);
+      let size = 0;
+      for await (const chunk of chunksOf(body, opts.signal, what)) {
+        await writeAll(fh, chunk);
+        size += chunk.length;
+      }
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      if (opts.signal?.aborted) throw interrupted(what);
+      if (opts.ifNotExists) await this.linkNoReplace(tmp, final, key);
+      else await rename(tmp, final);
+      tmp = undefined;
+      await fsyncDir(dir);
+      return { size };
+    } catch (e) {
+      discard(body);
+      await fh?.close().catch(() => undefined);
+      if (tmp) await unlink(tmp).catch(() => undefined);
+      if (isSourceError(e)) throw e;
+      throw mapFsError(e, 'write', `"${key}"`, this.displayUrl);
+    }
+  }
+
+  /** link(2) fails with EEXIST instead of replacing, so two writers cannot both win. */
+  private async linkNoReplace(tmp: string, final: string, key: string): Promise<void> {
+    try {
+      await link(tmp, final);
+    } catch (e) {
+      if (errno(e) === 'EEXIST') throw this.conflict(key);
+      // File systems without hard links (FAT, some network mounts): check, then rename.
+      // Not atomic against a concurrent writer of the same key, which dbcrate never runs.
+      if (['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(errno(e) ?? '')) {
+        if (await this.exists(final)) throw this.conflict(key);
+        await rename(tmp, final);
+        return;
+      }
+      throw e;
+    }
+    await unlink(tmp);
+  }
+
+  private conflict(key: string): DbcrateError {
+    return new DbcrateError(ErrorCodes.STORAGE_CONFLICT, `"${key}" already exists in ${this.displayUrl}`, {
+      hint: 'objects are never overwritten; choose another name or delete the existing object first',
+    });
+  }
+
+  private async exists(p: string): Promise<boolean> {
+    try {
+      await lstat(p);
+      return true;
+    } catch (e) {
+      if (errno(e) === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  /** mkdir -p, then fsync the parent of every directory created so the new entries are durable. */
+  private async mkdirs(dir: string): Promise<void> {
+    const first = await mkdir(dir, { recursive: true });
+    if (!first) return;
+    const chain: string[] = [];
+    for (let d = dir; d.length >= first.length; d = dirname(d)) {
+      chain.push(dirname(d));
+      if (d === first) break;
+    }
+    for (const d of chain) await fsyncDir(d);
+  }
+
+  async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {
+    checkKey(key);
+    try {
+      const fh = await open(this.pathOf(key), 'r');
+      const st = await fh.stat();
+      if (!st.isFile()) {
+        await fh.close();
+        throw Object.assign(new Error('not a file'), { code: 'ENOENT' });
+      }
+      return fh.createReadStream({ signal: opts.signal });
+    } catch (e) {
+      throw mapFsError(e, 'read', `"${key}"`, this.displayUrl);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    checkKey(key);
+    try {
+      const st = await stat(this.pathOf(key));
+      return st.isFile() ? { key, size: st.size, lastModified: st.mtime } : undefined;
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return undefined;
+      throw mapFsError(e, 'stat', `"${key}"`, this.displayUrl);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    checkPrefix(prefix);
+    const start = prefix === '' || prefix.endsWith('/') ? prefix.replace(/\/$/, '') : dirName(prefix);
+    yield* this.walk(start, prefix);
+  }
+
+  private async *walk(rel: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    let entries;
+    try {
+      entries = await readdir(this.pathOf(rel), { withFileTypes: true });
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return;
+      throw mapFsError(e, 'list', rel ? `"${rel}/"` : 'the root folder', this.displayUrl);
+    }
+    for (const ent of entries) {
+      const key = rel ? `${rel}/${ent.name}` : ent.name;
+      if (ent.isDirectory()) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
+      } else if (ent.isFile() && !isTempName(ent.name) && key.startsWith(prefix)) {
+        try {
+          const st = await stat(this.pathOf(key));
+          yield { key, size: st.size, lastModified: st.mtime };
+        } catch (e) {
+          // Deleted between readdir and stat: it is simply gone.
+          if (errno(e) !== 'ENOENT') throw mapFsError(e, 'list', `"${key}"`, this.displayUrl);
+        }
+      }
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    checkKey(key);
+    try {
+      await unlink(this.pathOf(key));
+    } catch (e) {
+      if (errno(e) === 'ENOENT') return;
+      throw mapFsError(e, 'delete', `"${key}"`, this.displayUrl);
+    }
+  }
+
+  async close(): Promise<void> {
+    // Nothing held open between calls.
+  }
+}

@@ -1,0 +1,5 @@
+export * from './pg-cluster.harness';
+export * from './ports';
+export * from './s3rver.harness';
+export * from './sshd.harness';
+export * from './cli.harness';

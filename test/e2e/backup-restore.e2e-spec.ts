@@ -27,7 +27,7 @@ describe('backup and restore round trip', () => {
   let keys: KeyPair;
   let folder: string;
   let source: string;
-  let expected: Record<string, unknown>;
+  let expected: unknown[];
   const s3Env = () => ({ AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey });
 
   beforeAll(async () => {

@@ -26,10 +26,10 @@ export async function generateKeys(name: string): Promise<KeyPair> {
   return { dir, pub: join(dir, `${name}.pub.asc`), priv: join(dir, `${name}.key.asc`), fingerprint };
 }
 
-export async function checksums(url: string): Promise<Record<string, unknown>> {
+export async function checksums(url: string): Promise<unknown[]> {
   const c = await connect(url);
   try {
-    return (await tableChecksums(c)) as unknown as Record<string, unknown>;
+    return await tableChecksums(c);
   } finally {
     await c.end();
   }

@@ -59,8 +59,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const keys = dumpKeys(databaseId, snapshotId, [codec.extension, cipher.extension]);
   log.info({ databaseId, snapshotId, key: keys.dataKey, server: info.version }, 'backup started');
 
-  const { env, dbname } = toLibpqEnv(opts.dbUrl);
-  const dump = runTool(tools.pgDump, ['--format=custom', '--compress=0', '--no-password', `--dbname=${dbname}`], env, {
+  const { env, dbnameArg } = toLibpqEnv(opts.dbUrl);
+  const dump = runTool(tools.pgDump, ['--format=custom', '--compress=0', '--no-password', `--dbname=${dbnameArg}`], env, {
     label: 'pg_dump',
   });
   const progress = opts.progress?.('backup');

@@ -110,8 +110,8 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   // 2. Restore. The verify stream and the cipher's integrity check both fail before the end
   //    of input reaches pg_restore, so a changed object never commits (single transaction).
   const jobs = opts.jobs ?? 1;
-  const { env, dbname } = toLibpqEnv(opts.targetUrl);
-  const args = ['--no-password', '--exit-on-error', `--dbname=${dbname}`];
+  const { env, dbnameArg } = toLibpqEnv(opts.targetUrl);
+  const args = ['--no-password', '--exit-on-error', `--dbname=${dbnameArg}`];
   if (opts.clean) args.push('--clean', '--if-exists');
   if (opts.noOwner) args.push('--no-owner');
   const progress = opts.progress?.('restore', m.object.storedSize);

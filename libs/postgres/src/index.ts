@@ -1,0 +1,4 @@
+export * from './conninfo';
+export * from './server';
+export * from './tools';
+export * from './process';

@@ -43,7 +43,12 @@ describe('backup and restore round trip', () => {
   });
 
   afterAll(async () => {
-    await Promise.allSettled([pg?.stop(), s3?.stop(), sshd?.stop(), folder && rm(folder, { recursive: true, force: true })]);
+    await Promise.allSettled([
+      pg?.stop(),
+      s3?.stop(),
+      sshd?.stop(),
+      folder && rm(folder, { recursive: true, force: true }),
+    ]);
   });
 
   const destinations: Array<[string, () => string, () => NodeJS.ProcessEnv]> = [
@@ -53,9 +58,12 @@ describe('backup and restore round trip', () => {
   ];
 
   it.each(destinations)('round trips through %s', async (name, dest, env) => {
-    const b = await runCli(['backup', '--db', source, '--to', dest(), '--recipient', keys.pub, '--database-id', 'shop'], {
-      env: env(),
-    });
+    const b = await runCli(
+      ['backup', '--db', source, '--to', dest(), '--recipient', keys.pub, '--database-id', 'shop'],
+      {
+        env: env(),
+      },
+    );
     expect(b.stderr).not.toContain('error');
     expect(b.code).toBe(0);
     const snapshotId = b.stdout.trim();
@@ -65,7 +73,11 @@ describe('backup and restore round trip', () => {
 
     const list = await runCli(['snapshots', '--from', dest(), '--json'], { env: env() });
     expect(list.code).toBe(0);
-    const rows = JSON.parse(list.stdout) as Array<{ snapshotId: string; status: string; recipients: string[] }>;
+    const rows = JSON.parse(list.stdout) as Array<{
+      snapshotId: string;
+      status: string;
+      recipients: string[];
+    }>;
     const row = rows.find((r) => r.snapshotId === snapshotId);
     expect(row?.status).toBe('complete');
     expect(row?.recipients).toEqual([keys.fingerprint]);
@@ -73,7 +85,20 @@ describe('backup and restore round trip', () => {
     const target = `e2e_rt_${name.replace(/\W+/g, '_').toLowerCase()}`;
     await pg.createDatabase(target);
     const r = await runCli(
-      ['restore', snapshotId, '--from', dest(), '--key', keys.priv, '--passphrase-env', 'E2E_PASSPHRASE', '--to', pg.url(target), '--database-id', 'shop'],
+      [
+        'restore',
+        snapshotId,
+        '--from',
+        dest(),
+        '--key',
+        keys.priv,
+        '--passphrase-env',
+        'E2E_PASSPHRASE',
+        '--to',
+        pg.url(target),
+        '--database-id',
+        'shop',
+      ],
       { env: { ...env(), E2E_PASSPHRASE: PASSPHRASE } },
     );
     expect(r.stderr).not.toMatch(/error/i);
@@ -84,7 +109,20 @@ describe('backup and restore round trip', () => {
   it('restores "latest" with --jobs 2 (spooled) identically', async () => {
     await pg.createDatabase('e2e_rt_jobs');
     const r = await runCli(
-      ['restore', 'latest', '--from', `file://${folder}`, '--key', keys.priv, '--passphrase-env', 'E2E_PASSPHRASE', '--to', pg.url('e2e_rt_jobs'), '--jobs', '2'],
+      [
+        'restore',
+        'latest',
+        '--from',
+        `file://${folder}`,
+        '--key',
+        keys.priv,
+        '--passphrase-env',
+        'E2E_PASSPHRASE',
+        '--to',
+        pg.url('e2e_rt_jobs'),
+        '--jobs',
+        '2',
+      ],
       { env: { E2E_PASSPHRASE: PASSPHRASE } },
     );
     expect(r.code).toBe(0);
@@ -94,7 +132,21 @@ describe('backup and restore round trip', () => {
   it('opens without dbcrate: gpg --decrypt | zstd -d | pg_restore', async () => {
     const gnupg = await mkdtemp(join(tmpdir(), 'dbcrate-e2e-gnupg-'));
     try {
-      execFileSync('gpg', ['--homedir', gnupg, '--batch', '--pinentry-mode', 'loopback', '--passphrase', PASSPHRASE, '--import', keys.priv], { stdio: 'pipe' });
+      execFileSync(
+        'gpg',
+        [
+          '--homedir',
+          gnupg,
+          '--batch',
+          '--pinentry-mode',
+          'loopback',
+          '--passphrase',
+          PASSPHRASE,
+          '--import',
+          keys.priv,
+        ],
+        { stdio: 'pipe' },
+      );
       const dayDirs = await readdir(join(folder, 'shop', 'dumps'));
       const files = await readdir(join(folder, 'shop', 'dumps', dayDirs[0]));
       const data = files.find((f) => f.endsWith('.dump.zst.pgp'))!;
@@ -104,10 +156,15 @@ describe('backup and restore round trip', () => {
       execFileSync(
         'bash',
         [
-          '-o', 'pipefail', '-c',
+          '-o',
+          'pipefail',
+          '-c',
           `gpg --homedir "${gnupg}" --batch --quiet --pinentry-mode loopback --passphrase-fd 3 --decrypt "${path}" 3<<<"$PP" | zstd -d -c | pg_restore --exit-on-error -h 127.0.0.1 -p ${port} -U "$PGUSER" -d e2e_gpg`,
         ],
-        { stdio: 'pipe', env: { ...process.env, PP: PASSPHRASE, PGUSER: pg.superuser, PGPASSWORD: pg.password } },
+        {
+          stdio: 'pipe',
+          env: { ...process.env, PP: PASSPHRASE, PGUSER: pg.superuser, PGPASSWORD: pg.password },
+        },
       );
       expect(await checksums(pg.url('e2e_gpg'))).toEqual(expected);
     } finally {

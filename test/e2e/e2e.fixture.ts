@@ -16,9 +16,12 @@ export interface KeyPair {
 /** Generate an organisation key pair through the CLI, as a user would. */
 export async function generateKeys(name: string): Promise<KeyPair> {
   const dir = await mkdtemp(join(tmpdir(), `dbcrate-keys-${name}-`));
-  const r = await runCli(['keys', 'generate', '--name', name, '--out', dir, '--passphrase-env', 'E2E_PASSPHRASE'], {
-    env: { E2E_PASSPHRASE: PASSPHRASE },
-  });
+  const r = await runCli(
+    ['keys', 'generate', '--name', name, '--out', dir, '--passphrase-env', 'E2E_PASSPHRASE'],
+    {
+      env: { E2E_PASSPHRASE: PASSPHRASE },
+    },
+  );
   if (r.code !== 0) throw new Error(`keys generate failed: ${r.stderr}`);
   const fingerprint = /fingerprint ([0-9A-F]+)/.exec(r.stdout)?.[1];
   if (!fingerprint) throw new Error(`no fingerprint in: ${r.stdout}`);

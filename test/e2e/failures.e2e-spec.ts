@@ -38,21 +38,52 @@ describe('failures', () => {
   }
 
   async function freshBackup(dest: string): Promise<{ snapshotId: string; data: string; manifest: string }> {
-    const b = await runCli(['backup', '--db', source, '--to', `file://${dest}`, '--recipient', keys.pub, '--database-id', 'f']);
+    const b = await runCli([
+      'backup',
+      '--db',
+      source,
+      '--to',
+      `file://${dest}`,
+      '--recipient',
+      keys.pub,
+      '--database-id',
+      'f',
+    ]);
     expect(b.code).toBe(0);
     const snapshotId = b.stdout.trim();
     const all = await files(dest);
     return {
       snapshotId,
-      data: join(dest, all.find((f) => f.includes(snapshotId) && f.endsWith('.pgp'))!),
-      manifest: join(dest, all.find((f) => f.includes(snapshotId) && f.endsWith('.manifest.json'))!),
+      data: join(
+        dest,
+        all.find((f) => f.includes(snapshotId) && f.endsWith('.pgp'))!,
+      ),
+      manifest: join(
+        dest,
+        all.find((f) => f.includes(snapshotId) && f.endsWith('.manifest.json'))!,
+      ),
     };
   }
 
   const restore = (snap: string, dest: string, db: string, extra: string[] = [], key = keys.priv) =>
-    runCli(['restore', snap, '--from', `file://${dest}`, '--key', key, '--passphrase-env', 'E2E_PASSPHRASE', '--to', pg.url(db), ...extra], {
-      env: restoreEnv,
-    });
+    runCli(
+      [
+        'restore',
+        snap,
+        '--from',
+        `file://${dest}`,
+        '--key',
+        key,
+        '--passphrase-env',
+        'E2E_PASSPHRASE',
+        '--to',
+        pg.url(db),
+        ...extra,
+      ],
+      {
+        env: restoreEnv,
+      },
+    );
 
   beforeAll(async () => {
     pg = await startPgCluster();
@@ -125,7 +156,15 @@ describe('failures', () => {
   it('an unreachable database fails clearly and leaves nothing in the destination', async () => {
     const dest = join(root, 'nodb');
     const port = await freePort();
-    const r = await runCli(['backup', '--db', `postgres://u:TopSecretPw1@127.0.0.1:${port}/x`, '--to', `file://${dest}`, '--recipient', keys.pub]);
+    const r = await runCli([
+      'backup',
+      '--db',
+      `postgres://u:TopSecretPw1@127.0.0.1:${port}/x`,
+      '--to',
+      `file://${dest}`,
+      '--recipient',
+      keys.pub,
+    ]);
     expect(r.code).toBe(3);
     expect(r.stderr).toContain('E_DB_UNREACHABLE');
     expect(r.stderr).not.toContain('TopSecretPw1');
@@ -135,7 +174,15 @@ describe('failures', () => {
   it('an unreachable S3 endpoint fails clearly', async () => {
     const port = await freePort();
     const r = await runCli(
-      ['backup', '--db', source, '--to', `s3://nobucket/x?endpoint=http://127.0.0.1:${port}&region=us-east-1&path_style=true`, '--recipient', keys.pub],
+      [
+        'backup',
+        '--db',
+        source,
+        '--to',
+        `s3://nobucket/x?endpoint=http://127.0.0.1:${port}&region=us-east-1&path_style=true`,
+        '--recipient',
+        keys.pub,
+      ],
       { env: { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'VerySecretKeyValue123' } },
     );
     expect(r.code).toBe(4);
@@ -156,7 +203,15 @@ describe('failures', () => {
   it('an unwritable folder fails clearly', async () => {
     const blocker = join(root, 'a-file');
     await writeFile(blocker, 'x');
-    const r = await runCli(['backup', '--db', source, '--to', `file://${blocker}/sub`, '--recipient', keys.pub]);
+    const r = await runCli([
+      'backup',
+      '--db',
+      source,
+      '--to',
+      `file://${blocker}/sub`,
+      '--recipient',
+      keys.pub,
+    ]);
     expect(r.code).toBe(4);
     expect(r.stderr).toMatch(/dbcrate: error: .*\[E_STORAGE_/);
   });
@@ -182,7 +237,9 @@ describe('failures', () => {
     const dest = join(root, 'config');
     const cfg = join(root, 'dbcrate.yaml');
     await writeFile(cfg, `db: ${source}\nrecipient: [${keys.pub}]\ndatabase-id: from-file\n`);
-    const r = await runCli(['backup', '--config', cfg, '--database-id', 'from-flag'], { env: { DBCRATE_TO: `file://${dest}` } });
+    const r = await runCli(['backup', '--config', cfg, '--database-id', 'from-flag'], {
+      env: { DBCRATE_TO: `file://${dest}` },
+    });
     expect(r.code).toBe(0);
     expect(await readdir(dest)).toEqual(['from-flag']);
   });
@@ -214,12 +271,19 @@ describe('failures', () => {
   it('a backup killed mid-upload leaves no multipart upload and no object', async () => {
     // A database large enough that the upload is still running when we interrupt it.
     await pg.createDatabase('fail_big');
-    await pg.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g*7)::text) AS t FROM generate_series(1, 1500000) g", 'fail_big');
+    await pg.psql(
+      'CREATE TABLE big AS SELECT g, md5(g::text) || md5((g*7)::text) AS t FROM generate_series(1, 1500000) g',
+      'fail_big',
+    );
     const url = s3.url('killed', 'e2e-failures');
-    const child = spawn(process.execPath, [CLI_ENTRY, 'backup', '--db', pg.url('fail_big'), '--to', url, '--recipient', keys.pub], {
-      env: { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [CLI_ENTRY, 'backup', '--db', pg.url('fail_big'), '--to', url, '--recipient', keys.pub],
+      {
+        env: { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     // wait until the multipart upload has begun (a part is in flight), then interrupt
@@ -249,7 +313,13 @@ describe('failures', () => {
 
   it('never printed a secret', () => {
     const all = transcript.join('\n');
-    for (const secret of [pg.password, PASSPHRASE, 'TopSecretPw1', 'VerySecretKeyValue123', 'WrongSecretValue987']) {
+    for (const secret of [
+      pg.password,
+      PASSPHRASE,
+      'TopSecretPw1',
+      'VerySecretKeyValue123',
+      'WrongSecretValue987',
+    ]) {
       expect(all).not.toContain(secret);
     }
   });

@@ -26,7 +26,10 @@ export function loadConfigFile(path: string | undefined): ConfigFile {
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw new DbcrateError(ErrorCodes.CONFIG, `config file ${path} is not valid YAML: ${(e as Error).message}`);
+    throw new DbcrateError(
+      ErrorCodes.CONFIG,
+      `config file ${path} is not valid YAML: ${(e as Error).message}`,
+    );
   }
   if (doc == null) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) {
@@ -73,7 +76,12 @@ export function resolveSettings<S extends z.ZodObject>(
     }
     const ev = env[envName(key)];
     if (ev !== undefined && ev !== '') {
-      merged[key] = isArraySetting(schema, key) ? ev.split(',').map((s) => s.trim()).filter(Boolean) : ev;
+      merged[key] = isArraySetting(schema, key)
+        ? ev
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : ev;
       continue;
     }
     const fv = fromFile(file, key);
@@ -114,4 +122,7 @@ export const booleanSetting = z.preprocess((v) => {
 }, z.boolean());
 
 export const intSetting = (min: number, max: number) =>
-  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v),
+    z.number().int().min(min).max(max),
+  );

@@ -7,7 +7,9 @@ export type { Logger };
  * The one logger. Output is JSON lines on stderr (stdout is for command results), every
  * string passed through `redact`, and well-known secret fields removed.
  */
-export function createLogger(opts: { level?: string; name?: string; destination?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(
+  opts: { level?: string; name?: string; destination?: NodeJS.WritableStream } = {},
+): Logger {
   return pino(
     {
       name: opts.name ?? 'dbcrate',

@@ -24,7 +24,9 @@ describe('redact', () => {
   });
 
   it('removes private key blocks', () => {
-    expect(redact('-----BEGIN PGP PRIVATE KEY BLOCK-----\nabc\n-----END PGP PRIVATE KEY BLOCK-----')).not.toContain('abc');
+    expect(
+      redact('-----BEGIN PGP PRIVATE KEY BLOCK-----\nabc\n-----END PGP PRIVATE KEY BLOCK-----'),
+    ).not.toContain('abc');
   });
 });
 

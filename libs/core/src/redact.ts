@@ -14,7 +14,8 @@ export const MASK = '***';
 const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*):([^@/\s]*)@/gi;
 const KV_SECRET =
   /\b(password|passwd|pwd|passphrase|secret|token|aws_secret_access_key|secretaccesskey|sessiontoken)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&,;'"]+)/gi;
-const PRIVATE_KEY_BLOCK = /-----BEGIN PGP PRIVATE KEY BLOCK-----[\s\S]*?(-----END PGP PRIVATE KEY BLOCK-----|$)/g;
+const PRIVATE_KEY_BLOCK =
+  /-----BEGIN PGP PRIVATE KEY BLOCK-----[\s\S]*?(-----END PGP PRIVATE KEY BLOCK-----|$)/g;
 
 export function redact(text: string): string {
   let out = text

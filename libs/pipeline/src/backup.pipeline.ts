@@ -3,7 +3,7 @@ import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
 import { getCipher, type RecipientKey } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
-import { connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
+import { childEnv, connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
 import { runTool } from './child-process.stream';
 import { defaultDatabaseId, dumpKeys, snapshotIdFor, validateDatabaseId } from './layout';
 import { serializeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type DumpManifest } from './manifest';
@@ -53,16 +53,23 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await client.end().catch(() => undefined);
   }
   const tools = await findClientTools(info.major, { binDir: opts.pgBinDir });
-  const databaseId = opts.databaseId ? validateDatabaseId(opts.databaseId) : defaultDatabaseId(info.databaseName);
+  const databaseId = opts.databaseId
+    ? validateDatabaseId(opts.databaseId)
+    : defaultDatabaseId(info.databaseName);
   const started = (opts.now ?? (() => new Date()))();
   const snapshotId = snapshotIdFor(started);
   const keys = dumpKeys(databaseId, snapshotId, [codec.extension, cipher.extension]);
   log.info({ databaseId, snapshotId, key: keys.dataKey, server: info.version }, 'backup started');
 
   const { env, dbnameArg } = toLibpqEnv(opts.dbUrl);
-  const dump = runTool(tools.pgDump, ['--format=custom', '--compress=0', '--no-password', `--dbname=${dbnameArg}`], env, {
-    label: 'pg_dump',
-  });
+  const dump = runTool(
+    tools.pgDump,
+    ['--format=custom', '--compress=0', '--no-password', `--dbname=${dbnameArg}`],
+    childEnv(env),
+    {
+      label: 'pg_dump',
+    },
+  );
   const progress = opts.progress?.('backup');
   const plain = new MeterStream((n) => progress?.update(n));
   const stored = new MeterStream();
@@ -119,14 +126,24 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       database: info.databaseName,
     },
     tool: { name: 'pg_dump', version: tools.version, format: 'custom' },
-    object: { key: keys.dataKey, storedSize: stored.bytes, sha256: stored.sha256(), plaintextSize: plain.bytes },
+    object: {
+      key: keys.dataKey,
+      storedSize: stored.bytes,
+      sha256: stored.sha256(),
+      plaintextSize: plain.bytes,
+    },
     compression: { codec: codec.name, implementation: codec.implementation, level },
     encryption: {
       cipher: cipher.name,
-      recipients: opts.recipients.map((r) => ({ fingerprint: r.fingerprint, encryptionKeyIds: r.encryptionKeyIds })),
+      recipients: opts.recipients.map((r) => ({
+        fingerprint: r.fingerprint,
+        encryptionKeyIds: r.encryptionKeyIds,
+      })),
     },
   };
-  await opts.storage.put(keys.manifestKey, Readable.from([serializeManifest(manifest)]), { ifNotExists: true });
+  await opts.storage.put(keys.manifestKey, Readable.from([serializeManifest(manifest)]), {
+    ifNotExists: true,
+  });
   progress?.done({ snapshotId, storedBytes: stored.bytes });
   log.info({ snapshotId, plaintextBytes: plain.bytes, storedBytes: stored.bytes }, 'backup finished');
   return { manifest, ...keys };

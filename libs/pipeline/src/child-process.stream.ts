@@ -26,7 +26,7 @@ export function runTool(
 ): ToolRun {
   const label = opts.label ?? tool.split('/').pop() ?? tool;
   const child = spawn(tool, args, {
-    env: { ...process.env, ...env },
+    env,
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

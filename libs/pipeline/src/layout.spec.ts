@@ -1,5 +1,12 @@
 import { DbcrateError } from '@dbcrate/core';
-import { defaultDatabaseId, dumpKeys, parseDumpKey, snapshotIdFor, snapshotTime, validateDatabaseId } from './layout';
+import {
+  defaultDatabaseId,
+  dumpKeys,
+  parseDumpKey,
+  snapshotIdFor,
+  snapshotTime,
+  validateDatabaseId,
+} from './layout';
 
 describe('layout', () => {
   const t = new Date('2026-11-25T11:45:12.345Z');

@@ -13,10 +13,19 @@ describe('progress', () => {
     const out = new PassThrough();
     let text = '';
     out.on('data', (d) => (text += d));
-    const p = createProgress({ phase: 'backup', total: 100, stream: out as unknown as NodeJS.WriteStream, mode: 'json', intervalMs: 0 });
+    const p = createProgress({
+      phase: 'backup',
+      total: 100,
+      stream: out as unknown as NodeJS.WriteStream,
+      mode: 'json',
+      intervalMs: 0,
+    });
     p.update(50);
     p.done({ snapshotId: 'x' });
-    const lines = text.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines[0]).toMatchObject({ event: 'progress', phase: 'backup', bytes: 50, total: 100 });
     expect(lines.at(-1)).toMatchObject({ event: 'done', snapshotId: 'x' });
   });
@@ -25,7 +34,13 @@ describe('progress', () => {
     const out = new PassThrough();
     let text = '';
     out.on('data', (d) => (text += d));
-    const p = createProgress({ phase: 'restore', total: 2048, stream: out as unknown as NodeJS.WriteStream, mode: 'tty', intervalMs: 0 });
+    const p = createProgress({
+      phase: 'restore',
+      total: 2048,
+      stream: out as unknown as NodeJS.WriteStream,
+      mode: 'tty',
+      intervalMs: 0,
+    });
     p.update(1024);
     expect(text).toContain('restore: 1.0 KiB / 2.0 KiB (50%)');
     expect(text).toContain('/s');

@@ -33,7 +33,11 @@ export function formatDuration(seconds: number): string {
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const r = s % 60;
-  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
+  return h > 0
+    ? `${h}h${String(m).padStart(2, '0')}m`
+    : m > 0
+      ? `${m}m${String(r).padStart(2, '0')}s`
+      : `${r}s`;
 }
 
 export function createProgress(opts: ProgressOptions): ProgressSink {
@@ -62,7 +66,8 @@ export function createProgress(opts: ProgressOptions): ProgressSink {
       stream.write(JSON.stringify({ ...rec, ...extra }) + '\n');
     } else if (mode === 'tty') {
       let s = `${opts.phase}: ${formatBytes(bytes)}`;
-      if (opts.total) s += ` / ${formatBytes(opts.total)} (${Math.min(100, (100 * bytes) / opts.total).toFixed(0)}%)`;
+      if (opts.total)
+        s += ` / ${formatBytes(opts.total)} (${Math.min(100, (100 * bytes) / opts.total).toFixed(0)}%)`;
       s += `  ${formatBytes(rate)}/s  ${formatDuration(elapsed)}`;
       if (!final && opts.total && rate > 0) s += `  ETA ${formatDuration((opts.total - bytes) / rate)}`;
       stream.write(`\r\x1b[K${s}${final ? '\n' : ''}`);

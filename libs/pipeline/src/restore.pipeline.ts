@@ -8,6 +8,7 @@ import { getCodec } from '@dbcrate/compression';
 import { getCipher, type DecryptionKey } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
 import {
+  childEnv,
   connect,
   findClientTools,
   isDatabaseEmpty,
@@ -80,20 +81,31 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
     const info = await serverInfo(client);
     major = info.major;
     if ((opts.production || (await isProductionTarget(client))) && !opts.iKnow) {
-      throw new DbcrateError(ErrorCodes.TARGET_PRODUCTION, `refusing to restore into ${target}: it is marked production`, {
-        hint: 'if you really mean to overwrite it, add --i-know',
-      });
+      throw new DbcrateError(
+        ErrorCodes.TARGET_PRODUCTION,
+        `refusing to restore into ${target}: it is marked production`,
+        {
+          hint: 'if you really mean to overwrite it, add --i-know',
+        },
+      );
     }
     if (!opts.clean && !(await isDatabaseEmpty(client))) {
-      throw new DbcrateError(ErrorCodes.TARGET_NOT_EMPTY, `refusing to restore into ${target}: the database is not empty`, {
-        hint: 'restore into an empty database (createdb NAME), or add --clean to drop the objects the backup contains first',
-      });
+      throw new DbcrateError(
+        ErrorCodes.TARGET_NOT_EMPTY,
+        `refusing to restore into ${target}: the database is not empty`,
+        {
+          hint: 'restore into an empty database (createdb NAME), or add --clean to drop the objects the backup contains first',
+        },
+      );
     }
   } finally {
     await client.end().catch(() => undefined);
   }
   if (major < m.server.major) {
-    log.warn({ from: m.server.major, to: major }, 'restoring into an older PostgreSQL major version; this may fail');
+    log.warn(
+      { from: m.server.major, to: major },
+      'restoring into an older PostgreSQL major version; this may fail',
+    );
   }
   const toolMajor = Math.max(major, Number.parseInt(m.tool.version.replace(/^\D*/, ''), 10) || major);
   const tools = await findClientTools(toolMajor, { binDir: opts.pgBinDir });
@@ -115,15 +127,19 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   if (opts.clean) args.push('--clean', '--if-exists');
   if (opts.noOwner) args.push('--no-owner');
   const progress = opts.progress?.('restore', m.object.storedSize);
-  const source = async () => [
-    await opts.storage.get(m.object.key, { signal: opts.signal }),
-    new VerifyStream({ ...m.object, size: m.object.storedSize }, (n) => progress?.update(n)),
-    cipher.decryptor(opts.keys),
-    codec.decompressor(),
-  ] as const;
+  const source = async () =>
+    [
+      await opts.storage.get(m.object.key, { signal: opts.signal }),
+      new VerifyStream({ ...m.object, size: m.object.storedSize }, (n) => progress?.update(n)),
+      cipher.decryptor(opts.keys),
+      codec.decompressor(),
+    ] as const;
 
   if (jobs <= 1) {
-    const restore = runTool(tools.pgRestore, [...args, '--single-transaction'], env, { stdin: 'pipe', label: 'pg_restore' });
+    const restore = runTool(tools.pgRestore, [...args, '--single-transaction'], childEnv(env), {
+      stdin: 'pipe',
+      label: 'pg_restore',
+    });
     restore.stdout.resume();
     const onAbort = () => restore.kill();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -150,7 +166,9 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
     try {
       const [get, verify, decrypt, decompress] = await source();
       await pipeline(get, verify, decrypt, decompress, createWriteStream(file, { mode: 0o600 }));
-      const restore = runTool(tools.pgRestore, [...args, `--jobs=${jobs}`, file], env, { label: 'pg_restore' });
+      const restore = runTool(tools.pgRestore, [...args, `--jobs=${jobs}`, file], childEnv(env), {
+        label: 'pg_restore',
+      });
       restore.stdout.resume();
       await restore.exited;
     } finally {

@@ -25,7 +25,10 @@ async function readAll(storage: Storage, key: string): Promise<Buffer> {
 }
 
 /** Every dump under the destination (or one database id), oldest first. */
-export async function listSnapshots(storage: Storage, opts: { databaseId?: string } = {}): Promise<SnapshotEntry[]> {
+export async function listSnapshots(
+  storage: Storage,
+  opts: { databaseId?: string } = {},
+): Promise<SnapshotEntry[]> {
   const prefix = opts.databaseId ? `${validateDatabaseId(opts.databaseId)}/${DUMPS_DIR}/` : '';
   const byId = new Map<string, SnapshotEntry>();
   for await (const obj of storage.list(prefix)) {
@@ -97,14 +100,20 @@ export async function resolveSnapshot(
     const complete = all.filter((e) => e.status === 'complete');
     const dbs = new Set(complete.map((e) => e.databaseId));
     if (dbs.size > 1) {
-      throw new DbcrateError(ErrorCodes.USAGE, `"latest" is ambiguous: ${where} holds backups of ${[...dbs].join(', ')}`, {
-        hint: 'add --database-id ID',
-      });
+      throw new DbcrateError(
+        ErrorCodes.USAGE,
+        `"latest" is ambiguous: ${where} holds backups of ${[...dbs].join(', ')}`,
+        {
+          hint: 'add --database-id ID',
+        },
+      );
     }
     const last = complete.at(-1);
     if (!last) {
       throw new DbcrateError(ErrorCodes.SNAPSHOT_NOT_FOUND, `no complete backup found in ${where}`, {
-        hint: all.length ? 'run `dbcrate snapshots` to see the incomplete ones' : 'check --from and --database-id',
+        hint: all.length
+          ? 'run `dbcrate snapshots` to see the incomplete ones'
+          : 'check --from and --database-id',
       });
     }
     return last as SnapshotEntry & { manifest: DumpManifest };

@@ -24,7 +24,11 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 export function contextFor(cmd: Command): CliContext {
   const g = cmd.optsWithGlobals<{ config?: string; logLevel?: string; progress?: string }>();
   const file = loadConfigFile(g.config ?? process.env.DBCRATE_CONFIG);
-  setLogger(createLogger({ level: g.logLevel ?? process.env.DBCRATE_LOG_LEVEL ?? (file['log-level'] as string) ?? 'warn' }));
+  setLogger(
+    createLogger({
+      level: g.logLevel ?? process.env.DBCRATE_LOG_LEVEL ?? (file['log-level'] as string) ?? 'warn',
+    }),
+  );
   const mode = (g.progress ?? process.env.DBCRATE_PROGRESS ?? 'auto') as 'auto' | 'tty' | 'json' | 'off';
   return {
     file,

@@ -6,9 +6,13 @@ async function readKeyFile(path: string, what: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (e) {
-    throw new DbcrateError(ErrorCodes.KEY_INVALID, `cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
-      hint: 'check the path',
-    });
+    throw new DbcrateError(
+      ErrorCodes.KEY_INVALID,
+      `cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      {
+        hint: 'check the path',
+      },
+    );
   }
 }
 
@@ -23,14 +27,21 @@ export function passphraseFrom(envVar: string | undefined): string | undefined {
   if (!envVar) return undefined;
   const v = process.env[envVar];
   if (v === undefined) {
-    throw new DbcrateError(ErrorCodes.PASSPHRASE, `environment variable ${envVar} (named by --passphrase-env) is not set`, {
-      hint: `export ${envVar}=… before running dbcrate`,
-    });
+    throw new DbcrateError(
+      ErrorCodes.PASSPHRASE,
+      `environment variable ${envVar} (named by --passphrase-env) is not set`,
+      {
+        hint: `export ${envVar}=… before running dbcrate`,
+      },
+    );
   }
   registerSecret(v);
   return v;
 }
 
-export async function loadPrivateKey(path: string, passphraseEnv: string | undefined): Promise<DecryptionKey> {
+export async function loadPrivateKey(
+  path: string,
+  passphraseEnv: string | undefined,
+): Promise<DecryptionKey> {
   return loadDecryptionKey(await readKeyFile(path, 'private key'), passphraseFrom(passphraseEnv));
 }

@@ -24,13 +24,23 @@ export function backupCommand(): Command {
   return new Command('backup')
     .description('stream pg_dump → zstd → OpenPGP → destination; prints the snapshot id')
     .option('--db <POSTGRES_URL>', 'database to back up (password via the URL, PGPASSWORD or ~/.pgpass)')
-    .option('--to <DEST_URL>', 'file:///abs/path | s3://bucket/prefix?endpoint=…&region=…&path_style=true | sftp://user@host:port/path')
-    .option('--recipient <PUBKEY_FILE>', 'organisation public key to encrypt to (repeat for several)', collect)
+    .option(
+      '--to <DEST_URL>',
+      'file:///abs/path | s3://bucket/prefix?endpoint=…&region=…&path_style=true | sftp://user@host:port/path',
+    )
+    .option(
+      '--recipient <PUBKEY_FILE>',
+      'organisation public key to encrypt to (repeat for several)',
+      collect,
+    )
     .option('--database-id <ID>', 'name of this database in the destination (default: the database name)')
     .option('--compression-level <N>', 'zstd level 1-19 (default 3)')
     .option('--compression-threads <N>', 'zstd worker threads (default 2, 0 = none)')
     .option('--zstd <IMPL>', 'zstd implementation: auto | native | wasm (default auto)')
-    .option('--pg-bin-dir <DIR>', 'directory holding pg_dump (default /usr/lib/postgresql/<server major>/bin)')
+    .option(
+      '--pg-bin-dir <DIR>',
+      'directory holding pg_dump (default /usr/lib/postgresql/<server major>/bin)',
+    )
     .option('--json', 'print the result as JSON')
     .action(async (_o, cmd: Command) => {
       const ctx = contextFor(cmd);
@@ -49,7 +59,15 @@ export function backupCommand(): Command {
           progress: ctx.progress,
         });
         if (s.json) {
-          process.stdout.write(JSON.stringify({ snapshotId: r.manifest.snapshotId, databaseId: r.manifest.databaseId, key: r.dataKey, manifest: r.manifestKey, storedBytes: r.manifest.object.storedSize }) + '\n');
+          process.stdout.write(
+            JSON.stringify({
+              snapshotId: r.manifest.snapshotId,
+              databaseId: r.manifest.databaseId,
+              key: r.dataKey,
+              manifest: r.manifestKey,
+              storedBytes: r.manifest.object.storedSize,
+            }) + '\n',
+          );
         } else {
           process.stdout.write(`${r.manifest.snapshotId}\n`);
         }

@@ -36,7 +36,10 @@ export function keysCommand(): Command {
     .option('--name <ORG>', 'key name; files are DIR/ORG.pub.asc and DIR/ORG.key.asc')
     .option('--out <DIR>', 'directory to write the key files into')
     .option('--email <EMAIL>', 'e-mail address for the key user id')
-    .option('--passphrase-env <VAR>', 'protect the private key with the passphrase in environment variable VAR')
+    .option(
+      '--passphrase-env <VAR>',
+      'protect the private key with the passphrase in environment variable VAR',
+    )
     .action(async (_o, cmd: Command) => {
       const ctx = contextFor(cmd);
       const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
@@ -53,7 +56,9 @@ export function keysCommand(): Command {
           'dbcrate: warning: the private key is not passphrase-protected; keep it offline, or regenerate with --passphrase-env VAR\n',
         );
       }
-      process.stderr.write('dbcrate: keep the private key away from database hosts: backups only need the public key\n');
+      process.stderr.write(
+        'dbcrate: keep the private key away from database hosts: backups only need the public key\n',
+      );
     });
   return keys;
 }

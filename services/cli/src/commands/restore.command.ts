@@ -28,11 +28,17 @@ export function restoreCommand(): Command {
     .option('--from <DEST_URL>', 'destination URL holding the backup')
     .option('--key <PRIVKEY_FILE>', 'organisation private key')
     .option('--to <POSTGRES_URL>', 'database to restore into (must be empty unless --clean)')
-    .option('--database-id <ID>', 'which database the snapshot belongs to, when the destination holds several')
+    .option(
+      '--database-id <ID>',
+      'which database the snapshot belongs to, when the destination holds several',
+    )
     .option('--jobs <N>', 'parallel pg_restore jobs; above 1 the decrypted dump is spooled to local disk')
     .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
     .option('--clean', 'restore into a non-empty database, dropping the objects the backup contains first')
-    .option('--production', 'treat the target as production (also set by the dbcrate.production=on database setting)')
+    .option(
+      '--production',
+      'treat the target as production (also set by the dbcrate.production=on database setting)',
+    )
     .option('--i-know', 'consent to restoring into a production target')
     .option('--no-owner', 'do not restore object ownership')
     .option('--spool-dir <DIR>', 'where --jobs > 1 spools the decrypted dump (default: the temp directory)')
@@ -41,7 +47,10 @@ export function restoreCommand(): Command {
       const ctx = contextFor(cmd);
       const flags = cmd.opts();
       // commander's --no-owner sets owner=false; map it onto our setting
-      const s = resolveSettings(schema, { flags: { ...flags, noOwner: flags.owner === false ? true : undefined }, file: ctx.file });
+      const s = resolveSettings(schema, {
+        flags: { ...flags, noOwner: flags.owner === false ? true : undefined },
+        file: ctx.file,
+      });
       const key = await loadPrivateKey(s.key, s.passphraseEnv);
       const storage = await openStorage(s.from);
       try {
@@ -61,7 +70,9 @@ export function restoreCommand(): Command {
           signal: ctx.signal,
           progress: ctx.progress,
         });
-        process.stdout.write(`restored ${r.manifest.databaseId}/${r.manifest.snapshotId} into ${r.target} in ${r.seconds.toFixed(1)}s\n`);
+        process.stdout.write(
+          `restored ${r.manifest.databaseId}/${r.manifest.snapshotId} into ${r.target} in ${r.seconds.toFixed(1)}s\n`,
+        );
       } finally {
         await storage.close();
       }

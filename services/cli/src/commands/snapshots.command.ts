@@ -49,11 +49,21 @@ export function snapshotsCommand(): Command {
           e.databaseId,
           e.snapshotId,
           e.status + (e.reason && e.status !== 'complete' ? ` (${e.reason})` : ''),
-          e.manifest ? formatBytes(e.manifest.object.storedSize) : e.dataSize !== undefined ? formatBytes(e.dataSize) : '-',
+          e.manifest
+            ? formatBytes(e.manifest.object.storedSize)
+            : e.dataSize !== undefined
+              ? formatBytes(e.dataSize)
+              : '-',
           e.manifest?.server.version ?? '-',
         ]);
         const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-        for (const r of [header, ...rows]) process.stdout.write(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
+        for (const r of [header, ...rows])
+          process.stdout.write(
+            r
+              .map((c, i) => c.padEnd(widths[i]))
+              .join('  ')
+              .trimEnd() + '\n',
+          );
       } finally {
         await storage.close();
       }

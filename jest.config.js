@@ -28,7 +28,7 @@ module.exports = {
       ...common,
       displayName: 'integration',
       testMatch: ['<rootDir>/{libs,services}/**/*.int-spec.ts', '<rootDir>/test/e2e/**/*.e2e-spec.ts'],
-      testTimeout: 300000,
+      setupFilesAfterEnv: ['<rootDir>/libs/testing/jest/integration.setup.ts'],
     },
   ],
 };

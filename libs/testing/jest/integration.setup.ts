@@ -1,0 +1,2 @@
+// Integration and end-to-end tests start real servers and move real data.
+jest.setTimeout(300_000);

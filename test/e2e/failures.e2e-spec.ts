@@ -190,14 +190,18 @@ describe('failures', () => {
     expect(r.stderr).not.toContain('VerySecretKeyValue123');
   });
 
-  it('an unwritable destination (wrong S3 secret) fails clearly and leaves no object', async () => {
+  it('an unwritable destination (unknown S3 credentials) fails clearly and leaves no object', async () => {
     const r = await runCli(
       ['backup', '--db', source, '--to', s3.url('denied', 'e2e-failures'), '--recipient', keys.pub],
-      { env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: 'WrongSecretValue987' } },
+      { env: { AWS_ACCESS_KEY_ID: 'AKIANOTKNOWNHERE', AWS_SECRET_ACCESS_KEY: 'WrongSecretValue987' } },
     );
     expect(r.code).toBe(4);
     expect(r.stderr).toMatch(/E_STORAGE_DENIED/);
     expect(r.stderr).not.toContain('WrongSecretValue987');
+    const list = await runCli(['snapshots', '--from', s3.url('denied', 'e2e-failures'), '--json'], {
+      env: s3.env,
+    });
+    expect(JSON.parse(list.stdout)).toEqual([]);
   });
 
   it('an unwritable folder fails clearly', async () => {
@@ -275,7 +279,8 @@ describe('failures', () => {
       'CREATE TABLE big AS SELECT g, md5(g::text) || md5((g*7)::text) AS t FROM generate_series(1, 1500000) g',
       'fail_big',
     );
-    const url = s3.url('killed', 'e2e-failures');
+    // small parts so that a multipart upload is surely in flight when we interrupt
+    const url = `${s3.url('killed', 'e2e-failures')}&part_size=5MiB`;
     const child = spawn(
       process.execPath,
       [CLI_ENTRY, 'backup', '--db', pg.url('fail_big'), '--to', url, '--recipient', keys.pub],

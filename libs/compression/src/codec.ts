@@ -2,13 +2,21 @@ import type { Duplex } from 'node:stream';
 import type { StagePlugin } from '@dbcrate/core';
 
 export interface CompressOptions {
-  /** zstd level, 1..19 (default 3). */
+  /** zstd level, 1..19 (default 3; up to 22 accepted). */
   level?: number;
-  /** Worker threads for compression (zstd nbWorkers); 0 = single-threaded. */
+  /**
+   * Worker threads for compression (zstd nbWorkers); 0 = compress on the calling thread.
+   * Ignored by implementations without threads (WebAssembly).
+   */
   threads?: number;
 }
 
-/** A compression codec. Output of `compressor()` must be standard frames (`zstd -d` reads them). */
+/**
+ * A compression codec. Both directions are streaming Duplexes with bounded buffers.
+ * `compressor()` output is standard frames (`zstd -d` reads them); `decompressor()` reads
+ * any sequence of standard and skippable frames (what `zstd` or `cat a.zst b.zst` writes)
+ * and fails with E_CODEC on corrupt input and E_INTEGRITY on truncated input.
+ */
 export interface Codec extends StagePlugin {
   /** Which implementation serves this codec, e.g. "zstd-napi" or "zstd-codec". */
   readonly implementation: string;
@@ -17,3 +25,5 @@ export interface Codec extends StagePlugin {
 }
 
 export type ZstdImplementation = 'auto' | 'native' | 'wasm';
+
+export const ZSTD_DEFAULT_LEVEL = 3;

@@ -6,19 +6,33 @@ export interface RecipientKey {
   armored: string;
   /** Upper-case hex fingerprint of the primary key. */
   fingerprint: string;
-  /** Fingerprints of the encryption subkeys (what a PKESK packet names). */
+  /** Fingerprints of the encryption subkeys (what a PKESK packet names, by their last 16 hex digits). */
   encryptionKeyIds: string[];
   userIds: string[];
 }
 
 export interface DecryptionKey {
   fingerprint: string;
+  /** Upper-case 16-hex key IDs of the primary key and every subkey (what PKESK packets name). */
+  keyIds: string[];
   /** The decrypted openpgp PrivateKey object; opaque outside libs/crypto. */
   key: unknown;
 }
 
-/** A cipher stage: encrypts to public keys, decrypts with a private key. */
+export interface DecryptOptions {
+  /**
+   * Fingerprints the object is recorded (manifest) as encrypted to. Only used to word
+   * E_WRONG_KEY: the message itself names 16-hex key IDs, these give the full names.
+   */
+  expectedRecipients?: string[];
+}
+
+/**
+ * A cipher stage: encrypts to public keys, decrypts with a private key. Both are
+ * streaming Duplexes; the decryptor fails with E_WRONG_KEY (no key of ours is a
+ * recipient), E_INTEGRITY (damaged, tampered or truncated data).
+ */
 export interface Cipher extends StagePlugin {
   encryptor(recipients: RecipientKey[]): Duplex;
-  decryptor(keys: DecryptionKey[]): Duplex;
+  decryptor(keys: DecryptionKey[], opts?: DecryptOptions): Duplex;
 }

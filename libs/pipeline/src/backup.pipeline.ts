@@ -78,32 +78,39 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
   // The chain feeding storage; an error anywhere aborts the upload, so no partial object remains.
-  let chainError: unknown;
+  // Several parts fail together when one does; report the first real cause, not the
+  // "premature close" the others see as a consequence.
+  let firstError: unknown;
+  const note = (e: unknown) => {
+    const code = (e as { code?: string })?.code;
+    if (firstError === undefined && code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'ABORT_ERR')
+      firstError = e;
+    abort.abort(e);
+    throw e;
+  };
   const chainDone = pipeline(
     dump.stdout,
     plain,
     codec.compressor({ level, threads: opts.compression?.threads }),
     cipher.encryptor(opts.recipients),
     stored,
-  ).catch((e: unknown) => {
-    chainError = e;
-    abort.abort(e);
-    throw e;
-  });
+  ).catch(note);
+  const putDone = opts.storage
+    .put(keys.dataKey, stored, { signal: abort.signal, ifNotExists: true })
+    .catch(note);
+  const dumpDone = dump.exited.catch(note);
   try {
-    await Promise.all([
-      opts.storage.put(keys.dataKey, stored, { signal: abort.signal, ifNotExists: true }),
-      chainDone,
-      dump.exited,
-    ]);
+    await Promise.all([putDone, chainDone, dumpDone]);
   } catch (e) {
     dump.kill();
     abort.abort(e);
+    await Promise.allSettled([putDone, chainDone, dumpDone]);
     // A put may have won the race against a late error; make sure nothing that looks like data stays.
     await opts.storage.delete(keys.dataKey).catch(() => undefined);
-    throw opts.signal?.aborted
-      ? new DbcrateError(ErrorCodes.INTERRUPTED, 'backup interrupted; nothing was kept')
-      : (chainError ?? e);
+    if (opts.signal?.aborted) {
+      throw new DbcrateError(ErrorCodes.INTERRUPTED, 'backup interrupted; nothing was kept');
+    }
+    throw firstError ?? e;
   } finally {
     opts.signal?.removeEventListener('abort', onOuterAbort);
   }

@@ -36,8 +36,16 @@ export function mapFsError(e: unknown, op: Op, target: string, where: string): D
   const head = `cannot ${VERB[op]} ${target} in ${where}`;
   switch (code) {
     case 'ENOENT':
-    case 'ENOTDIR':
       return new DbcrateError(ErrorCodes.STORAGE_NOT_FOUND, `${head}: it does not exist`, { cause: e });
+    case 'ENOTDIR':
+      return new DbcrateError(
+        ErrorCodes.STORAGE_DENIED,
+        `${head}: a part of the path is a file, not a folder (ENOTDIR)`,
+        {
+          cause: e,
+          hint: 'check the destination path',
+        },
+      );
     case 'EACCES':
     case 'EPERM':
       return new DbcrateError(ErrorCodes.STORAGE_DENIED, `${head}: permission denied (${code})`, {

@@ -1,0 +1,140 @@
+import { isDbcrateError, ErrorCodes } from '@dbcrate/core';
+import type { Codec } from './codec';
+import { ZstdNapiCodec } from './zstd-napi.codec';
+import { ZstdWasmCodec } from './zstd-wasm.codec';
+import { sampleData, sha256, through } from './compression.fixture';
+
+const native = new ZstdNapiCodec();
+const wasm = new ZstdWasmCodec();
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (isDbcrateError(e)) return e.code;
+    throw e;
+  }
+  throw new Error('expected a failure');
+}
+
+/** A hand-made zstd frame of `mib` MiB of zeros as RLE blocks: 4 bytes per 128 KiB. */
+function zeroBomb(mib: number): Buffer {
+  const header = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58]); // no checksum, 2 MiB window
+  const blocks = Buffer.alloc(mib * 8 * 4);
+  for (let i = 0; i < mib * 8; i++) {
+    const last = i === mib * 8 - 1 ? 1 : 0;
+    blocks.writeUIntLE(((128 * 1024) << 3) | (1 << 1) | last, i * 4, 3); // RLE block of 128 KiB
+    blocks[i * 4 + 3] = 0;
+  }
+  return Buffer.concat([header, blocks]);
+}
+
+const big = sampleData(40 * 1024 * 1024, 7);
+const medium = sampleData(3 * 1024 * 1024, 11);
+const compressedBy = new Map<string, Buffer>();
+
+describe.each([
+  ['native (zstd-napi)', native],
+  ['wasm (zstd-codec)', wasm],
+])('%s', (_label, codec: Codec) => {
+  jest.setTimeout(120_000);
+
+  it('round-trips 0 bytes as one valid frame', async () => {
+    const z = await through(Buffer.alloc(0), codec.compressor());
+    expect(z.subarray(0, 4)).toEqual(ZSTD_MAGIC);
+    expect(await through(z, codec.decompressor())).toEqual(Buffer.alloc(0));
+  });
+
+  it('round-trips a small input', async () => {
+    const input = Buffer.from('hello, dbcrate\n'.repeat(3));
+    const z = await through(input, codec.compressor());
+    expect((await through(z, codec.decompressor())).toString()).toBe(input.toString());
+  });
+
+  it('round-trips ~40 MB streamed, and compresses it', async () => {
+    const z = await through(big, codec.compressor({ level: 3 }));
+    compressedBy.set(codec.implementation, z);
+    expect(z.length).toBeLessThan(big.length / 2);
+    const back = await through(z, codec.decompressor());
+    expect(back.length).toBe(big.length);
+    expect(sha256(back)).toBe(sha256(big));
+  });
+
+  it('reads several concatenated frames and skippable frames', async () => {
+    const a = await through(Buffer.from('first '), codec.compressor());
+    const b = await through(medium, codec.compressor({ level: 1 }));
+    const skippable = Buffer.from([0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
+    const back = await through(Buffer.concat([a, skippable, b, a]), codec.decompressor());
+    expect(sha256(back)).toBe(sha256(Buffer.concat([Buffer.from('first '), medium, Buffer.from('first ')])));
+  });
+
+  it('fails with E_CODEC on input that is not zstd', async () => {
+    expect(await codeOf(through(Buffer.from('plain text, not compressed'), codec.decompressor()))).toBe(
+      ErrorCodes.CODEC,
+    );
+  });
+
+  it('fails with E_CODEC on a corrupted frame (checksummed input)', async () => {
+    const z = Buffer.from(await through(medium, native.compressor()));
+    for (let i = 1000; i < z.length - 100; i += 997) z[i] ^= 0x5a;
+    expect(await codeOf(through(z, codec.decompressor()))).toBe(ErrorCodes.CODEC);
+  });
+
+  it('fails with E_INTEGRITY on truncated input, at any cut', async () => {
+    const z = await through(medium, native.compressor());
+    for (const cut of [3, 7, 100, Math.floor(z.length / 2), z.length - 1]) {
+      expect(await codeOf(through(z.subarray(0, cut), codec.decompressor()))).toBe(ErrorCodes.INTEGRITY);
+    }
+  });
+
+  it('fails with E_INTEGRITY on empty input', async () => {
+    expect(await codeOf(through(Buffer.alloc(0), codec.decompressor()))).toBe(ErrorCodes.INTEGRITY);
+  });
+
+  it('rejects a bad level', () => {
+    expect(() => codec.compressor({ level: 0 })).toThrow(/level/);
+  });
+
+  it('keeps memory bounded on a decompression bomb (8 GiB of zeros in 256 KiB)', async () => {
+    const rssBefore = process.memoryUsage().rss;
+    const d = codec.decompressor();
+    d.end(zeroBomb(8 * 1024));
+    let read = 0;
+    for await (const chunk of d) {
+      read += (chunk as Buffer).length;
+      if (read >= 64 * 1024 * 1024) break; // breaking out destroys the stream
+    }
+    expect(read).toBeGreaterThanOrEqual(64 * 1024 * 1024);
+    // An implementation that decodes whole input chunks at once would hold GiBs here.
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(512 * 1024 * 1024);
+  });
+});
+
+describe('native specifics', () => {
+  jest.setTimeout(120_000);
+
+  it.each([0, 1, 2])('compresses with %i worker threads', async (threads) => {
+    const z = await through(medium, native.compressor({ threads }));
+    expect(sha256(await through(z, native.decompressor()))).toBe(sha256(medium));
+  });
+
+  it('writes a content checksum like the zstd CLI (frame header flag)', async () => {
+    const z = await through(Buffer.from('x'), native.compressor());
+    expect(z[4] & 0x04).toBe(0x04);
+  });
+});
+
+describe('cross-implementation', () => {
+  jest.setTimeout(120_000);
+
+  it('native output is read by wasm', async () => {
+    const z = compressedBy.get('zstd-napi') ?? (await through(big, native.compressor()));
+    expect(sha256(await through(z, wasm.decompressor()))).toBe(sha256(big));
+  });
+
+  it('wasm output is read by native', async () => {
+    const z = compressedBy.get('zstd-codec') ?? (await through(big, wasm.compressor()));
+    expect(sha256(await through(z, native.decompressor()))).toBe(sha256(big));
+  });
+});

@@ -1,0 +1,11 @@
+export * from './cipher';
+export { OpenPgpCipher } from './openpgp.cipher';
+export { getCipher, getCipherByExtension, cipherRegistry } from './crypto.registry';
+export {
+  generateKeyPair,
+  loadRecipientKey,
+  loadDecryptionKey,
+  type GenerateKeyPairOptions,
+  type GeneratedKeyPair,
+} from './keys';
+export { recipientKeyIds, WILDCARD_KEY_ID } from './pgp-header.parser';

@@ -171,6 +171,20 @@ describe('failures', () => {
     expect(await files(dest)).toEqual([]);
   });
 
+  it('a failing pg_dump (no permission on a table) leaves no object', async () => {
+    const dest = join(root, 'dumpfails');
+    await pg.psql("CREATE ROLE limited LOGIN PASSWORD 'LimitedPw-31337'");
+    await pg.psql('CREATE TABLE private_data AS SELECT 1 AS x', 'fail_source');
+    const url = pg.url('fail_source').replace(/\/\/[^@]+@/, '//limited:LimitedPw-31337@');
+    const r = await runCli(['backup', '--db', url, '--to', `file://${dest}`, '--recipient', keys.pub]);
+    await pg.psql('DROP TABLE private_data', 'fail_source');
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('pg_dump failed');
+    expect(r.stderr).toContain('permission denied');
+    expect(r.stderr).not.toContain('LimitedPw-31337');
+    expect(await files(dest)).toEqual([]);
+  });
+
   it('an unreachable S3 endpoint fails clearly', async () => {
     const port = await freePort();
     const r = await runCli(

@@ -49,7 +49,10 @@ describe('compression registry', () => {
       const fresh = require('./compression.registry') as typeof import('./compression.registry');
       /* eslint-enable @typescript-eslint/no-require-imports */
       core.setLogger(core.createLogger({ level: 'warn', destination: sink }));
-      expect(fresh.zstdNativeStatus()).toEqual({ available: false, reason: 'simulated: binding.node not built' });
+      expect(fresh.zstdNativeStatus()).toEqual({
+        available: false,
+        reason: 'simulated: binding.node not built',
+      });
       expect(fresh.getCodec().implementation).toBe('zstd-codec');
       expect(fresh.getCodecByExtension('zst').implementation).toBe('zstd-codec');
       expect(() => fresh.getCodec('zstd', { implementation: 'native' })).toThrow(

@@ -34,11 +34,15 @@ function zstdCodec(implementation: ZstdImplementation): Codec {
     case 'native': {
       const status = zstdNativeStatus();
       if (!status.available) {
-        throw new DbcrateError(ErrorCodes.CONFIG, `the native zstd module (zstd-napi) cannot load: ${status.reason}`, {
-          hint:
-            'Rebuild it with `npm rebuild zstd-napi` (g++ and make are needed; package.json must allow its ' +
-            'install script), or choose the WebAssembly implementation.',
-        });
+        throw new DbcrateError(
+          ErrorCodes.CONFIG,
+          `the native zstd module (zstd-napi) cannot load: ${status.reason}`,
+          {
+            hint:
+              'Rebuild it with `npm rebuild zstd-napi` (g++ and make are needed; package.json must allow its ' +
+              'install script), or choose the WebAssembly implementation.',
+          },
+        );
       }
       return nativeCodec();
     }

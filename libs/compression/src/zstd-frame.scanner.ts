@@ -95,7 +95,8 @@ export class ZstdFrameScanner {
       case State.Magic: {
         const magic = f.readUInt32LE(0);
         if (magic === ZSTD_MAGIC) return this.expect(State.FrameHeaderDescriptor, 1);
-        if (magic >= SKIPPABLE_MAGIC_MIN && magic <= SKIPPABLE_MAGIC_MAX) return this.expect(State.SkippableSize, 4);
+        if (magic >= SKIPPABLE_MAGIC_MIN && magic <= SKIPPABLE_MAGIC_MAX)
+          return this.expect(State.SkippableSize, 4);
         return this.corrupt(
           `unknown frame magic 0x${magic.toString(16).padStart(8, '0')}` +
             (this.frames === 0 ? ', the input is not zstd data' : ' after the last complete frame'),

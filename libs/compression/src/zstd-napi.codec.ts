@@ -7,8 +7,9 @@ type Binding = typeof import('zstd-napi/binding');
 
 /**
  * Default worker threads. With nbWorkers >= 1 libzstd compresses on its own threads, so
- * the event loop stays free for encryption and upload; 2 measured fastest on the 2-core
- * reference machine (see the numbers in docs / the bench), and 1 is close behind.
+ * the event loop stays free for encryption and upload. Measured on the 2-core reference
+ * machine, 200 MiB of dump-like text at level 3 (ratio 3.2), medians of 3 in one run:
+ * 0 threads 201 MB/s, 1 thread 237 MB/s, 2 threads 334 MB/s (zstd CLI -T1 203, -T2 302).
  */
 export const ZSTD_DEFAULT_THREADS = 2;
 

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import { ZSTD_DEFAULT_LEVEL, type Codec, type CompressOptions } from './codec';
 import { ZstdFrameScanner } from './zstd-frame.scanner';
 import { checkCompressOptions, generatorDuplex, zstdError } from './zstd.stream';
@@ -44,6 +44,9 @@ const EMPTY_SKIPPABLE_FRAME = Uint8Array.of(0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0);
  * windows; those fail with a clear E_CODEC (use native zstd or the zstd CLI for them).
  */
 const WASM_MEMORY_MIB = 16;
+/** Highest level whose compressor fits that memory (measured: 10 and up abort with OOM). */
+export const ZSTD_WASM_MAX_LEVEL = 9;
+let clampWarned = false;
 
 let bindingPromise: Promise<WasmBinding> | undefined;
 
@@ -90,21 +93,40 @@ function wasmFailure(e: unknown, direction: 'compress' | 'decompress'): Error {
   if (/OOM/.test(text)) {
     return new DbcrateError(
       ErrorCodes.CODEC,
-      `zstd (WebAssembly) ran out of memory: the data needs a larger window than the ${WASM_MEMORY_MIB} MiB ` +
-        'the WebAssembly build can hold (made with zstd --long or --ultra?)',
+      direction === 'decompress'
+        ? `zstd (WebAssembly) ran out of memory: the data needs a larger window than the ${WASM_MEMORY_MIB} MiB ` +
+            'the WebAssembly build can hold (made with zstd --long or --ultra?)'
+        : `zstd (WebAssembly) ran out of its ${WASM_MEMORY_MIB} MiB of memory while compressing`,
       { hint: 'Use the native zstd implementation (zstd-napi), or decompress with the zstd CLI.', cause: e },
     );
   }
   return zstdError(e, IMPLEMENTATION, direction);
 }
 
-/** Free the native object; a dead (aborted) instance may throw here, which must not mask the real error. */
-function release(stream: WasmStream): void {
-  try {
-    stream.delete();
-  } catch {
-    // the instance is gone; nothing to free
+/**
+ * One wasm stream object per Duplex. embind objects live in the module's fixed heap and
+ * are not garbage-collected, so each is deleted exactly once: when the generator ends, or
+ * when the Duplex closes (destroyed while waiting for input, its generator never resumes).
+ */
+class WasmStreamHolder {
+  private stream?: WasmStream;
+  private released = false;
+
+  open(create: () => WasmStream): WasmStream {
+    if (this.released) throw new Error('stream already closed');
+    this.stream = create();
+    return this.stream;
   }
+
+  release = (): void => {
+    if (this.released) return;
+    this.released = true;
+    try {
+      this.stream?.delete();
+    } catch {
+      // a dead (aborted) instance may throw here; that must not mask the real error
+    }
+  };
 }
 
 function view(buf: Buffer): Uint8Array {
@@ -124,11 +146,23 @@ export class ZstdWasmCodec implements Codec {
   readonly implementation = IMPLEMENTATION;
 
   compressor(opts: CompressOptions = {}): Duplex {
-    const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
+    let level = opts.level ?? ZSTD_DEFAULT_LEVEL;
     checkCompressOptions(level, opts.threads ?? 0);
+    if (level > ZSTD_WASM_MAX_LEVEL) {
+      // A fallback that fails the backup would be worse than one that compresses a bit less.
+      if (!clampWarned) {
+        clampWarned = true;
+        logger().warn(
+          { requested: level, used: ZSTD_WASM_MAX_LEVEL },
+          `zstd level ${level} needs more memory than the WebAssembly zstd has; compressing at level ${ZSTD_WASM_MAX_LEVEL}`,
+        );
+      }
+      level = ZSTD_WASM_MAX_LEVEL;
+    }
+    const holder = new WasmStreamHolder();
     return generatorDuplex(async function* (input) {
       const b = await loadWasm();
-      const stream = new b.ZstdCompressStreamBinding();
+      const stream = holder.open(() => new b.ZstdCompressStreamBinding());
       const out: Buffer[] = [];
       const collect = (arr: Uint8Array): void => {
         if (arr.length > 0) out.push(Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength));
@@ -137,7 +171,8 @@ export class ZstdWasmCodec implements Codec {
         if (!stream.begin(level)) throw new Error(`cannot start a level ${level} compression stream`);
         for await (const chunk of input) {
           for (let i = 0; i < chunk.length; i += SLICE) {
-            if (!stream.transform(view(chunk.subarray(i, i + SLICE)), collect)) throw new Error('compression failed');
+            if (!stream.transform(view(chunk.subarray(i, i + SLICE)), collect))
+              throw new Error('compression failed');
             yield* out.splice(0);
           }
         }
@@ -146,15 +181,16 @@ export class ZstdWasmCodec implements Codec {
       } catch (e) {
         throw wasmFailure(e, 'compress');
       } finally {
-        release(stream);
+        holder.release();
       }
-    });
+    }, holder.release);
   }
 
   decompressor(): Duplex {
+    const holder = new WasmStreamHolder();
     return generatorDuplex(async function* (input) {
       const b = await loadWasm();
-      const stream = new b.ZstdDecompressStreamBinding();
+      const stream = holder.open(() => new b.ZstdDecompressStreamBinding());
       const scanner = new ZstdFrameScanner();
       const out: Buffer[] = [];
       const collect = (arr: Uint8Array): void => {
@@ -166,7 +202,7 @@ export class ZstdWasmCodec implements Codec {
         let slice = DSLICE_START;
         for await (const chunk of input) {
           scanner.update(chunk);
-          for (let i = 0; i < chunk.length; ) {
+          for (let i = 0; i < chunk.length;) {
             const part = chunk.subarray(i, i + slice);
             i += part.length;
             if (!stream.transform(view(part), collect)) throw corrupt();
@@ -185,9 +221,9 @@ export class ZstdWasmCodec implements Codec {
       } catch (e) {
         throw wasmFailure(e, 'decompress');
       } finally {
-        release(stream);
+        holder.release();
       }
-    });
+    }, holder.release);
   }
 }
 

@@ -1,4 +1,6 @@
-import { isDbcrateError, ErrorCodes } from '@dbcrate/core';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import { isDbcrateError, ErrorCodes, createLogger, setLogger } from '@dbcrate/core';
 import type { Codec } from './codec';
 import { ZstdNapiCodec } from './zstd-napi.codec';
 import { ZstdWasmCodec } from './zstd-wasm.codec';
@@ -96,6 +98,20 @@ describe.each([
     expect(() => codec.compressor({ level: 0 })).toThrow(/level/);
   });
 
+  it('fails fast, without hanging, when the source fails or the stage is destroyed', async () => {
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield medium.subarray(0, 100_000);
+      throw new Error('pg_dump died');
+    }
+    await expect(
+      pipeline(Readable.from(failing()), codec.compressor(), new PassThrough().resume()),
+    ).rejects.toThrow('pg_dump died');
+    const d = codec.decompressor();
+    d.write(await through(medium, codec.compressor()));
+    d.destroy(new Error('cancelled'));
+    await expect(finished(d)).rejects.toThrow('cancelled');
+  });
+
   it('keeps memory bounded on a decompression bomb (8 GiB of zeros in 256 KiB)', async () => {
     const rssBefore = process.memoryUsage().rss;
     const d = codec.decompressor();
@@ -122,6 +138,30 @@ describe('native specifics', () => {
   it('writes a content checksum like the zstd CLI (frame header flag)', async () => {
     const z = await through(Buffer.from('x'), native.compressor());
     expect(z[4] & 0x04).toBe(0x04);
+  });
+});
+
+describe('wasm specifics', () => {
+  jest.setTimeout(120_000);
+
+  it('compresses above level 9 at level 9 (its fixed 16 MiB memory), with one warning', async () => {
+    const lines: string[] = [];
+    setLogger(
+      createLogger({
+        level: 'warn',
+        destination: new Writable({
+          write(chunk: Buffer, _e, cb) {
+            lines.push(chunk.toString());
+            cb();
+          },
+        }),
+      }),
+    );
+    for (const level of [19, 12]) {
+      const z = await through(medium, wasm.compressor({ level }));
+      expect(sha256(await through(z, native.decompressor()))).toBe(sha256(medium));
+    }
+    expect(lines.filter((l) => /compressing at level 9/.test(l))).toHaveLength(1);
   });
 });
 

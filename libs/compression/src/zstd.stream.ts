@@ -6,22 +6,118 @@ import { DbcrateError, ErrorCodes, isDbcrateError } from '@dbcrate/core';
  * chunks and yields output chunks, and only runs while the reader wants more, so one
  * input chunk and one output chunk are in flight at most (bounded memory, even for a
  * decompression bomb). Errors thrown inside become the stream's error.
+ *
+ * Not `Duplex.from(asyncGenerator)`: in Node 20, destroying that while the generator
+ * awaits input never settles — no 'close', the generator's `finally` never runs (so
+ * native resources leak) and its abort signal is never raised.
  */
-export function generatorDuplex(transform: (input: AsyncIterable<Buffer>) => AsyncGenerator<Buffer>): Duplex {
-  return Duplex.from(async function* (source: AsyncIterable<Buffer | string>) {
-    yield* transform(asBuffers(source));
-  });
+export function generatorDuplex(
+  transform: (input: AsyncIterable<Buffer>) => AsyncGenerator<Buffer>,
+  onClose?: () => void,
+): Duplex {
+  const duplex = new GeneratorDuplex(transform);
+  if (onClose) duplex.once('close', onClose);
+  return duplex;
 }
 
-async function* asBuffers(source: AsyncIterable<Buffer | string | Uint8Array>): AsyncGenerator<Buffer> {
-  for await (const chunk of source) {
-    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
-    if (buf.length > 0) yield buf;
+type WriteCallback = (err?: Error | null) => void;
+
+class GeneratorDuplex extends Duplex {
+  private readonly gen: AsyncGenerator<Buffer>;
+  /** The generator waiting for its next input chunk. */
+  private waiting?: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void };
+  /** One written chunk the generator has not taken yet; its callback is held (backpressure). */
+  private queued?: { chunk: Buffer; cb: WriteCallback };
+  private inputEnded = false;
+  private failure?: Error;
+  private pulling = false;
+
+  constructor(transform: (input: AsyncIterable<Buffer>) => AsyncGenerator<Buffer>) {
+    super();
+    const input: AsyncIterable<Buffer> = {
+      [Symbol.asyncIterator]: () => ({ next: () => this.nextInput() }),
+    };
+    this.gen = transform(input);
+  }
+
+  private nextInput(): Promise<IteratorResult<Buffer>> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.queued) {
+      const { chunk, cb } = this.queued;
+      this.queued = undefined;
+      process.nextTick(cb);
+      return Promise.resolve({ done: false, value: chunk });
+    }
+    if (this.inputEnded) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: WriteCallback): void {
+    if (chunk.length === 0) return cb();
+    const waiting = this.waiting;
+    if (waiting) {
+      this.waiting = undefined;
+      waiting.resolve({ done: false, value: chunk });
+      cb();
+    } else {
+      this.queued = { chunk, cb };
+    }
+  }
+
+  override _final(cb: WriteCallback): void {
+    this.inputEnded = true;
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.resolve({ done: true, value: undefined });
+    cb();
+  }
+
+  override _read(): void {
+    this.pull();
+  }
+
+  private pull(): void {
+    if (this.pulling || this.destroyed) return;
+    this.pulling = true;
+    this.gen.next().then(
+      (r) => {
+        this.pulling = false;
+        if (this.destroyed) {
+          // Destroyed while it ran: let it unwind (its `finally` frees resources).
+          if (!r.done) this.gen.return(undefined).catch(() => undefined);
+          return;
+        }
+        if (r.done) this.push(null);
+        else if (this.push(r.value)) this.pull();
+      },
+      (e: unknown) => {
+        this.pulling = false;
+        this.destroy(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  }
+
+  override _destroy(err: Error | null, cb: WriteCallback): void {
+    const reason = err ?? new Error('stream destroyed');
+    this.failure = reason;
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    if (waiting)
+      waiting.reject(reason); // it throws where it awaited input, and unwinds
+    else if (!this.pulling) this.gen.return(undefined).catch(() => undefined); // parked at a yield
+    const queued = this.queued;
+    this.queued = undefined;
+    queued?.cb(reason);
+    cb(err);
   }
 }
 
 /** Turn what a zstd library threw into a DbcrateError (E_CODEC) with a readable message. */
-export function zstdError(e: unknown, implementation: string, direction: 'compress' | 'decompress'): DbcrateError {
+export function zstdError(
+  e: unknown,
+  implementation: string,
+  direction: 'compress' | 'decompress',
+): DbcrateError {
   if (isDbcrateError(e)) return e;
   const detail = e instanceof Error ? e.message : String(e);
   if (direction === 'decompress') {
@@ -30,7 +126,9 @@ export function zstdError(e: unknown, implementation: string, direction: 'compre
       cause: e,
     });
   }
-  return new DbcrateError(ErrorCodes.CODEC, `zstd compression failed: ${detail} (${implementation})`, { cause: e });
+  return new DbcrateError(ErrorCodes.CODEC, `zstd compression failed: ${detail} (${implementation})`, {
+    cause: e,
+  });
 }
 
 /** Validate a zstd level/threads pair once, with messages a user can act on. */

@@ -51,7 +51,9 @@ export async function through(input: Buffer, ...stages: Duplex[]): Promise<Buffe
 }
 
 /** The DbcrateError a promise rejects with (fails the test on anything else). */
-export async function failure(p: Promise<unknown>): Promise<{ code: string; message: string; hint?: string }> {
+export async function failure(
+  p: Promise<unknown>,
+): Promise<{ code: string; message: string; hint?: string }> {
   try {
     await p;
   } catch (e) {

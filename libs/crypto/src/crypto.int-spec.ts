@@ -24,7 +24,11 @@ interface Run {
   stderr: string;
 }
 
-function run(cmd: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: Buffer; env?: NodeJS.ProcessEnv } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -50,7 +54,17 @@ let oursK: DecryptionKey;
 function gpg(args: string[], input?: Buffer): Promise<Run> {
   return run(
     'gpg',
-    ['--batch', '--no-tty', '--pinentry-mode', 'loopback', '--passphrase-file', passFile, '--status-fd', '2', ...args],
+    [
+      '--batch',
+      '--no-tty',
+      '--pinentry-mode',
+      'loopback',
+      '--passphrase-file',
+      passFile,
+      '--status-fd',
+      '2',
+      ...args,
+    ],
     { input, env: { GNUPGHOME: home } },
   );
 }
@@ -62,7 +76,10 @@ async function gpgOk(args: string[], input?: Buffer): Promise<Run> {
 }
 
 /** Generate a key pair with gpg itself (what a customer bringing their own key has). */
-async function gpgKey(uid: string, kind: 'cv25519' | 'rsa4096'): Promise<{ fpr: string; pub: string; sec: string }> {
+async function gpgKey(
+  uid: string,
+  kind: 'cv25519' | 'rsa4096',
+): Promise<{ fpr: string; pub: string; sec: string }> {
   const [primary, sub] = kind === 'cv25519' ? ['ed25519', 'cv25519'] : ['rsa4096', 'rsa4096'];
   await gpgOk(['--quick-gen-key', uid, primary, 'sign,cert', 'never']);
   const list = (await gpgOk(['--with-colons', '--list-keys', uid])).stdout.toString();
@@ -79,7 +96,11 @@ beforeAll(async () => {
   await run('mkdir', ['-m', '700', home]);
   passFile = join(dir, 'pass');
   await writeFile(passFile, `${PASSPHRASE}\n`, { mode: 0o600 });
-  ours = await generateKeyPair({ name: 'dbcrate test org', email: 'backup@org.example', passphrase: PASSPHRASE });
+  ours = await generateKeyPair({
+    name: 'dbcrate test org',
+    email: 'backup@org.example',
+    passphrase: PASSPHRASE,
+  });
   oursR = await loadRecipientKey(ours.publicArmored);
   oursK = await loadDecryptionKey(ours.privateArmored, PASSPHRASE);
   await gpgOk(['--import'], Buffer.from(ours.privateArmored));
@@ -150,7 +171,8 @@ describe('we read what GnuPG writes', () => {
     ['anonymous recipient (--throw-keyids)', ['--throw-keyids']],
   ])('decrypts gpg --encrypt to our public key: %s', async (_l, extra) => {
     const data = Buffer.concat([noise(2_000_000, 5), Buffer.alloc(3_000_000, 'a')]);
-    const ct = (await gpgOk(['--trust-model', 'always', ...extra, '--encrypt', '-r', ours.fingerprint], data)).stdout;
+    const ct = (await gpgOk(['--trust-model', 'always', ...extra, '--encrypt', '-r', ours.fingerprint], data))
+      .stdout;
     expect(sha256(await through(ct, getCipher().decryptor([oursK])))).toBe(sha256(data));
   });
 
@@ -169,11 +191,14 @@ describe('we read what GnuPG writes', () => {
   });
 
   it('names gpg recipients when our key is not one of them', async () => {
-    const ct = (await gpgOk(['--trust-model', 'always', '--encrypt', '-r', gpgPub.fpr], Buffer.from('x'))).stdout;
+    const ct = (await gpgOk(['--trust-model', 'always', '--encrypt', '-r', gpgPub.fpr], Buffer.from('x')))
+      .stdout;
     const [keyId] = await recipientKeyIds(ct);
     const list = (await gpgOk(['--with-colons', '--list-keys', gpgPub.fpr])).stdout.toString();
     expect(list).toContain(keyId); // the cv25519 subkey gpg encrypted to
-    const f = await failure(through(ct, getCipher().decryptor([oursK], { expectedRecipients: [gpgPub.fpr] })));
+    const f = await failure(
+      through(ct, getCipher().decryptor([oursK], { expectedRecipients: [gpgPub.fpr] })),
+    );
     expect(f.code).toBe(ErrorCodes.WRONG_KEY);
     expect(f.message).toContain(keyId);
     expect(f.message).toContain(gpgPub.fpr);
@@ -182,7 +207,10 @@ describe('we read what GnuPG writes', () => {
 
 describe('backup escape hatch: our zstd + our encryption, then gpg --decrypt | zstd -d', () => {
   it.each([['native'], ['wasm']] as const)('restores byte-exactly (%s zstd)', async (implementation) => {
-    const data = Buffer.concat([noise(4_000_000, 21), Buffer.from('COPY public.t (id) FROM stdin;\n'.repeat(200_000))]);
+    const data = Buffer.concat([
+      noise(4_000_000, 21),
+      Buffer.from('COPY public.t (id) FROM stdin;\n'.repeat(200_000)),
+    ]);
     const codec = getCodec('zstd', { implementation });
     const stored = await through(data, codec.compressor(), getCipher().encryptor([oursR]));
     const file = join(dir, `backup-${implementation}.dump.zst.pgp`);

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
 import { readMessage, decryptSessionKeys, readKey, type PrivateKey } from 'openpgp';
 import { ErrorCodes, redact } from '@dbcrate/core';
 import type { DecryptionKey, RecipientKey } from './cipher';
@@ -39,6 +40,17 @@ describe('keys', () => {
     expect(key.getAlgorithmInfo()).toMatchObject({ algorithm: 'eddsaLegacy', curve: 'ed25519Legacy' });
     expect(key.subkeys[0].getAlgorithmInfo()).toMatchObject({ algorithm: 'ecdh', curve: 'curve25519Legacy' });
     expect(await key.getExpirationTime()).toBe(Infinity);
+  });
+
+  it('generates RSA-4096 keys when asked', async () => {
+    const rsa = await generateKeyPair({ name: 'Org RSA', algorithm: 'rsa4096' });
+    const key = await readKey({ armoredKey: rsa.publicArmored });
+    expect(key.keyPacket.version).toBe(4);
+    expect(key.getAlgorithmInfo()).toMatchObject({ algorithm: 'rsaEncryptSign', bits: 4096 });
+    const r = await loadRecipientKey(rsa.publicArmored);
+    const k = await loadDecryptionKey(rsa.privateArmored);
+    const ct = await through(Buffer.from('rsa'), cipher.encryptor([r]));
+    expect((await through(ct, cipher.decryptor([k]))).toString()).toBe('rsa');
   });
 
   it('describes a recipient: fingerprint, encryption subkey, user id', () => {
@@ -84,7 +96,9 @@ describe('keys', () => {
 
   it('rejects garbage with E_KEY_INVALID', async () => {
     expect((await failure(loadRecipientKey('not a key'))).code).toBe(ErrorCodes.KEY_INVALID);
-    expect((await failure(loadDecryptionKey(new Uint8Array([1, 2, 3, 4])))).code).toBe(ErrorCodes.KEY_INVALID);
+    expect((await failure(loadDecryptionKey(new Uint8Array([1, 2, 3, 4])))).code).toBe(
+      ErrorCodes.KEY_INVALID,
+    );
     const lines = alice.publicArmored.split('\n');
     const cut = [...lines.slice(0, 4), ...lines.slice(-2)].join('\n'); // armor with most of the body gone
     expect((await failure(loadRecipientKey(cut))).code).toBe(ErrorCodes.KEY_INVALID);
@@ -92,13 +106,19 @@ describe('keys', () => {
 
   it('asks for a passphrase, naming --passphrase-env', async () => {
     const f = await failure(loadDecryptionKey(alice.privateArmored));
-    expect(f).toMatchObject({ code: ErrorCodes.PASSPHRASE, message: expect.stringContaining(alice.fingerprint) });
+    expect(f).toMatchObject({
+      code: ErrorCodes.PASSPHRASE,
+      message: expect.stringContaining(alice.fingerprint),
+    });
     expect(f.hint).toMatch(/--passphrase-env/);
   });
 
   it('says E_PASSPHRASE on a wrong passphrase', async () => {
     const f = await failure(loadDecryptionKey(alice.privateArmored, 'wrong passphrase'));
-    expect(f).toMatchObject({ code: ErrorCodes.PASSPHRASE, message: expect.stringMatching(/wrong passphrase/) });
+    expect(f).toMatchObject({
+      code: ErrorCodes.PASSPHRASE,
+      message: expect.stringMatching(/wrong passphrase/),
+    });
   });
 });
 
@@ -137,6 +157,27 @@ describe('openpgp cipher', () => {
     expect(inner.packets.map((p) => (p.constructor as unknown as { tag: number }).tag)).toEqual([11]); // literal only
   });
 
+  it("does the bulk work in Node's OpenSSL (AES-256-CFB, SHA-1) in large chunks", async () => {
+    const nodeCrypto = jest.requireActual<typeof import('node:crypto')>('node:crypto');
+    const cipherSpy = jest.spyOn(nodeCrypto, 'createCipheriv');
+    const decipherSpy = jest.spyOn(nodeCrypto, 'createDecipheriv');
+    const hashSpy = jest.spyOn(nodeCrypto, 'createHash');
+    try {
+      const data = noise(4 * 1024 * 1024, 8);
+      const enc = cipher.encryptor([aliceR]);
+      let chunks = 0;
+      enc.on('data', () => chunks++);
+      const ct = await through(data, enc);
+      expect(cipherSpy.mock.calls.map((c) => c[0])).toContain('aes-256-cfb');
+      expect(hashSpy.mock.calls.map((c) => c[0])).toContain('sha1');
+      expect(ct.length / chunks).toBeGreaterThan(32 * 1024); // not a flood of tiny chunks
+      expect(sha256(await through(ct, cipher.decryptor([aliceK])))).toBe(sha256(data));
+      expect(decipherSpy.mock.calls.map((c) => c[0])).toContain('aes-256-cfb');
+    } finally {
+      jest.restoreAllMocks();
+    }
+  });
+
   it('encrypts to two recipients, each of whom can decrypt', async () => {
     const data = noise(300_000, 5);
     const ct = await through(data, cipher.encryptor([aliceR, bobR]));
@@ -147,7 +188,9 @@ describe('openpgp cipher', () => {
 
   it('names the recipients when the key is wrong (E_WRONG_KEY)', async () => {
     const ct = await through(noise(1000), cipher.encryptor([aliceR]));
-    const f = await failure(through(ct, cipher.decryptor([bobK], { expectedRecipients: [alice.fingerprint] })));
+    const f = await failure(
+      through(ct, cipher.decryptor([bobK], { expectedRecipients: [alice.fingerprint] })),
+    );
     expect(f.code).toBe(ErrorCodes.WRONG_KEY);
     expect(f.message).toContain(aliceR.encryptionKeyIds[0].slice(-16));
     expect(f.message).toContain(alice.fingerprint);
@@ -189,6 +232,20 @@ describe('openpgp cipher', () => {
     d.end(ct.subarray(ct.length >> 1));
     const [err] = (await failed) as [{ code: string }];
     expect(err.code).toBe(ErrorCodes.INTEGRITY);
+  });
+
+  it('fails fast, without hanging, when the source fails or the stage is destroyed', async () => {
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield noise(300_000);
+      throw new Error('zstd died');
+    }
+    await expect(
+      pipeline(Readable.from(failing()), cipher.encryptor([aliceR]), new PassThrough().resume()),
+    ).rejects.toThrow('zstd died');
+    const d = cipher.decryptor([aliceK]);
+    d.write(await through(noise(300_000), cipher.encryptor([aliceR])));
+    d.destroy(new Error('cancelled'));
+    await expect(finished(d)).rejects.toThrow('cancelled');
   });
 
   it('refuses to encrypt to nobody', () => {

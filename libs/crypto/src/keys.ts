@@ -1,12 +1,4 @@
-import {
-  decryptKey,
-  generateKey,
-  readKeys,
-  readPrivateKey,
-  type Key,
-  type PrivateKey,
-  type PublicKey,
-} from 'openpgp';
+import { decryptKey, generateKey, readKeys, type Key, type PrivateKey, type PublicKey } from 'openpgp';
 import { DbcrateError, ErrorCodes, registerSecret } from '@dbcrate/core';
 import type { DecryptionKey, RecipientKey } from './cipher';
 import { ENCRYPT_CONFIG, KEY_CONFIG, fullConfig } from './openpgp.config';
@@ -46,7 +38,9 @@ export async function generateKeyPair(opts: GenerateKeyPairOptions): Promise<Gen
   let pair: { publicKey: string; privateKey: string };
   try {
     pair = await generateKey({
-      ...(algorithm === 'rsa4096' ? { type: 'rsa', rsaBits: 4096 } : { type: 'ecc', curve: 'curve25519Legacy' }),
+      ...(algorithm === 'rsa4096'
+        ? { type: 'rsa', rsaBits: 4096 }
+        : { type: 'ecc', curve: 'curve25519Legacy' }),
       userIDs: [{ name: opts.name, ...(opts.email ? { email: opts.email } : {}) }],
       passphrase: opts.passphrase || undefined,
       keyExpirationTime: 0,
@@ -66,9 +60,12 @@ export async function generateKeyPair(opts: GenerateKeyPairOptions): Promise<Gen
 /** Parse armored or binary key material; anything unparsable is E_KEY_INVALID. */
 async function parseKeys(input: string | Uint8Array, what: string): Promise<Key[]> {
   try {
-    const text = typeof input === 'string' ? input : looksArmored(input) ? Buffer.from(input).toString('utf8') : null;
+    const text =
+      typeof input === 'string' ? input : looksArmored(input) ? Buffer.from(input).toString('utf8') : null;
     if (text !== null) {
-      const blocks = text.match(/-----BEGIN PGP [A-Z ]*KEY BLOCK-----[\s\S]*?-----END PGP [A-Z ]*KEY BLOCK-----/g);
+      const blocks = text.match(
+        /-----BEGIN PGP [A-Z ]*KEY BLOCK-----[\s\S]*?-----END PGP [A-Z ]*KEY BLOCK-----/g,
+      );
       if (!blocks) throw new Error('no "-----BEGIN PGP ... KEY BLOCK-----" ... "-----END ..." block');
       // openpgp reads only the first armor block: read each, so extra keys are seen, not ignored.
       return (await Promise.all(blocks.map((armoredKeys) => readKeys({ armoredKeys })))).flat();
@@ -131,12 +128,20 @@ export async function loadRecipientKey(input: string | Uint8Array): Promise<Reci
   requireV4(key, 'public key');
   let encryptionKey: { getFingerprint(): string };
   try {
-    encryptionKey = await (key as PublicKey).getEncryptionKey(undefined, new Date(), undefined, fullConfig(ENCRYPT_CONFIG));
+    encryptionKey = await (key as PublicKey).getEncryptionKey(
+      undefined,
+      new Date(),
+      undefined,
+      fullConfig(ENCRYPT_CONFIG),
+    );
   } catch (e) {
     throw new DbcrateError(
       ErrorCodes.KEY_INVALID,
       `public key ${fpr(key)} has no usable encryption key: ${message(e)}`,
-      { hint: 'The key or its encryption subkey may be expired or revoked, or be for signing only.', cause: e },
+      {
+        hint: 'The key or its encryption subkey may be expired or revoked, or be for signing only.',
+        cause: e,
+      },
     );
   }
   return {
@@ -151,14 +156,19 @@ export async function loadRecipientKey(input: string | Uint8Array): Promise<Reci
  * A private key ready to decrypt. Passphrase errors are E_PASSPHRASE (wrong, or missing
  * for a protected key); anything else wrong with the key is E_KEY_INVALID.
  */
-export async function loadDecryptionKey(input: string | Uint8Array, passphrase?: string): Promise<DecryptionKey> {
+export async function loadDecryptionKey(
+  input: string | Uint8Array,
+  passphrase?: string,
+): Promise<DecryptionKey> {
   if (passphrase) registerSecret(passphrase);
   const key = single(await parseKeys(input, 'private key'), 'private key');
   if (!key.isPrivate()) {
     throw new DbcrateError(
       ErrorCodes.KEY_INVALID,
       `key ${fpr(key)} is a public key; decrypting needs the private key`,
-      { hint: 'Give the private key (gpg --export-secret-keys --armor <FINGERPRINT>, or the .key.asc file).' },
+      {
+        hint: 'Give the private key (gpg --export-secret-keys --armor <FINGERPRINT>, or the .key.asc file).',
+      },
     );
   }
   let privateKey = key as PrivateKey;
@@ -181,7 +191,9 @@ export async function loadDecryptionKey(input: string | Uint8Array, passphrase?:
       });
     }
   }
-  const usable = await privateKey.getDecryptionKeys(undefined, null, undefined, fullConfig(KEY_CONFIG)).catch(() => []);
+  const usable = await privateKey
+    .getDecryptionKeys(undefined, null, undefined, fullConfig(KEY_CONFIG))
+    .catch(() => []);
   if (usable.length === 0) {
     throw new DbcrateError(ErrorCodes.KEY_INVALID, `private key ${fpr(key)} has no key that can decrypt`, {
       hint: 'Use the key pair the backups were encrypted to (it has an encryption subkey).',

@@ -32,9 +32,13 @@ export class OpenPgpCipher implements Cipher {
 
   encryptor(recipients: RecipientKey[]): Duplex {
     if (recipients.length === 0) {
-      throw new DbcrateError(ErrorCodes.CONFIG, 'no recipient public key given: backups must be encrypted to one', {
-        hint: 'Pass the organisation public key (--recipient FILE); several keys are allowed during key rotation.',
-      });
+      throw new DbcrateError(
+        ErrorCodes.CONFIG,
+        'no recipient public key given: backups must be encrypted to one',
+        {
+          hint: 'Pass the organisation public key (--recipient FILE); several keys are allowed during key rotation.',
+        },
+      );
     }
     return new WebStreamDuplex(
       async (plaintext) => {
@@ -67,31 +71,34 @@ export class OpenPgpCipher implements Cipher {
         hint: 'Pass the organisation private key (--key FILE).',
       });
     }
-    return new WebStreamDuplex(async (ciphertext) => {
-      let message;
-      try {
-        message = await readMessage({ binaryMessage: ciphertext, config: DECRYPT_CONFIG });
-      } catch (e) {
-        throw damaged(e, 'it is not a readable OpenPGP message');
-      }
-      const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
-      const ours = new Set(keys.flatMap((k) => k.keyIds));
-      const anonymous = recipients.includes(WILDCARD_KEY_ID);
-      if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
-      try {
-        const result = await decrypt({
-          message,
-          decryptionKeys: keys.map((k) => k.key as PrivateKey),
-          format: 'binary',
-          config: DECRYPT_CONFIG,
-        });
-        return result.data as ReadableStream<Uint8Array>;
-      } catch (e) {
-        // With anonymous recipients we learn only now that no key of ours fits.
-        if (anonymous && /session key/i.test(detail(e))) throw wrongKey(recipients, keys, opts);
-        throw damaged(e);
-      }
-    }, (e) => damaged(e));
+    return new WebStreamDuplex(
+      async (ciphertext) => {
+        let message;
+        try {
+          message = await readMessage({ binaryMessage: ciphertext, config: DECRYPT_CONFIG });
+        } catch (e) {
+          throw damaged(e, 'it is not a readable OpenPGP message');
+        }
+        const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
+        const ours = new Set(keys.flatMap((k) => k.keyIds));
+        const anonymous = recipients.includes(WILDCARD_KEY_ID);
+        if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
+        try {
+          const result = await decrypt({
+            message,
+            decryptionKeys: keys.map((k) => k.key as PrivateKey),
+            format: 'binary',
+            config: DECRYPT_CONFIG,
+          });
+          return result.data as ReadableStream<Uint8Array>;
+        } catch (e) {
+          // With anonymous recipients we learn only now that no key of ours fits.
+          if (anonymous && /session key/i.test(detail(e))) throw wrongKey(recipients, keys, opts);
+          throw damaged(e);
+        }
+      },
+      (e) => damaged(e),
+    );
   }
 }
 

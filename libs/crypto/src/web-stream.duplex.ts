@@ -115,7 +115,10 @@ export class WebStreamDuplex extends Duplex {
           return;
         }
         // Empty chunks would stall a non-object-mode Readable: skip them and read on.
-        if (value.byteLength === 0 || this.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength))) {
+        if (
+          value.byteLength === 0 ||
+          this.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength))
+        ) {
           this.pump();
         } else {
           this.wantRead = false;

@@ -54,8 +54,12 @@ export interface RestoreResult {
 /** The key must be one the backup was encrypted to; say which ones it was, before downloading anything. */
 function checkKeyMatches(manifest: DumpManifest, keys: DecryptionKey[]): void {
   const wanted = manifest.encryption.recipients.map((r) => r.fingerprint.toUpperCase());
+  const wantedIds = manifest.encryption.recipients.flatMap((r) =>
+    r.encryptionKeyIds.map((i) => i.toUpperCase()),
+  );
   const have = keys.map((k) => k.fingerprint.toUpperCase());
-  if (!have.some((f) => wanted.includes(f))) {
+  const haveIds = keys.flatMap((k) => k.keyIds.map((i) => i.toUpperCase()));
+  if (!have.some((f) => wanted.includes(f)) && !haveIds.some((i) => wantedIds.includes(i))) {
     throw new DbcrateError(
       ErrorCodes.WRONG_KEY,
       `snapshot ${manifest.snapshotId} was encrypted to ${wanted.join(', ')}; the key given is ${have.join(', ')}`,
@@ -131,7 +135,7 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
     [
       await opts.storage.get(m.object.key, { signal: opts.signal }),
       new VerifyStream({ ...m.object, size: m.object.storedSize }, (n) => progress?.update(n)),
-      cipher.decryptor(opts.keys),
+      cipher.decryptor(opts.keys, { expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint) }),
       codec.decompressor(),
     ] as const;
 

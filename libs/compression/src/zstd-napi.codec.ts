@@ -71,19 +71,25 @@ export class ZstdNapiCodec implements Codec {
       throw zstdError(e, IMPLEMENTATION, 'compress');
     }
     const outSize = z.cStreamOutSize();
+    // Reused until something is written into it: with worker threads most calls only hand
+    // input over and produce nothing, and a fresh buffer per call costs GC time.
+    let out = Buffer.allocUnsafe(outSize);
 
     // One pass of ZSTD_compressStream2 over `src`; yields whatever output is ready.
     function* step(src: Buffer, end: boolean): Generator<Buffer> {
       const directive = end ? z.EndDirective.end : z.EndDirective.continue;
       for (;;) {
-        const out = Buffer.allocUnsafe(outSize);
         let ret: number, produced: number, consumed: number;
         try {
           [ret, produced, consumed] = cctx.compressStream2(out, src, directive);
         } catch (e) {
           throw zstdError(e, IMPLEMENTATION, 'compress');
         }
-        if (produced > 0) yield out.subarray(0, produced);
+        if (produced > 0) {
+          const ready = out.subarray(0, produced);
+          out = Buffer.allocUnsafe(outSize);
+          yield ready;
+        }
         src = src.subarray(consumed);
         // continue: done once the input is taken; end: done once everything is flushed.
         if (src.length === 0 && (!end || ret === 0)) return;

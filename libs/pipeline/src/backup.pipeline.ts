@@ -71,7 +71,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     },
   );
   const progress = opts.progress?.('backup');
-  const plain = new MeterStream((n) => progress?.update(n));
+  const plain = new MeterStream((n) => progress?.update(n), { hash: false });
   const stored = new MeterStream();
   const abort = new AbortController();
   const onOuterAbort = () => abort.abort(opts.signal?.reason);

@@ -17,17 +17,12 @@ import {
   isSourceError,
   isTempName,
   tempNameFor,
+  OP_VERB,
+  type StorageOp,
 } from './storage.util';
 
-type Op = 'write' | 'read' | 'stat' | 'list' | 'delete';
-
-const VERB: Record<Op, string> = {
-  write: 'write',
-  read: 'read',
-  stat: 'check',
-  list: 'list',
-  delete: 'delete',
-};
+type Op = StorageOp;
+const VERB = OP_VERB;
 
 /** Map a Node fs error to a typed one; the message names the object and the destination. */
 export function mapFsError(e: unknown, op: Op, target: string, where: string): DbcrateError {

@@ -23,6 +23,8 @@ import {
   discard,
   interrupted,
   isSourceError,
+  OP_VERB,
+  type StorageOp,
 } from './storage.util';
 
 const MiB = 1024 * 1024;
@@ -68,14 +70,8 @@ export interface S3StorageOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-type Op = 'write' | 'read' | 'stat' | 'list' | 'delete';
-const VERB: Record<Op, string> = {
-  write: 'write',
-  read: 'read',
-  stat: 'check',
-  list: 'list',
-  delete: 'delete',
-};
+type Op = StorageOp;
+const VERB = OP_VERB;
 
 interface SdkError {
   name?: string;

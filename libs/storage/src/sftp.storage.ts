@@ -28,6 +28,8 @@ import {
   isSourceError,
   isTempName,
   tempNameFor,
+  OP_VERB,
+  type StorageOp,
 } from './storage.util';
 
 export interface SftpStorageOptions {
@@ -52,15 +54,8 @@ const FX_CONNECTION_LOST = 7;
 const WRITE_SLICE = 64 * 1024;
 const WRITES_IN_FLIGHT = 32;
 
-type Op = 'write' | 'read' | 'stat' | 'list' | 'delete' | 'connect';
-const VERB: Record<Op, string> = {
-  write: 'write',
-  read: 'read',
-  stat: 'check',
-  list: 'list',
-  delete: 'delete',
-  connect: 'connect to',
-};
+type Op = StorageOp;
+const VERB = OP_VERB;
 
 interface SshError {
   code?: number | string;

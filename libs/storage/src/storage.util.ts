@@ -112,3 +112,14 @@ export function causeText(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
   return m.split('\n')[0] || (e instanceof Error ? e.name : 'unknown error');
 }
+
+/** What a storage call was doing when it failed; named in error messages. */
+export type StorageOp = 'write' | 'read' | 'stat' | 'list' | 'delete' | 'connect';
+export const OP_VERB: Record<StorageOp, string> = {
+  write: 'write',
+  read: 'read',
+  stat: 'check',
+  list: 'list',
+  delete: 'delete',
+  connect: 'connect to',
+};

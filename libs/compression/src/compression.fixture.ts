@@ -2,9 +2,6 @@
  * Test helpers for the codec specs (not exported from the lib): deterministic data that
  * compresses like a database dump, and helpers to push buffers through a stage.
  */
-import { createHash } from 'node:crypto';
-import { Readable, Writable, type Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
 /**
  * `bytes` of dump-like data: COPY-style text rows (compressible ~3-5x), with a run of
@@ -40,29 +37,4 @@ export function sampleData(bytes: number, seed = 1): Buffer {
   return out;
 }
 
-export function sha256(buf: Buffer): string {
-  return createHash('sha256').update(buf).digest('hex');
-}
-
-/** Readable of `input` in `chunkSize` pieces (like a file or a pg_dump pipe). */
-export function chunked(input: Buffer, chunkSize = 64 * 1024): Readable {
-  return Readable.from(
-    (function* () {
-      for (let i = 0; i < input.length; i += chunkSize) yield input.subarray(i, i + chunkSize);
-    })(),
-    { objectMode: false },
-  );
-}
-
-/** Pipe `input` through the stages and collect the output. */
-export async function through(input: Buffer, ...stages: Duplex[]): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      parts.push(chunk);
-      cb();
-    },
-  });
-  await pipeline([chunked(input), ...stages, sink]);
-  return Buffer.concat(parts);
-}
+export { chunked, sha256, through } from '@dbcrate/testing';

@@ -1,14 +1,11 @@
 /**
  * Test helpers for the crypto specs (not exported from the lib).
  */
-import { createHash } from 'node:crypto';
-import { Readable, Writable, type Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Duplex } from 'node:stream';
 import { isDbcrateError } from '@dbcrate/core';
+import { chunked, through as pipeThrough } from '@dbcrate/testing';
 
-export function sha256(buf: Buffer): string {
-  return createHash('sha256').update(buf).digest('hex');
-}
+export { sha256 } from '@dbcrate/testing';
 
 /** Deterministic pseudo-random bytes (incompressible, like zstd output). */
 export function noise(bytes: number, seed = 1): Buffer {
@@ -25,29 +22,9 @@ export function noise(bytes: number, seed = 1): Buffer {
   return out;
 }
 
-export function chunked(input: Buffer, chunkSize = 128 * 1024): Readable {
-  return Readable.from(
-    (function* () {
-      for (let i = 0; i < input.length; i += chunkSize) yield input.subarray(i, i + chunkSize);
-    })(),
-    { objectMode: false },
-  );
-}
-
-/** Pipe `input` through the stages and collect the output. */
-export async function through(input: Buffer, ...stages: Duplex[]): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  await pipeline([
-    chunked(input),
-    ...stages,
-    new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        parts.push(chunk);
-        cb();
-      },
-    }),
-  ]);
-  return Buffer.concat(parts);
+/** Pipe `input`, fed in 128 KiB chunks (zstd's output size), through the stages and collect the output. */
+export function through(input: Buffer, ...stages: Duplex[]): Promise<Buffer> {
+  return pipeThrough(chunked(input, 128 * 1024), ...stages);
 }
 
 /** The DbcrateError a promise rejects with (fails the test on anything else). */

@@ -3,3 +3,5 @@ export * from './ports';
 export * from './s3rver.harness';
 export * from './sshd.harness';
 export * from './cli.harness';
+export * from './stream.harness';
+export * from './stale-dirs';

@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
+import { staleHarnessDirs } from './stale-dirs';
 import { freePort } from './ports';
 
 const execFileP = promisify(execFile);
@@ -127,38 +128,14 @@ function installExitHook(): void {
   });
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Stop clusters whose test process died without cleaning up (SIGKILL, crash). */
 export function reapStaleClusters(tmp = os.tmpdir()): number {
-  let reaped = 0;
-  let names: string[];
-  try {
-    names = fs.readdirSync(tmp).filter((n) => n.startsWith(PREFIX));
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    const baseDir = path.join(tmp, name);
-    let owner: number;
-    try {
-      owner = Number(fs.readFileSync(path.join(baseDir, OWNER_FILE), 'utf8').trim());
-    } catch {
-      continue; // being created right now, or not ours
-    }
-    if (!owner || pidAlive(owner)) continue;
+  const stale = staleHarnessDirs(PREFIX, OWNER_FILE, tmp);
+  for (const baseDir of stale) {
     killCluster(path.join(baseDir, 'data'), 'SIGQUIT');
     fs.rmSync(baseDir, { recursive: true, force: true });
-    reaped++;
   }
-  return reaped;
+  return stale.length;
 }
 
 /** initdb + start a private cluster on 127.0.0.1:<free port>; see the file comment for cleanup. */

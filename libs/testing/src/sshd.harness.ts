@@ -18,6 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './ports';
+import { pidAlive, staleHarnessDirs } from './stale-dirs';
 
 const execFileP = promisify(execFile);
 
@@ -74,15 +75,6 @@ function installExitHook(): void {
   });
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Session processes sshd forked for connections (its children, found through /proc). */
 function childrenOf(pid: number): number[] {
   const out: number[] = [];
@@ -123,22 +115,8 @@ function cleanupSync(l: Live): void {
 
 /** Servers and users left behind by a test process that died (SIGKILL, crash). */
 export function reapStaleSshd(tmp = os.tmpdir()): number {
-  let reaped = 0;
-  let names: string[];
-  try {
-    names = fs.readdirSync(tmp).filter((n) => n.startsWith(PREFIX));
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    const baseDir = path.join(tmp, name);
-    let owner: number;
-    try {
-      owner = Number(fs.readFileSync(path.join(baseDir, OWNER_FILE), 'utf8').trim());
-    } catch {
-      continue;
-    }
-    if (!owner || pidAlive(owner)) continue;
+  const stale = staleHarnessDirs(PREFIX, OWNER_FILE, tmp);
+  for (const baseDir of stale) {
     const read = (f: string): string | undefined => {
       try {
         return fs.readFileSync(path.join(baseDir, f), 'utf8').trim() || undefined;
@@ -150,9 +128,8 @@ export function reapStaleSshd(tmp = os.tmpdir()): number {
     // Only kill what is still our sshd, not a recycled pid.
     const ours = pid && pidAlive(pid) && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(baseDir);
     cleanupSync({ pid: ours ? pid : undefined, baseDir, osUser: read(USER_FILE) });
-    reaped++;
   }
-  return reaped;
+  return stale.length;
 }
 
 function fingerprintOfPub(pubLine: string): string {

@@ -3,9 +3,64 @@
 // Thin launcher so `npx dbcrate` and `npm link` work after `npm run build`.
 const path = require('node:path');
 const fs = require('node:fs');
-const entry = path.join(__dirname, '..', 'dist', 'services', 'cli', 'src', 'main.js');
+const dist = path.join(__dirname, '..', 'dist');
+const entry = path.join(dist, 'services', 'cli', 'src', 'main.js');
 if (!fs.existsSync(entry)) {
   process.stderr.write('dbcrate: not built yet. Run `npm run build` in ' + path.join(__dirname, '..') + '\n');
   process.exit(2);
 }
-require(entry);
+
+// archive_command runs `dbcrate wal-push %p` once per WAL file. When an agent serves this
+// data directory, hand the file over without loading the CLI (its libraries cost ~150 ms
+// per call); otherwise, or on any doubt, fall through to the full command.
+const WITH_VALUE = new Set([
+  '--to', '--recipient', '--pgdata', '--database-id', '--socket', '--compression-level',
+  '--zstd', '--config', '--log-level', '--progress', '--parallel',
+]);
+
+function fastWalPush(argv) {
+  if (argv[0] !== 'wal-push' || argv.includes('--no-agent') || argv.includes('--help') || argv.includes('-h')) return undefined;
+  let file;
+  let socket = process.env.DBCRATE_SOCKET;
+  let pgdata = process.env.DBCRATE_PGDATA;
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf('=');
+    const name = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
+    const value = a.startsWith('--') && eq > 0 ? a.slice(eq + 1) : argv[i + 1];
+    if (WITH_VALUE.has(name)) {
+      if (name === '--socket') socket = value;
+      if (name === '--pgdata') pgdata = value;
+      if (eq < 0) i++;
+    } else if (a.startsWith('-')) {
+      return undefined; // an option this parser does not know: let the CLI handle it
+    } else if (file === undefined) {
+      file = a;
+    } else {
+      return undefined;
+    }
+  }
+  if (!file) return undefined;
+  const protocol = require(path.join(dist, 'libs', 'pitr', 'src', 'agent.protocol.js'));
+  const sock = socket || protocol.agentSocketPath(pgdata || process.cwd());
+  return protocol.requestPush(sock, path.resolve(process.cwd(), file));
+}
+
+const fast = fastWalPush(process.argv.slice(2));
+if (fast === undefined) {
+  require(entry);
+} else {
+  fast.then(
+    (reply) => {
+      if (reply === undefined) return require(entry); // no agent: push from this process
+      if (reply.ok) process.exit(0);
+      process.stderr.write(`dbcrate: error: ${reply.message} [${reply.code}]\n`);
+      if (reply.hint) process.stderr.write(`  hint: ${reply.hint}\n`);
+      process.exit(reply.exitCode || 1);
+    },
+    (e) => {
+      process.stderr.write(`dbcrate: error: ${e.message} [E_AGENT]\n  hint: PostgreSQL keeps the WAL file and retries\n`);
+      process.exit(4);
+    },
+  );
+}

@@ -22,6 +22,22 @@ export interface Codec extends StagePlugin {
   readonly implementation: string;
   compressor(opts?: CompressOptions): Duplex;
   decompressor(): Duplex;
+  /** One-shot, for small objects such as WAL files (16 MiB): same frames as the stream. */
+  compressBuffer(data: Uint8Array, opts?: CompressOptions): Promise<Buffer>;
+  decompressBuffer(data: Uint8Array): Promise<Buffer>;
+}
+
+/** One-shot through a streaming stage (for implementations without a one-shot API). */
+export async function throughStage(stage: Duplex, data: Uint8Array): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    stage.on('data', (c: Buffer) => chunks.push(c));
+    stage.once('end', resolve);
+    stage.once('error', reject);
+  });
+  stage.end(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  await done;
+  return Buffer.concat(chunks);
 }
 
 export type ZstdImplementation = 'auto' | 'native' | 'wasm';

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { ZSTD_DEFAULT_LEVEL, type Codec, type CompressOptions } from './codec';
+import { ZSTD_DEFAULT_LEVEL, throughStage, type Codec, type CompressOptions } from './codec';
 import { ZstdFrameScanner } from './zstd-frame.scanner';
 import { checkCompressOptions, generatorDuplex, zstdError } from './zstd.stream';
 
@@ -100,6 +100,29 @@ export class ZstdNapiCodec implements Codec {
       for await (const chunk of input) yield* step(chunk, false);
       yield* step(Buffer.alloc(0), true);
     });
+  }
+
+  /** One-shot on the calling thread (callers that want parallelism run it in a worker). */
+  compressBuffer(data: Uint8Array, opts: CompressOptions = {}): Promise<Buffer> {
+    const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
+    const threads = opts.threads ?? 0;
+    checkCompressOptions(level, threads);
+    const z = this.z;
+    try {
+      const cctx = new z.CCtx();
+      cctx.setParameter(z.CParameter.compressionLevel, level);
+      cctx.setParameter(z.CParameter.checksumFlag, 1);
+      if (threads > 0) cctx.setParameter(z.CParameter.nbWorkers, threads);
+      const dst = Buffer.allocUnsafe(z.compressBound(data.length));
+      return Promise.resolve(dst.subarray(0, cctx.compress2(dst, data)));
+    } catch (e) {
+      return Promise.reject(zstdError(e, IMPLEMENTATION, 'compress'));
+    }
+  }
+
+  /** Through the streaming decoder: it already tells truncated from corrupt input. */
+  decompressBuffer(data: Uint8Array): Promise<Buffer> {
+    return throughStage(this.decompressor(), data);
   }
 
   decompressor(): Duplex {

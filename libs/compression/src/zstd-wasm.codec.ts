@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
-import { ZSTD_DEFAULT_LEVEL, type Codec, type CompressOptions } from './codec';
+import { ZSTD_DEFAULT_LEVEL, throughStage, type Codec, type CompressOptions } from './codec';
 import { ZstdFrameScanner } from './zstd-frame.scanner';
 import { checkCompressOptions, generatorDuplex, zstdError } from './zstd.stream';
 
@@ -184,6 +184,14 @@ export class ZstdWasmCodec implements Codec {
         holder.release();
       }
     }, holder.release);
+  }
+
+  compressBuffer(data: Uint8Array, opts: CompressOptions = {}): Promise<Buffer> {
+    return throughStage(this.compressor(opts), data);
+  }
+
+  decompressBuffer(data: Uint8Array): Promise<Buffer> {
+    return throughStage(this.decompressor(), data);
   }
 
   decompressor(): Duplex {

@@ -24,6 +24,12 @@ export const ErrorCodes = {
   TARGET_NOT_EMPTY: 'E_TARGET_NOT_EMPTY',
   TARGET_PRODUCTION: 'E_TARGET_PRODUCTION',
   CODEC: 'E_CODEC',
+  WAL_CONFLICT: 'E_WAL_CONFLICT',
+  CLUSTER_MISMATCH: 'E_CLUSTER_MISMATCH',
+  WAL_NOT_FOUND: 'E_WAL_NOT_FOUND',
+  WAL_GAP: 'E_WAL_GAP',
+  OUT_OF_WINDOW: 'E_OUT_OF_WINDOW',
+  RECOVERY_FAILED: 'E_RECOVERY_FAILED',
   INTERRUPTED: 'E_INTERRUPTED',
   INTERNAL: 'E_INTERNAL',
 } as const;
@@ -52,6 +58,13 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_TARGET_NOT_EMPTY: 8,
   E_TARGET_PRODUCTION: 8,
   E_CODEC: 1,
+  E_WAL_CONFLICT: 9,
+  E_CLUSTER_MISMATCH: 9,
+  // restore_command contract: 1 = "not in the archive", recovery ends or tries the next timeline
+  E_WAL_NOT_FOUND: 1,
+  E_WAL_GAP: 7,
+  E_OUT_OF_WINDOW: 7,
+  E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
   E_INTERNAL: 1,
 };

@@ -35,4 +35,8 @@ export interface DecryptOptions {
 export interface Cipher extends StagePlugin {
   encryptor(recipients: RecipientKey[]): Duplex;
   decryptor(keys: DecryptionKey[], opts?: DecryptOptions): Duplex;
+  /** One-shot, for small objects such as WAL files; the same message format as the stream. */
+  encryptBuffer(data: Uint8Array, recipients: RecipientKey[]): Promise<Uint8Array>;
+  /** One-shot; the integrity check (MDC) has passed when it resolves. */
+  decryptBuffer(data: Uint8Array, keys: DecryptionKey[], opts?: DecryptOptions): Promise<Uint8Array>;
 }

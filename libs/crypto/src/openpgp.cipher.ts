@@ -65,6 +65,64 @@ export class OpenPgpCipher implements Cipher {
     );
   }
 
+  async encryptBuffer(data: Uint8Array, recipients: RecipientKey[]): Promise<Uint8Array> {
+    if (recipients.length === 0) return Promise.reject(this.noRecipients());
+    try {
+      const encryptionKeys = await Promise.all(recipients.map(recipientPublicKey));
+      const message = await createMessage({ binary: data, format: 'binary' });
+      return (await encrypt({
+        message,
+        encryptionKeys,
+        sessionKey: { data: randomBytes(32), algorithm: 'aes256' },
+        format: 'binary',
+        config: ENCRYPT_CONFIG,
+      })) as Uint8Array;
+    } catch (e) {
+      if (isDbcrateError(e)) throw e;
+      throw new DbcrateError(
+        /key/i.test(detail(e)) ? ErrorCodes.KEY_INVALID : ErrorCodes.INTERNAL,
+        `encryption failed: ${detail(e)}`,
+        { cause: e },
+      );
+    }
+  }
+
+  async decryptBuffer(data: Uint8Array, keys: DecryptionKey[], opts: DecryptOptions = {}): Promise<Uint8Array> {
+    if (keys.length === 0) {
+      throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {
+        hint: 'Pass the organisation private key (--key FILE).',
+      });
+    }
+    let message;
+    try {
+      message = await readMessage({ binaryMessage: data, config: DECRYPT_CONFIG });
+    } catch (e) {
+      throw damaged(e, 'it is not a readable OpenPGP message');
+    }
+    const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
+    const ours = new Set(keys.flatMap((k) => k.keyIds));
+    const anonymous = recipients.includes(WILDCARD_KEY_ID);
+    if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
+    try {
+      const result = await decrypt({
+        message,
+        decryptionKeys: keys.map((k) => k.key as PrivateKey),
+        format: 'binary',
+        config: DECRYPT_CONFIG,
+      });
+      return result.data as Uint8Array;
+    } catch (e) {
+      if (anonymous && /session key/i.test(detail(e))) throw wrongKey(recipients, keys, opts);
+      throw damaged(e);
+    }
+  }
+
+  private noRecipients(): DbcrateError {
+    return new DbcrateError(ErrorCodes.CONFIG, 'no recipient public key given: backups must be encrypted to one', {
+      hint: 'Pass the organisation public key (--recipient FILE); several keys are allowed during key rotation.',
+    });
+  }
+
   decryptor(keys: DecryptionKey[], opts: DecryptOptions = {}): Duplex {
     if (keys.length === 0) {
       throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {

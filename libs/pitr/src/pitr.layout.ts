@@ -1,0 +1,203 @@
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { isSnapshotId, validateDatabaseId } from '@dbcrate/pipeline';
+import type { Storage } from '@dbcrate/storage';
+import { parseWalFileName, type WalFileName } from './wal.names';
+
+/**
+ * Where physical backups and WAL live, relative to the destination root (docs/pitr.md):
+ *   <db>/cluster.json
+ *   <db>/base/<backup-id>/base.tar.zst.pgp, backup.manifest.json (written last)
+ *   <db>/wal/<wal-file-name>-<sha256 of plaintext>.zst.pgp
+ *   <db>/timelines/<TLI>.json
+ */
+export const CLUSTER_FILE = 'cluster.json';
+export const BASE_DIR = 'base';
+export const WAL_DIR = 'wal';
+export const TIMELINES_DIR = 'timelines';
+export const BASE_DATA_FILE = 'base.tar';
+export const BASE_MANIFEST_FILE = 'backup.manifest.json';
+/** Stage extensions of every object we write: zstd, then OpenPGP. */
+export const OBJECT_EXTENSIONS = ['zst', 'pgp'];
+
+export { validateDatabaseId };
+
+export function clusterKey(databaseId: string): string {
+  return `${databaseId}/${CLUSTER_FILE}`;
+}
+
+export function baseBackupKeys(databaseId: string, backupId: string): { dataKey: string; manifestKey: string } {
+  const dir = `${databaseId}/${BASE_DIR}/${backupId}`;
+  return {
+    dataKey: `${dir}/${BASE_DATA_FILE}.${OBJECT_EXTENSIONS.join('.')}`,
+    manifestKey: `${dir}/${BASE_MANIFEST_FILE}`,
+  };
+}
+
+export function parseBaseKey(key: string): { databaseId: string; backupId: string; kind: 'data' | 'manifest' } | undefined {
+  const parts = key.split('/');
+  if (parts.length !== 4 || parts[1] !== BASE_DIR || !isSnapshotId(parts[2])) return undefined;
+  if (parts[3] === BASE_MANIFEST_FILE) return { databaseId: parts[0], backupId: parts[2], kind: 'manifest' };
+  if (parts[3].startsWith(`${BASE_DATA_FILE}.`)) return { databaseId: parts[0], backupId: parts[2], kind: 'data' };
+  return undefined;
+}
+
+export function walPrefix(databaseId: string): string {
+  return `${databaseId}/${WAL_DIR}/`;
+}
+
+/** Listing this prefix finds every archived copy of one WAL file (there should be at most one). */
+export function walLookupPrefix(databaseId: string, walFile: string): string {
+  return `${walPrefix(databaseId)}${walFile}-`;
+}
+
+export function walKey(databaseId: string, walFile: string, sha256: string): string {
+  return `${walLookupPrefix(databaseId, walFile)}${sha256}.${OBJECT_EXTENSIONS.join('.')}`;
+}
+
+export interface ParsedWalKey extends WalFileName {
+  key: string;
+  sha256: string;
+  extensions: string[];
+}
+
+const WAL_OBJECT = /^([0-9A-F.a-z]+)-([0-9a-f]{64})\.([a-z0-9.]+)$/;
+
+/** Recognise an archived WAL object key (relative to the root); temp files and others → undefined. */
+export function parseWalKey(key: string): ParsedWalKey | undefined {
+  const parts = key.split('/');
+  if (parts.length !== 3 || parts[1] !== WAL_DIR) return undefined;
+  const m = WAL_OBJECT.exec(parts[2]);
+  if (!m) return undefined;
+  const name = parseWalFileName(m[1]);
+  if (!name) return undefined;
+  return { ...name, key, sha256: m[2], extensions: m[3].split('.') };
+}
+
+export function timelineKey(databaseId: string, timeline: number): string {
+  return `${databaseId}/${TIMELINES_DIR}/${timeline.toString(16).toUpperCase().padStart(8, '0')}.json`;
+}
+
+export const ClusterIdentitySchema = z.object({
+  format: z.literal('dbcrate.cluster'),
+  formatVersion: z.literal(1),
+  databaseId: z.string(),
+  systemIdentifier: z.string().regex(/^\d+$/),
+  walSegmentSize: z.number().int().positive(),
+  createdAt: z.string(),
+});
+export type ClusterIdentity = z.infer<typeof ClusterIdentitySchema>;
+
+async function readSmall(storage: Storage, key: string): Promise<string | undefined> {
+  let body: Readable;
+  try {
+    body = await storage.get(key);
+  } catch (e) {
+    if ((e as { code?: string }).code === ErrorCodes.STORAGE_NOT_FOUND) return undefined;
+    throw e;
+  }
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function readJsonObject<T>(storage: Storage, key: string, schema: z.ZodType<T>): Promise<T | undefined> {
+  const text = await readSmall(storage, key);
+  if (text === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new DbcrateError(ErrorCodes.INTEGRITY, `${key} in ${storage.displayUrl} is not valid JSON`);
+  }
+  const r = schema.safeParse(parsed);
+  if (!r.success) {
+    throw new DbcrateError(ErrorCodes.INTEGRITY, `${key} in ${storage.displayUrl} is not a valid dbcrate file: ${r.error.issues[0]?.message}`);
+  }
+  return r.data;
+}
+
+export async function readClusterIdentity(storage: Storage, databaseId: string): Promise<ClusterIdentity | undefined> {
+  return readJsonObject(storage, clusterKey(databaseId), ClusterIdentitySchema);
+}
+
+function mismatch(databaseId: string, storage: Storage, have: ClusterIdentity, systemIdentifier: string): DbcrateError {
+  return new DbcrateError(
+    ErrorCodes.CLUSTER_MISMATCH,
+    `database id "${databaseId}" in ${storage.displayUrl} belongs to the cluster with system identifier ${have.systemIdentifier}, not ${systemIdentifier}`,
+    {
+      hint: 'two clusters must never share WAL under one id: give this cluster its own --database-id (or leave it unset: the default is the system identifier)',
+    },
+  );
+}
+
+/**
+ * Bind a database id to one cluster: the first writer creates cluster.json, every later
+ * writer must match it. Guards against two clusters mixing WAL under one prefix.
+ */
+export async function ensureClusterIdentity(
+  storage: Storage,
+  databaseId: string,
+  cluster: { systemIdentifier: string; walSegmentSize: number },
+): Promise<ClusterIdentity> {
+  const existing = await readClusterIdentity(storage, databaseId);
+  if (existing) {
+    if (existing.systemIdentifier !== cluster.systemIdentifier) throw mismatch(databaseId, storage, existing, cluster.systemIdentifier);
+    return existing;
+  }
+  const identity: ClusterIdentity = {
+    format: 'dbcrate.cluster',
+    formatVersion: 1,
+    databaseId,
+    systemIdentifier: cluster.systemIdentifier,
+    walSegmentSize: cluster.walSegmentSize,
+    createdAt: new Date().toISOString(),
+  };
+  try {
+    await storage.put(clusterKey(databaseId), Readable.from([JSON.stringify(identity, null, 2) + '\n']), {
+      ifNotExists: true,
+    });
+    return identity;
+  } catch (e) {
+    // Another writer won the race: compare with what it wrote.
+    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+    const now = await readClusterIdentity(storage, databaseId);
+    if (!now) throw e;
+    if (now.systemIdentifier !== cluster.systemIdentifier) throw mismatch(databaseId, storage, now, cluster.systemIdentifier);
+    return now;
+  }
+}
+
+/** Database ids under the root that hold a cluster.json (physical backups / WAL). */
+export async function listClusterIds(storage: Storage): Promise<string[]> {
+  const ids = new Set<string>();
+  for await (const o of storage.list('')) {
+    const parts = o.key.split('/');
+    if (parts.length === 2 && parts[1] === CLUSTER_FILE) ids.add(parts[0]);
+  }
+  return [...ids].sort();
+}
+
+/** The database id to use when the user gave none: the only one in the destination. */
+export async function resolveClusterId(storage: Storage, given?: string): Promise<string> {
+  if (given) {
+    validateDatabaseId(given);
+    if (!(await readClusterIdentity(storage, given))) {
+      throw new DbcrateError(ErrorCodes.SNAPSHOT_NOT_FOUND, `no physical backups or WAL for database id "${given}" in ${storage.displayUrl}`, {
+        hint: 'run `dbcrate windows --from DEST` to see which database ids it holds',
+      });
+    }
+    return given;
+  }
+  const ids = await listClusterIds(storage);
+  if (ids.length === 1) return ids[0];
+  if (ids.length === 0) {
+    throw new DbcrateError(ErrorCodes.SNAPSHOT_NOT_FOUND, `${storage.displayUrl} holds no physical backups or WAL`, {
+      hint: 'check --from; base backups come from `dbcrate basebackup`, WAL from `dbcrate wal-push` as archive_command',
+    });
+  }
+  throw new DbcrateError(ErrorCodes.USAGE, `${storage.displayUrl} holds several databases: ${ids.join(', ')}`, {
+    hint: 'choose one with --database-id ID',
+  });
+}

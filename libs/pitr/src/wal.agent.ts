@@ -1,0 +1,231 @@
+import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { chmod, readdir, stat, unlink } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { basename, join, resolve } from 'node:path';
+import { Piscina } from 'piscina';
+import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
+import type { Storage } from '@dbcrate/storage';
+import { requestPush, type AgentReply, type PushRequest } from './agent.protocol';
+import { sealWal, WalArchiver, type PushResult, type WalSealOptions } from './wal.archive';
+import { parseWalFileName } from './wal.names';
+
+export interface WalAgentOptions {
+  pgdata: string;
+  socketPath: string;
+  storage: Storage;
+  databaseId: string;
+  systemIdentifier: string;
+  seal: WalSealOptions;
+  /** Segments pushed at once (and worker threads compressing/encrypting). */
+  parallel?: number;
+  /** How often pg_wal/archive_status is rescanned besides the watcher's events. */
+  scanIntervalMs?: number;
+}
+
+interface Entry {
+  promise: Promise<PushResult>;
+  settled: boolean;
+  failedAt?: number;
+  /** Identity of the file that was pushed: a recycled name with new content must be pushed again. */
+  fileId: string;
+}
+
+async function fileId(path: string): Promise<string> {
+  const s = await stat(path);
+  return `${s.ino}:${s.size}:${s.mtimeMs}`;
+}
+
+/**
+ * The resident WAL agent. PostgreSQL's archiver hands one segment at a time to
+ * archive_command; the agent watches archive_status/*.ready and pushes every ready
+ * segment ahead, several at once, so that the archive_command call for a segment
+ * usually finds it already durable and returns at once (WAL-G's and pgBackRest's
+ * async archiving do the same). It only ever answers "done" for a file whose upload
+ * completed; PostgreSQL still decides when a segment may be recycled.
+ */
+export class WalAgent {
+  private readonly entries = new Map<string, Entry>();
+  private readonly archiver: WalArchiver;
+  private readonly parallel: number;
+  private readonly statusDir: string;
+  private readonly walDir: string;
+  private pool?: Piscina;
+  private server?: Server;
+  private watcher?: FSWatcher;
+  private timer?: NodeJS.Timeout;
+  private scanning = false;
+  private rescan = false;
+  private stopped = false;
+
+  constructor(private readonly opts: WalAgentOptions) {
+    this.parallel = Math.max(1, opts.parallel ?? 2);
+    this.walDir = join(resolve(opts.pgdata), 'pg_wal');
+    this.statusDir = join(this.walDir, 'archive_status');
+    const worker = join(__dirname, 'wal.seal.worker.js');
+    // Built code seals in worker threads; from TypeScript sources (tests) on the main thread.
+    if (existsSync(worker)) {
+      this.pool = new Piscina({ filename: worker, minThreads: this.parallel, maxThreads: this.parallel });
+    }
+    const pool = this.pool;
+    this.archiver = new WalArchiver({
+      storage: opts.storage,
+      databaseId: opts.databaseId,
+      systemIdentifier: opts.systemIdentifier,
+      seal: pool
+        ? async (plain) => (await pool.run({ plain, opts: opts.seal })) as Uint8Array
+        : (plain) => sealWal(plain, opts.seal),
+    });
+  }
+
+  async start(): Promise<void> {
+    if (!existsSync(this.statusDir)) {
+      throw new DbcrateError(ErrorCodes.CONFIG, `${this.statusDir} does not exist`, {
+        hint: '--pgdata must be the data directory of the PostgreSQL cluster whose WAL this agent archives',
+      });
+    }
+    await this.listen();
+    this.watcher = watch(this.statusDir, () => this.scanSoon());
+    this.watcher.on('error', (e) => logger().warn({ err: e.message }, 'archive_status watcher failed; polling only'));
+    this.timer = setInterval(() => this.scanSoon(), this.opts.scanIntervalMs ?? 1000);
+    this.scanSoon();
+    logger().info({ pgdata: this.opts.pgdata, socket: this.opts.socketPath, parallel: this.parallel }, 'agent started');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watcher?.close();
+    if (this.timer) clearInterval(this.timer);
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    await Promise.allSettled([...this.entries.values()].map((e) => e.promise));
+    await this.pool?.destroy();
+    await unlink(this.opts.socketPath).catch(() => undefined);
+  }
+
+  private async listen(): Promise<void> {
+    const path = this.opts.socketPath;
+    if (existsSync(path)) {
+      // A live agent answers; a socket file left by a killed one does not.
+      const alive = await requestPush(path, '', 2000).then(
+        (r) => r !== undefined,
+        () => true,
+      );
+      if (alive) {
+        throw new DbcrateError(ErrorCodes.CONFIG, `an agent is already listening on ${path}`, {
+          hint: 'run one agent per data directory (or give this one another --socket)',
+        });
+      }
+      await unlink(path);
+    }
+    this.server = createServer((sock) => this.serve(sock));
+    await new Promise<void>((res, rej) => {
+      this.server!.once('error', rej);
+      this.server!.listen(path, () => res());
+    });
+    await chmod(path, 0o600);
+  }
+
+  private serve(sock: Socket): void {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      let req: PushRequest;
+      try {
+        req = JSON.parse(buf.slice(0, nl)) as PushRequest;
+      } catch {
+        sock.end(JSON.stringify(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request'))) + '\n');
+        return;
+      }
+      if (!req.path) {
+        sock.end(JSON.stringify({ ok: true, outcome: 'alive' }) + '\n');
+        return;
+      }
+      void this.pushOnRequest(req.path).then(
+        (r) => sock.end(JSON.stringify({ ok: true, outcome: r.outcome, key: r.key } satisfies AgentReply) + '\n'),
+        (e: unknown) => sock.end(JSON.stringify(reply(e)) + '\n'),
+      );
+    });
+  }
+
+  /** archive_command asked for this file: answer from a push ahead when it is the same file, else push now. */
+  private async pushOnRequest(path: string): Promise<PushResult> {
+    const name = basename(path);
+    const id = await fileId(path).catch(() => '');
+    const e = this.entries.get(name);
+    if (e && e.fileId === id) {
+      try {
+        return await e.promise;
+      } catch {
+        // the push ahead failed; try again now, in this request
+      }
+    }
+    return this.startPush(name, path, id, true);
+  }
+
+  private startPush(name: string, path: string, id: string, requested = false): Promise<PushResult> {
+    const entry: Entry = { promise: this.archiver.push(path), settled: false, fileId: id };
+    this.entries.set(name, entry);
+    entry.promise.then(
+      () => {
+        entry.settled = true;
+        this.scanSoon();
+      },
+      (err: unknown) => {
+        entry.settled = true;
+        entry.failedAt = Date.now();
+        if (!requested) logger().warn({ walFile: name, err: toDbcrateError(err).message }, 'push ahead failed; will retry');
+        this.scanSoon();
+      },
+    );
+    return entry.promise;
+  }
+
+  private scanSoon(): void {
+    if (this.stopped) return;
+    if (this.scanning) {
+      this.rescan = true;
+      return;
+    }
+    this.scanning = true;
+    void this.scan()
+      .catch((e: unknown) => logger().warn({ err: toDbcrateError(e).message }, 'archive_status scan failed'))
+      .finally(() => {
+        this.scanning = false;
+        if (this.rescan) {
+          this.rescan = false;
+          this.scanSoon();
+        }
+      });
+  }
+
+  private async scan(): Promise<void> {
+    const ready = (await readdir(this.statusDir))
+      .filter((f) => f.endsWith('.ready'))
+      .map((f) => f.slice(0, -'.ready'.length))
+      .filter((n) => parseWalFileName(n) !== undefined);
+    const readySet = new Set(ready);
+    // Forget what PostgreSQL has marked done; keep in-flight pushes.
+    for (const [name, e] of this.entries) if (e.settled && !readySet.has(name)) this.entries.delete(name);
+    // History files first (PostgreSQL archives them first too), then oldest segments.
+    ready.sort((a, b) => Number(b.endsWith('.history')) - Number(a.endsWith('.history')) || (a < b ? -1 : 1));
+    let inflight = [...this.entries.values()].filter((e) => !e.settled).length;
+    for (const name of ready) {
+      if (inflight >= this.parallel || this.stopped) break;
+      const e = this.entries.get(name);
+      if (e && (!e.settled || !e.failedAt || Date.now() - e.failedAt < 5000)) continue;
+      const path = join(this.walDir, name);
+      const id = await fileId(path).catch(() => undefined);
+      if (id === undefined) continue; // archived and recycled meanwhile
+      this.startPush(name, path, id);
+      inflight++;
+    }
+  }
+}
+
+function reply(e: unknown): AgentReply {
+  const err = toDbcrateError(e);
+  return { ok: false, code: err.code, message: err.message, hint: err.hint, exitCode: err.exitCode };
+}

@@ -1,0 +1,210 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
+import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
+import { getCipher, type DecryptionKey, type RecipientKey } from '@dbcrate/crypto';
+import type { ObjectInfo, Storage } from '@dbcrate/storage';
+import {
+  ensureClusterIdentity,
+  parseWalKey,
+  timelineKey,
+  walKey,
+  walLookupPrefix,
+  type ClusterIdentity,
+  type ParsedWalKey,
+} from './pitr.layout';
+import {
+  parseTimelineHistory,
+  readSegmentHeader,
+  requireWalFileName,
+  systemIdentifierFromControlFile,
+  type WalFileName,
+} from './wal.names';
+
+export interface WalSealOptions {
+  recipients: RecipientKey[];
+  level?: number;
+  implementation?: ZstdImplementation;
+}
+
+/** Plaintext WAL file → zstd → OpenPGP, in memory (a WAL file is at most a segment, 16 MiB by default). */
+export async function sealWal(plain: Uint8Array, opts: WalSealOptions): Promise<Uint8Array> {
+  const codec = getCodec('zstd', { implementation: opts.implementation ?? 'auto' });
+  const compressed = await codec.compressBuffer(plain, { level: opts.level ?? 3, threads: 0 });
+  return getCipher('openpgp').encryptBuffer(compressed, opts.recipients);
+}
+
+/** The reverse of sealWal; the OpenPGP MDC and the zstd checksum are both checked. */
+export async function openWal(stored: Uint8Array, keys: DecryptionKey[]): Promise<Buffer> {
+  const compressed = await getCipher('openpgp').decryptBuffer(stored, keys);
+  return getCodec('zstd').decompressBuffer(compressed);
+}
+
+export function sha256Hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Every archived copy of one WAL file (normally zero or one). */
+export async function findArchived(storage: Storage, databaseId: string, walFile: string): Promise<ParsedWalKey[]> {
+  const out: ParsedWalKey[] = [];
+  for await (const o of storage.list(walLookupPrefix(databaseId, walFile))) {
+    const p = parseWalKey(o.key);
+    if (p && p.name === walFile) out.push(p);
+  }
+  return out;
+}
+
+export type PushOutcome = 'archived' | 'already-archived';
+
+export interface PushResult {
+  walFile: string;
+  outcome: PushOutcome;
+  key: string;
+  plainBytes: number;
+  storedBytes: number;
+}
+
+/** Read the cluster's system identifier from global/pg_control (no connection needed). */
+export async function readSystemIdentifier(pgdata: string): Promise<string> {
+  try {
+    return systemIdentifierFromControlFile(await readFile(join(pgdata, 'global', 'pg_control')));
+  } catch (e) {
+    if (e instanceof DbcrateError) throw e;
+    throw new DbcrateError(
+      ErrorCodes.CONFIG,
+      `cannot read ${join(pgdata, 'global', 'pg_control')}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { hint: 'wal-push runs in the data directory (archive_command does that); elsewhere pass --pgdata DIR' },
+    );
+  }
+}
+
+export interface WalArchiverOptions {
+  storage: Storage;
+  databaseId: string;
+  systemIdentifier: string;
+  walSegmentSize?: number;
+  seal: (plain: Buffer) => Promise<Uint8Array>;
+}
+
+/**
+ * Pushes WAL files to one database id. Never overwrites: a file already archived with the
+ * same content (sha256 in the object name) is success, with different content an error.
+ * Resolves only once the object is durable (the storage put has completed).
+ */
+export class WalArchiver {
+  private identity?: Promise<ClusterIdentity>;
+
+  constructor(private readonly opts: WalArchiverOptions) {}
+
+  get databaseId(): string {
+    return this.opts.databaseId;
+  }
+
+  private ensureIdentity(segSize: number): Promise<ClusterIdentity> {
+    this.identity ??= ensureClusterIdentity(this.opts.storage, this.opts.databaseId, {
+      systemIdentifier: this.opts.systemIdentifier,
+      walSegmentSize: segSize,
+    }).catch((e: unknown) => {
+      this.identity = undefined;
+      throw e;
+    });
+    return this.identity;
+  }
+
+  async push(path: string, signal?: AbortSignal): Promise<PushResult> {
+    const name = requireWalFileName(basename(path));
+    let plain: Buffer;
+    try {
+      plain = await readFile(path);
+    } catch (e) {
+      throw new DbcrateError(ErrorCodes.USAGE, `cannot read WAL file ${path}: ${(e as NodeJS.ErrnoException).code}`, {
+        hint: 'archive_command must pass %p (the path relative to the data directory, where it runs)',
+      });
+    }
+    const segSize = this.checkContent(name, plain);
+    await this.ensureIdentity(segSize);
+    const sha = sha256Hex(plain);
+    const existing = await this.alreadyArchived(name.name, sha, plain.length);
+    if (existing) return existing;
+
+    const sealed = await this.opts.seal(plain);
+    const key = walKey(this.opts.databaseId, name.name, sha);
+    let stored = true;
+    try {
+      await this.opts.storage.put(key, Readable.from([Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength)]), {
+        ifNotExists: true,
+        signal,
+      });
+    } catch (e) {
+      // Someone (an agent pushing ahead, a retry) stored the same name meanwhile.
+      if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+      stored = false;
+    }
+    // A racing writer with different content would have picked another name; catch it now.
+    const after = await this.alreadyArchived(name.name, sha, plain.length);
+    if (!after) throw new DbcrateError(ErrorCodes.STORAGE_IO, `${name.name} was stored but is not listed in ${this.opts.storage.displayUrl}`);
+    if (name.kind === 'history') await this.recordTimeline(name, plain);
+    logger().debug({ walFile: name.name, key, plainBytes: plain.length, storedBytes: sealed.byteLength }, 'WAL archived');
+    return stored ? { ...after, outcome: 'archived', storedBytes: sealed.byteLength } : after;
+  }
+
+  /** Size, page header, system identifier: refuse what is not this cluster's WAL. */
+  private checkContent(name: WalFileName, plain: Buffer): number {
+    if (name.kind !== 'segment' && name.kind !== 'partial') return this.opts.walSegmentSize ?? plain.length;
+    const header = readSegmentHeader(plain);
+    if (!header || header.magic === 0) {
+      throw new DbcrateError(ErrorCodes.INTEGRITY, `${name.name} does not start with a WAL page header`, {
+        hint: 'this is not a WAL segment written by PostgreSQL; nothing was archived',
+      });
+    }
+    if (header.systemIdentifier !== this.opts.systemIdentifier) {
+      throw new DbcrateError(
+        ErrorCodes.CLUSTER_MISMATCH,
+        `${name.name} belongs to the cluster with system identifier ${header.systemIdentifier}, but this data directory is ${this.opts.systemIdentifier}`,
+        { hint: 'WAL from another cluster was handed to wal-push; nothing was archived' },
+      );
+    }
+    if (name.kind === 'segment' && plain.length !== header.segmentSize) {
+      throw new DbcrateError(
+        ErrorCodes.INTEGRITY,
+        `${name.name} is ${plain.length} bytes; its header says segments are ${header.segmentSize}`,
+        { hint: 'the segment is incomplete; PostgreSQL only archives complete segments, so something else truncated it' },
+      );
+    }
+    return header.segmentSize;
+  }
+
+  private async alreadyArchived(walFile: string, sha: string, plainBytes: number): Promise<PushResult | undefined> {
+    const found = await findArchived(this.opts.storage, this.opts.databaseId, walFile);
+    const other = found.find((f) => f.sha256 !== sha);
+    if (other) {
+      throw new DbcrateError(
+        ErrorCodes.WAL_CONFLICT,
+        `${walFile} is already archived in ${this.opts.storage.displayUrl} with different content ` +
+          `(archived sha256 ${other.sha256.slice(0, 16)}…, this file ${sha.slice(0, 16)}…); refusing to overwrite it`,
+        {
+          hint:
+            'two servers are archiving to one database id (a restored copy that kept archive_command?). ' +
+            'PostgreSQL keeps the file and retries; stop archiving from the server that should not, or give it its own --database-id',
+        },
+      );
+    }
+    const same = found.find((f) => f.sha256 === sha);
+    return same ? { walFile, outcome: 'already-archived', key: same.key, plainBytes, storedBytes: 0 } : undefined;
+  }
+
+  /** Timeline ancestry in plaintext, so `windows` needs no private key. */
+  private async recordTimeline(name: WalFileName, plain: Buffer): Promise<void> {
+    const entries = parseTimelineHistory(plain.toString('utf8'));
+    const body = JSON.stringify({ format: 'dbcrate.timeline', formatVersion: 1, timeline: name.timeline, history: entries }) + '\n';
+    try {
+      await this.opts.storage.put(timelineKey(this.opts.databaseId, name.timeline), Readable.from([body]), { ifNotExists: true });
+    } catch (e) {
+      if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+    }
+  }
+}
+
+export type { ObjectInfo };

@@ -1,0 +1,188 @@
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
+import type { DecryptionKey } from '@dbcrate/crypto';
+import type { Storage } from '@dbcrate/storage';
+import { findArchived, openWal, sha256Hex } from './wal.archive';
+import { parseWalFileName, requireWalFileName, segmentNumber, walFileName } from './wal.names';
+
+export interface WalFetchOptions {
+  storage: Storage;
+  databaseId: string;
+  keys: DecryptionKey[];
+  signal?: AbortSignal;
+}
+
+async function collect(body: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Download, decrypt, decompress and check one WAL file; E_WAL_NOT_FOUND when it is not archived. */
+export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<Buffer> {
+  requireWalFileName(walFile);
+  const found = await findArchived(opts.storage, opts.databaseId, walFile);
+  if (found.length === 0) {
+    throw new DbcrateError(ErrorCodes.WAL_NOT_FOUND, `${walFile} is not in the archive ${opts.storage.displayUrl}`);
+  }
+  if (new Set(found.map((f) => f.sha256)).size > 1) {
+    throw new DbcrateError(ErrorCodes.WAL_CONFLICT, `${walFile} is archived more than once with different content`, {
+      hint: `two servers archived to database id "${opts.databaseId}"; keep the right object (${found.map((f) => f.key).join(', ')}) and delete the other`,
+    });
+  }
+  const stored = await collect(await opts.storage.get(found[0].key, { signal: opts.signal }));
+  const plain = await openWal(stored, opts.keys);
+  if (sha256Hex(plain) !== found[0].sha256) {
+    throw new DbcrateError(ErrorCodes.INTEGRITY, `${walFile}: decrypted content does not match the sha256 in its name`, {
+      hint: `the object ${found[0].key} is damaged; recovery cannot go past this WAL file`,
+    });
+  }
+  return plain;
+}
+
+/** Write atomically (temp + rename) so PostgreSQL never reads a half-written file. */
+export async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
+  const tmp = `${path}.dbcrate-tmp`;
+  await writeFile(tmp, data, { mode: 0o600 });
+  await rename(tmp, path);
+}
+
+export const PREFETCH_DIR = join('pg_wal', 'dbcrate-prefetch');
+const LOCK_FILE = '.prefetch.lock';
+
+/**
+ * The prefetch spool: a private directory inside pg_wal that holds verified, decrypted
+ * WAL files fetched ahead. A file appears under its WAL name only once complete.
+ */
+export class PrefetchSpool {
+  readonly dir: string;
+
+  constructor(pgdata: string) {
+    this.dir = join(pgdata, PREFETCH_DIR);
+  }
+
+  /** Move a prefetched file into place; false when it is not in the spool. */
+  async take(walFile: string, dest: string): Promise<boolean> {
+    try {
+      await rename(join(this.dir, walFile), dest);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  async has(walFile: string): Promise<boolean> {
+    return stat(join(this.dir, walFile)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  async put(walFile: string, data: Uint8Array): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await writeAtomically(join(this.dir, walFile), data);
+  }
+
+  /** Drop what recovery has gone past (older segments of any timeline) and leftovers. */
+  async prune(current: string): Promise<void> {
+    const cur = parseWalFileName(current);
+    if (!cur?.segmentName) return;
+    const seg = segmentNumber(cur.segmentName);
+    for (const f of await readdir(this.dir).catch(() => [] as string[])) {
+      const p = parseWalFileName(f);
+      if (f.endsWith('.dbcrate-tmp') || (p?.segmentName && segmentNumber(p.segmentName) <= seg)) {
+        await rm(join(this.dir, f), { force: true });
+      }
+    }
+  }
+
+  async clear(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** One prefetcher at a time: an exclusive lock file holding its pid. */
+  tryLock(): boolean {
+    const path = join(this.dir, LOCK_FILE);
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(path, 'wx', 0o600);
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        return true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const pid = Number(readFileSync(path, 'utf8') || '0');
+        if (pid && isAlive(pid)) return false;
+        rmSync(path, { force: true }); // left by a prefetcher that died
+      }
+    }
+    return false;
+  }
+
+  locked(): boolean {
+    try {
+      const pid = Number(readFileSync(join(this.dir, LOCK_FILE), 'utf8') || '0');
+      return pid > 0 && isAlive(pid);
+    } catch {
+      return false;
+    }
+  }
+
+  async unlock(): Promise<void> {
+    await rm(join(this.dir, LOCK_FILE), { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The segments after `walFile` on its timeline, for prefetch. */
+export function followingSegments(walFile: string, count: number): string[] {
+  const p = parseWalFileName(walFile);
+  if (p?.kind !== 'segment' || !p.segmentName) return [];
+  const seg = segmentNumber(p.segmentName);
+  return Array.from({ length: count }, (_, i) => walFileName(p.timeline, seg + BigInt(i + 1)));
+}
+
+/**
+ * Fetch `names` into the spool, `parallel` at a time, stopping at the first one that is
+ * not archived (the end of the archive, or a timeline switch).
+ */
+export async function prefetchInto(
+  spool: PrefetchSpool,
+  opts: WalFetchOptions,
+  names: string[],
+  parallel: number,
+): Promise<number> {
+  let next = 0;
+  let stop = false;
+  let fetched = 0;
+  const worker = async () => {
+    while (!stop && next < names.length) {
+      const name = names[next++];
+      if (await spool.has(name)) continue;
+      try {
+        await spool.put(name, await fetchWal(opts, name));
+        fetched++;
+      } catch (e) {
+        stop = true;
+        if ((e as { code?: string }).code !== ErrorCodes.WAL_NOT_FOUND) {
+          logger().warn({ walFile: name, err: (e as Error).message }, 'prefetch failed; wal-fetch will fetch it directly');
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, parallel) }, worker));
+  return fetched;
+}

@@ -14,12 +14,22 @@ if (!fs.existsSync(entry)) {
 // data directory, hand the file over without loading the CLI (its libraries cost ~150 ms
 // per call); otherwise, or on any doubt, fall through to the full command.
 const WITH_VALUE = new Set([
-  '--to', '--recipient', '--pgdata', '--database-id', '--socket', '--compression-level',
-  '--zstd', '--config', '--log-level', '--progress', '--parallel',
+  '--to',
+  '--recipient',
+  '--pgdata',
+  '--database-id',
+  '--socket',
+  '--compression-level',
+  '--zstd',
+  '--config',
+  '--log-level',
+  '--progress',
+  '--parallel',
 ]);
 
 function fastWalPush(argv) {
-  if (argv[0] !== 'wal-push' || argv.includes('--no-agent') || argv.includes('--help') || argv.includes('-h')) return undefined;
+  if (argv[0] !== 'wal-push' || argv.includes('--no-agent') || argv.includes('--help') || argv.includes('-h'))
+    return undefined;
   let file;
   let socket = process.env.DBCRATE_SOCKET;
   let pgdata = process.env.DBCRATE_PGDATA;
@@ -59,7 +69,9 @@ if (fast === undefined) {
       process.exit(reply.exitCode || 1);
     },
     (e) => {
-      process.stderr.write(`dbcrate: error: ${e.message} [E_AGENT]\n  hint: PostgreSQL keeps the WAL file and retries\n`);
+      process.stderr.write(
+        `dbcrate: error: ${e.message} [E_AGENT]\n  hint: PostgreSQL keeps the WAL file and retries\n`,
+      );
       process.exit(4);
     },
   );

@@ -87,7 +87,11 @@ export class OpenPgpCipher implements Cipher {
     }
   }
 
-  async decryptBuffer(data: Uint8Array, keys: DecryptionKey[], opts: DecryptOptions = {}): Promise<Uint8Array> {
+  async decryptBuffer(
+    data: Uint8Array,
+    keys: DecryptionKey[],
+    opts: DecryptOptions = {},
+  ): Promise<Uint8Array> {
     if (keys.length === 0) {
       throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {
         hint: 'Pass the organisation private key (--key FILE).',
@@ -118,9 +122,13 @@ export class OpenPgpCipher implements Cipher {
   }
 
   private noRecipients(): DbcrateError {
-    return new DbcrateError(ErrorCodes.CONFIG, 'no recipient public key given: backups must be encrypted to one', {
-      hint: 'Pass the organisation public key (--recipient FILE); several keys are allowed during key rotation.',
-    });
+    return new DbcrateError(
+      ErrorCodes.CONFIG,
+      'no recipient public key given: backups must be encrypted to one',
+      {
+        hint: 'Pass the organisation public key (--recipient FILE); several keys are allowed during key rotation.',
+      },
+    );
   }
 
   decryptor(keys: DecryptionKey[], opts: DecryptOptions = {}): Duplex {

@@ -35,7 +35,11 @@ export function agentSocketPath(pgdata: string): string {
  * Ask the agent to make `path` durable. Resolves undefined when no agent listens
  * (the caller then pushes by itself); a reply with ok=false is the agent's error.
  */
-export function requestPush(socketPath: string, path: string, timeoutMs = 600_000): Promise<AgentReply | undefined> {
+export function requestPush(
+  socketPath: string,
+  path: string,
+  timeoutMs = 600_000,
+): Promise<AgentReply | undefined> {
   return new Promise((resolvePromise, reject) => {
     const sock = connect(socketPath);
     let buf = '';
@@ -69,7 +73,8 @@ export function requestPush(socketPath: string, path: string, timeoutMs = 600_00
     sock.on('close', () => {
       clearTimeout(timer);
       // An agent that dies mid-request gives no answer: that is a failure, never success.
-      if (connected && !buf.includes('\n')) reject(new Error(`the dbcrate agent at ${socketPath} closed the connection without answering`));
+      if (connected && !buf.includes('\n'))
+        reject(new Error(`the dbcrate agent at ${socketPath} closed the connection without answering`));
     });
   });
 }

@@ -27,7 +27,10 @@ export function clusterKey(databaseId: string): string {
   return `${databaseId}/${CLUSTER_FILE}`;
 }
 
-export function baseBackupKeys(databaseId: string, backupId: string): { dataKey: string; manifestKey: string } {
+export function baseBackupKeys(
+  databaseId: string,
+  backupId: string,
+): { dataKey: string; manifestKey: string } {
   const dir = `${databaseId}/${BASE_DIR}/${backupId}`;
   return {
     dataKey: `${dir}/${BASE_DATA_FILE}.${OBJECT_EXTENSIONS.join('.')}`,
@@ -35,11 +38,14 @@ export function baseBackupKeys(databaseId: string, backupId: string): { dataKey:
   };
 }
 
-export function parseBaseKey(key: string): { databaseId: string; backupId: string; kind: 'data' | 'manifest' } | undefined {
+export function parseBaseKey(
+  key: string,
+): { databaseId: string; backupId: string; kind: 'data' | 'manifest' } | undefined {
   const parts = key.split('/');
   if (parts.length !== 4 || parts[1] !== BASE_DIR || !isSnapshotId(parts[2])) return undefined;
   if (parts[3] === BASE_MANIFEST_FILE) return { databaseId: parts[0], backupId: parts[2], kind: 'manifest' };
-  if (parts[3].startsWith(`${BASE_DATA_FILE}.`)) return { databaseId: parts[0], backupId: parts[2], kind: 'data' };
+  if (parts[3].startsWith(`${BASE_DATA_FILE}.`))
+    return { databaseId: parts[0], backupId: parts[2], kind: 'data' };
   return undefined;
 }
 
@@ -102,7 +108,11 @@ async function readSmall(storage: Storage, key: string): Promise<string | undefi
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export async function readJsonObject<T>(storage: Storage, key: string, schema: z.ZodType<T>): Promise<T | undefined> {
+export async function readJsonObject<T>(
+  storage: Storage,
+  key: string,
+  schema: z.ZodType<T>,
+): Promise<T | undefined> {
   const text = await readSmall(storage, key);
   if (text === undefined) return undefined;
   let parsed: unknown;
@@ -113,16 +123,27 @@ export async function readJsonObject<T>(storage: Storage, key: string, schema: z
   }
   const r = schema.safeParse(parsed);
   if (!r.success) {
-    throw new DbcrateError(ErrorCodes.INTEGRITY, `${key} in ${storage.displayUrl} is not a valid dbcrate file: ${r.error.issues[0]?.message}`);
+    throw new DbcrateError(
+      ErrorCodes.INTEGRITY,
+      `${key} in ${storage.displayUrl} is not a valid dbcrate file: ${r.error.issues[0]?.message}`,
+    );
   }
   return r.data;
 }
 
-export async function readClusterIdentity(storage: Storage, databaseId: string): Promise<ClusterIdentity | undefined> {
+export async function readClusterIdentity(
+  storage: Storage,
+  databaseId: string,
+): Promise<ClusterIdentity | undefined> {
   return readJsonObject(storage, clusterKey(databaseId), ClusterIdentitySchema);
 }
 
-function mismatch(databaseId: string, storage: Storage, have: ClusterIdentity, systemIdentifier: string): DbcrateError {
+function mismatch(
+  databaseId: string,
+  storage: Storage,
+  have: ClusterIdentity,
+  systemIdentifier: string,
+): DbcrateError {
   return new DbcrateError(
     ErrorCodes.CLUSTER_MISMATCH,
     `database id "${databaseId}" in ${storage.displayUrl} belongs to the cluster with system identifier ${have.systemIdentifier}, not ${systemIdentifier}`,
@@ -143,7 +164,8 @@ export async function ensureClusterIdentity(
 ): Promise<ClusterIdentity> {
   const existing = await readClusterIdentity(storage, databaseId);
   if (existing) {
-    if (existing.systemIdentifier !== cluster.systemIdentifier) throw mismatch(databaseId, storage, existing, cluster.systemIdentifier);
+    if (existing.systemIdentifier !== cluster.systemIdentifier)
+      throw mismatch(databaseId, storage, existing, cluster.systemIdentifier);
     return existing;
   }
   const identity: ClusterIdentity = {
@@ -164,7 +186,8 @@ export async function ensureClusterIdentity(
     if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
     const now = await readClusterIdentity(storage, databaseId);
     if (!now) throw e;
-    if (now.systemIdentifier !== cluster.systemIdentifier) throw mismatch(databaseId, storage, now, cluster.systemIdentifier);
+    if (now.systemIdentifier !== cluster.systemIdentifier)
+      throw mismatch(databaseId, storage, now, cluster.systemIdentifier);
     return now;
   }
 }
@@ -184,20 +207,32 @@ export async function resolveClusterId(storage: Storage, given?: string): Promis
   if (given) {
     validateDatabaseId(given);
     if (!(await readClusterIdentity(storage, given))) {
-      throw new DbcrateError(ErrorCodes.SNAPSHOT_NOT_FOUND, `no physical backups or WAL for database id "${given}" in ${storage.displayUrl}`, {
-        hint: 'run `dbcrate windows --from DEST` to see which database ids it holds',
-      });
+      throw new DbcrateError(
+        ErrorCodes.SNAPSHOT_NOT_FOUND,
+        `no physical backups or WAL for database id "${given}" in ${storage.displayUrl}`,
+        {
+          hint: 'run `dbcrate windows --from DEST` to see which database ids it holds',
+        },
+      );
     }
     return given;
   }
   const ids = await listClusterIds(storage);
   if (ids.length === 1) return ids[0];
   if (ids.length === 0) {
-    throw new DbcrateError(ErrorCodes.SNAPSHOT_NOT_FOUND, `${storage.displayUrl} holds no physical backups or WAL`, {
-      hint: 'check --from; base backups come from `dbcrate basebackup`, WAL from `dbcrate wal-push` as archive_command',
-    });
+    throw new DbcrateError(
+      ErrorCodes.SNAPSHOT_NOT_FOUND,
+      `${storage.displayUrl} holds no physical backups or WAL`,
+      {
+        hint: 'check --from; base backups come from `dbcrate basebackup`, WAL from `dbcrate wal-push` as archive_command',
+      },
+    );
   }
-  throw new DbcrateError(ErrorCodes.USAGE, `${storage.displayUrl} holds several databases: ${ids.join(', ')}`, {
-    hint: 'choose one with --database-id ID',
-  });
+  throw new DbcrateError(
+    ErrorCodes.USAGE,
+    `${storage.displayUrl} holds several databases: ${ids.join(', ')}`,
+    {
+      hint: 'choose one with --database-id ID',
+    },
+  );
 }

@@ -85,10 +85,15 @@ export class WalAgent {
     }
     await this.listen();
     this.watcher = watch(this.statusDir, () => this.scanSoon());
-    this.watcher.on('error', (e) => logger().warn({ err: e.message }, 'archive_status watcher failed; polling only'));
+    this.watcher.on('error', (e) =>
+      logger().warn({ err: e.message }, 'archive_status watcher failed; polling only'),
+    );
     this.timer = setInterval(() => this.scanSoon(), this.opts.scanIntervalMs ?? 1000);
     this.scanSoon();
-    logger().info({ pgdata: this.opts.pgdata, socket: this.opts.socketPath, parallel: this.parallel }, 'agent started');
+    logger().info(
+      { pgdata: this.opts.pgdata, socket: this.opts.socketPath, parallel: this.parallel },
+      'agent started',
+    );
   }
 
   async stop(): Promise<void> {
@@ -144,7 +149,8 @@ export class WalAgent {
         return;
       }
       void this.pushOnRequest(req.path).then(
-        (r) => sock.end(JSON.stringify({ ok: true, outcome: r.outcome, key: r.key } satisfies AgentReply) + '\n'),
+        (r) =>
+          sock.end(JSON.stringify({ ok: true, outcome: r.outcome, key: r.key } satisfies AgentReply) + '\n'),
         (e: unknown) => sock.end(JSON.stringify(reply(e)) + '\n'),
       );
     });
@@ -176,7 +182,8 @@ export class WalAgent {
       (err: unknown) => {
         entry.settled = true;
         entry.failedAt = Date.now();
-        if (!requested) logger().warn({ walFile: name, err: toDbcrateError(err).message }, 'push ahead failed; will retry');
+        if (!requested)
+          logger().warn({ walFile: name, err: toDbcrateError(err).message }, 'push ahead failed; will retry');
         this.scanSoon();
       },
     );

@@ -47,7 +47,11 @@ export function sha256Hex(data: Uint8Array): string {
 }
 
 /** Every archived copy of one WAL file (normally zero or one). */
-export async function findArchived(storage: Storage, databaseId: string, walFile: string): Promise<ParsedWalKey[]> {
+export async function findArchived(
+  storage: Storage,
+  databaseId: string,
+  walFile: string,
+): Promise<ParsedWalKey[]> {
   const out: ParsedWalKey[] = [];
   for await (const o of storage.list(walLookupPrefix(databaseId, walFile))) {
     const p = parseWalKey(o.key);
@@ -75,7 +79,9 @@ export async function readSystemIdentifier(pgdata: string): Promise<string> {
     throw new DbcrateError(
       ErrorCodes.CONFIG,
       `cannot read ${join(pgdata, 'global', 'pg_control')}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-      { hint: 'wal-push runs in the data directory (archive_command does that); elsewhere pass --pgdata DIR' },
+      {
+        hint: 'wal-push runs in the data directory (archive_command does that); elsewhere pass --pgdata DIR',
+      },
     );
   }
 }
@@ -119,9 +125,13 @@ export class WalArchiver {
     try {
       plain = await readFile(path);
     } catch (e) {
-      throw new DbcrateError(ErrorCodes.USAGE, `cannot read WAL file ${path}: ${(e as NodeJS.ErrnoException).code}`, {
-        hint: 'archive_command must pass %p (the path relative to the data directory, where it runs)',
-      });
+      throw new DbcrateError(
+        ErrorCodes.USAGE,
+        `cannot read WAL file ${path}: ${(e as NodeJS.ErrnoException).code}`,
+        {
+          hint: 'archive_command must pass %p (the path relative to the data directory, where it runs)',
+        },
+      );
     }
     const segSize = this.checkContent(name, plain);
     await this.ensureIdentity(segSize);
@@ -133,10 +143,14 @@ export class WalArchiver {
     const key = walKey(this.opts.databaseId, name.name, sha);
     let stored = true;
     try {
-      await this.opts.storage.put(key, Readable.from([Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength)]), {
-        ifNotExists: true,
-        signal,
-      });
+      await this.opts.storage.put(
+        key,
+        Readable.from([Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength)]),
+        {
+          ifNotExists: true,
+          signal,
+        },
+      );
     } catch (e) {
       // Someone (an agent pushing ahead, a retry) stored the same name meanwhile.
       if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
@@ -144,9 +158,16 @@ export class WalArchiver {
     }
     // A racing writer with different content would have picked another name; catch it now.
     const after = await this.alreadyArchived(name.name, sha, plain.length);
-    if (!after) throw new DbcrateError(ErrorCodes.STORAGE_IO, `${name.name} was stored but is not listed in ${this.opts.storage.displayUrl}`);
+    if (!after)
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_IO,
+        `${name.name} was stored but is not listed in ${this.opts.storage.displayUrl}`,
+      );
     if (name.kind === 'history') await this.recordTimeline(name, plain);
-    logger().debug({ walFile: name.name, key, plainBytes: plain.length, storedBytes: sealed.byteLength }, 'WAL archived');
+    logger().debug(
+      { walFile: name.name, key, plainBytes: plain.length, storedBytes: sealed.byteLength },
+      'WAL archived',
+    );
     return stored ? { ...after, outcome: 'archived', storedBytes: sealed.byteLength } : after;
   }
 
@@ -170,13 +191,19 @@ export class WalArchiver {
       throw new DbcrateError(
         ErrorCodes.INTEGRITY,
         `${name.name} is ${plain.length} bytes; its header says segments are ${header.segmentSize}`,
-        { hint: 'the segment is incomplete; PostgreSQL only archives complete segments, so something else truncated it' },
+        {
+          hint: 'the segment is incomplete; PostgreSQL only archives complete segments, so something else truncated it',
+        },
       );
     }
     return header.segmentSize;
   }
 
-  private async alreadyArchived(walFile: string, sha: string, plainBytes: number): Promise<PushResult | undefined> {
+  private async alreadyArchived(
+    walFile: string,
+    sha: string,
+    plainBytes: number,
+  ): Promise<PushResult | undefined> {
     const found = await findArchived(this.opts.storage, this.opts.databaseId, walFile);
     const other = found.find((f) => f.sha256 !== sha);
     if (other) {
@@ -192,15 +219,25 @@ export class WalArchiver {
       );
     }
     const same = found.find((f) => f.sha256 === sha);
-    return same ? { walFile, outcome: 'already-archived', key: same.key, plainBytes, storedBytes: 0 } : undefined;
+    return same
+      ? { walFile, outcome: 'already-archived', key: same.key, plainBytes, storedBytes: 0 }
+      : undefined;
   }
 
   /** Timeline ancestry in plaintext, so `windows` needs no private key. */
   private async recordTimeline(name: WalFileName, plain: Buffer): Promise<void> {
     const entries = parseTimelineHistory(plain.toString('utf8'));
-    const body = JSON.stringify({ format: 'dbcrate.timeline', formatVersion: 1, timeline: name.timeline, history: entries }) + '\n';
+    const body =
+      JSON.stringify({
+        format: 'dbcrate.timeline',
+        formatVersion: 1,
+        timeline: name.timeline,
+        history: entries,
+      }) + '\n';
     try {
-      await this.opts.storage.put(timelineKey(this.opts.databaseId, name.timeline), Readable.from([body]), { ifNotExists: true });
+      await this.opts.storage.put(timelineKey(this.opts.databaseId, name.timeline), Readable.from([body]), {
+        ifNotExists: true,
+      });
     } catch (e) {
       if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
     }

@@ -25,19 +25,30 @@ export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<
   requireWalFileName(walFile);
   const found = await findArchived(opts.storage, opts.databaseId, walFile);
   if (found.length === 0) {
-    throw new DbcrateError(ErrorCodes.WAL_NOT_FOUND, `${walFile} is not in the archive ${opts.storage.displayUrl}`);
+    throw new DbcrateError(
+      ErrorCodes.WAL_NOT_FOUND,
+      `${walFile} is not in the archive ${opts.storage.displayUrl}`,
+    );
   }
   if (new Set(found.map((f) => f.sha256)).size > 1) {
-    throw new DbcrateError(ErrorCodes.WAL_CONFLICT, `${walFile} is archived more than once with different content`, {
-      hint: `two servers archived to database id "${opts.databaseId}"; keep the right object (${found.map((f) => f.key).join(', ')}) and delete the other`,
-    });
+    throw new DbcrateError(
+      ErrorCodes.WAL_CONFLICT,
+      `${walFile} is archived more than once with different content`,
+      {
+        hint: `two servers archived to database id "${opts.databaseId}"; keep the right object (${found.map((f) => f.key).join(', ')}) and delete the other`,
+      },
+    );
   }
   const stored = await collect(await opts.storage.get(found[0].key, { signal: opts.signal }));
   const plain = await openWal(stored, opts.keys);
   if (sha256Hex(plain) !== found[0].sha256) {
-    throw new DbcrateError(ErrorCodes.INTEGRITY, `${walFile}: decrypted content does not match the sha256 in its name`, {
-      hint: `the object ${found[0].key} is damaged; recovery cannot go past this WAL file`,
-    });
+    throw new DbcrateError(
+      ErrorCodes.INTEGRITY,
+      `${walFile}: decrypted content does not match the sha256 in its name`,
+      {
+        hint: `the object ${found[0].key} is damaged; recovery cannot go past this WAL file`,
+      },
+    );
   }
   return plain;
 }
@@ -178,7 +189,10 @@ export async function prefetchInto(
       } catch (e) {
         stop = true;
         if ((e as { code?: string }).code !== ErrorCodes.WAL_NOT_FOUND) {
-          logger().warn({ walFile: name, err: (e as Error).message }, 'prefetch failed; wal-fetch will fetch it directly');
+          logger().warn(
+            { walFile: name, err: (e as Error).message },
+            'prefetch failed; wal-fetch will fetch it directly',
+          );
         }
       }
     }

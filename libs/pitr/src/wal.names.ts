@@ -23,7 +23,8 @@ const HISTORY = /^([0-9A-F]{8})\.history$/;
 
 /** Recognise a WAL file name as PostgreSQL writes it; anything else → undefined. */
 export function parseWalFileName(name: string): WalFileName | undefined {
-  if (SEGMENT.test(name)) return { name, kind: 'segment', timeline: parseInt(name.slice(0, 8), 16), segmentName: name };
+  if (SEGMENT.test(name))
+    return { name, kind: 'segment', timeline: parseInt(name.slice(0, 8), 16), segmentName: name };
   let m = PARTIAL.exec(name);
   if (m) return { name, kind: 'partial', timeline: parseInt(m[1].slice(0, 8), 16), segmentName: m[1] };
   m = BACKUP.exec(name);

@@ -50,7 +50,11 @@ function required<T>(v: T | undefined, setting: string, what: string): T {
 function storageAndSealFlags(cmd: Command): Command {
   return cmd
     .option('--to <DEST_URL>', 'destination URL (file://, s3://, sftp://)')
-    .option('--recipient <PUBKEY_FILE>', 'organisation public key to encrypt to (repeat for several)', collect)
+    .option(
+      '--recipient <PUBKEY_FILE>',
+      'organisation public key to encrypt to (repeat for several)',
+      collect,
+    )
     .option('--database-id <ID>', 'name of this cluster in the destination (default: its system identifier)')
     .option('--socket <PATH>', 'agent socket (default: derived from the data directory)')
     .option('--compression-level <N>', 'zstd level 1-19 (default 3)')
@@ -59,7 +63,9 @@ function storageAndSealFlags(cmd: Command): Command {
 
 async function archiverFor(s: z.infer<typeof pushSchema>, pgdata: string) {
   const to = required(s.to, 'to', 'the destination URL WAL is archived to');
-  const recipients = await loadRecipients(required(s.recipient, 'recipient', 'the public key WAL is encrypted to'));
+  const recipients = await loadRecipients(
+    required(s.recipient, 'recipient', 'the public key WAL is encrypted to'),
+  );
   const systemIdentifier = await readSystemIdentifier(pgdata);
   const databaseId = s.databaseId ? validateDatabaseId(s.databaseId) : systemIdentifier;
   const storage = await openStorage(to);
@@ -83,7 +89,8 @@ export function walPushCommand(): Command {
     if (s.agent) {
       const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs);
       if (reply?.ok) return;
-      if (reply && !reply.ok) throw new DbcrateError(reply.code as never, reply.message, { hint: reply.hint });
+      if (reply && !reply.ok)
+        throw new DbcrateError(reply.code as never, reply.message, { hint: reply.hint });
       logger().debug('no agent listening; pushing from this process');
     }
     const a = await archiverFor(s, pgdata);
@@ -102,15 +109,25 @@ export function agentCommand(): Command {
     new Command('agent')
       .description('resident WAL agent: pushes ready WAL ahead so each archive_command call returns at once')
       .option('--pgdata <DIR>', 'data directory of the cluster whose WAL to archive')
-      .option('--parallel <N>', 'WAL files pushed at once, each compressed and encrypted on its own thread (default 2)'),
+      .option(
+        '--parallel <N>',
+        'WAL files pushed at once, each compressed and encrypted on its own thread (default 2)',
+      ),
   ).action(async (_o, cmd: Command) => {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(required(s.pgdata, 'pgdata', 'the data directory of the cluster'));
     const a = await archiverFor(s, pgdata);
-    const agent = new WalAgent({ ...a, pgdata, socketPath: s.socket ?? agentSocketPath(pgdata), parallel: s.parallel });
+    const agent = new WalAgent({
+      ...a,
+      pgdata,
+      socketPath: s.socket ?? agentSocketPath(pgdata),
+      parallel: s.parallel,
+    });
     await agent.start();
-    process.stderr.write(`dbcrate agent: archiving WAL of ${pgdata} to ${a.storage.displayUrl} (database id ${a.databaseId})\n`);
+    process.stderr.write(
+      `dbcrate agent: archiving WAL of ${pgdata} to ${a.storage.displayUrl} (database id ${a.databaseId})\n`,
+    );
     await new Promise<void>((r) => ctx.signal.addEventListener('abort', () => r(), { once: true }));
     await agent.stop();
     await a.storage.close();
@@ -145,7 +162,9 @@ function fetchExitCode(e: unknown): number {
 
 export function walFetchCommand(): Command {
   return new Command('wal-fetch')
-    .description("restore one WAL file (restore_command = 'dbcrate wal-fetch %f %p …'; `dbcrate recover` writes it)")
+    .description(
+      "restore one WAL file (restore_command = 'dbcrate wal-fetch %f %p …'; `dbcrate recover` writes it)",
+    )
     .argument('<WALFILE>', 'WAL file name (%f)')
     .argument('<PATH>', 'where to write it, relative to the data directory (%p)')
     .option('--from <DEST_URL>', 'destination URL WAL was archived to')
@@ -210,11 +229,21 @@ async function fetchOptions(s: z.infer<typeof fetchSchema>) {
 }
 
 /** A detached copy of this command fetches the following segments while PostgreSQL replays. */
-function startPrefetcher(walFile: string, path: string, pgdata: string, s: z.infer<typeof fetchSchema>): void {
+function startPrefetcher(
+  walFile: string,
+  path: string,
+  pgdata: string,
+  s: z.infer<typeof fetchSchema>,
+): void {
   const args = [process.argv[1], 'wal-fetch', walFile, path, '--from', s.from, '--key', s.key];
   args.push('--database-id', s.databaseId, '--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
-  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', cwd: process.cwd(), env: process.env });
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: 'ignore',
+    cwd: process.cwd(),
+    env: process.env,
+  });
   child.unref();
 }

@@ -1,0 +1,346 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
+import type { Storage } from '@dbcrate/storage';
+import { completeBaseBackups } from './base.backups';
+import type { BaseManifest } from './base.manifest';
+import { PREFETCH_DIR } from './wal.fetch';
+import { DEFAULT_WAL_SEGMENT_SIZE, formatLsn, parseLsn, segmentNumber } from './wal.names';
+import {
+  backupOnPath,
+  describeWindow,
+  indexArchive,
+  timelinePath,
+  walReach,
+  windowsFromIndex,
+  type WalIndex,
+} from './windows';
+
+const execFileP = promisify(execFile);
+
+export type RecoveryTarget =
+  | { kind: 'lsn'; lsn: string }
+  | { kind: 'time'; time: string }
+  | { kind: 'xid'; xid: string }
+  | { kind: 'name'; name: string }
+  | { kind: 'latest' }
+  | { kind: 'immediate' };
+
+export type TimelineChoice = 'latest' | 'current' | number;
+export type RecoveryAction = 'promote' | 'pause' | 'shutdown';
+
+/** Parse a --to-time value; keep the text as given (PostgreSQL parses it, to the microsecond). */
+export function parseTargetTime(text: string): Date {
+  const d = new Date(text.includes('T') || !/\d \d/.test(text) ? text : text.replace(' ', 'T'));
+  if (Number.isNaN(d.getTime())) {
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp`, {
+      hint: 'use ISO 8601 with a time zone, e.g. 2026-11-25T14:03:12.250Z or "2026-11-25 14:03:12.250123+00"',
+    });
+  }
+  return d;
+}
+
+export interface RecoveryPlan {
+  databaseId: string;
+  backup: BaseManifest;
+  /** The timeline recovery follows (what recovery_target_timeline resolves to). */
+  timeline: number;
+  window: string;
+  /** Last WAL file the target certainly needs (for lsn targets), for the pre-check. */
+  index: WalIndex;
+}
+
+function outOfWindow(message: string, windows: string[], hint?: string): DbcrateError {
+  return new DbcrateError(
+    ErrorCodes.OUT_OF_WINDOW,
+    `${message}; ${windows.length ? windows.join('; ') : 'there is no complete base backup'}`,
+    { hint: hint ?? 'run `dbcrate windows --from DEST` for the full picture; nothing was downloaded' },
+  );
+}
+
+/**
+ * Choose the newest base backup that can reach `target` on the chosen timeline, and check
+ * that the WAL in between is archived without a hole — all from object names and
+ * manifests, before anything is downloaded.
+ */
+export async function planRecovery(opts: {
+  storage: Storage;
+  databaseId: string;
+  target: RecoveryTarget;
+  timeline: TimelineChoice;
+  backupId?: string;
+}): Promise<RecoveryPlan> {
+  const backups = await completeBaseBackups(opts.storage, opts.databaseId);
+  const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
+  const index = await indexArchive(opts.storage, opts.databaseId, segSize);
+  const all = windowsFromIndex(index, backups);
+  const windowText = all.timelines.map(describeWindow);
+  if (backups.length === 0)
+    throw outOfWindow(`no complete base backup for database id "${opts.databaseId}"`, []);
+
+  const latestTli = Math.max(...index.timelines, ...backups.map((b) => b.timeline));
+  const candidates = [...backups].reverse().filter((b) => !opts.backupId || b.backupId === opts.backupId);
+  if (candidates.length === 0) {
+    throw new DbcrateError(
+      ErrorCodes.SNAPSHOT_NOT_FOUND,
+      `no complete base backup ${opts.backupId} for "${opts.databaseId}"`,
+    );
+  }
+  const t = opts.target;
+  const targetLsn = t.kind === 'lsn' ? parseLsn(t.lsn) : undefined;
+  const targetTime = t.kind === 'time' ? parseTargetTime(t.time) : undefined;
+
+  for (const b of candidates) {
+    const tli =
+      opts.timeline === 'latest' ? latestTli : opts.timeline === 'current' ? b.timeline : opts.timeline;
+    const path = timelinePath(index, tli);
+    if (!backupOnPath(b, path)) continue;
+    if (targetLsn !== undefined && parseLsn(b.stopLsn) > targetLsn) continue;
+    if (targetTime !== undefined && new Date(b.finishedAt) > targetTime) continue;
+
+    const reach = walReach(index, path, segmentNumber(b.startWalFile, segSize));
+    const window = windowsFromIndex(index, [b]).timelines.find((w) => w.timeline === tli);
+    const windowDesc = window ? describeWindow(window) : `timeline ${tli}`;
+    if (reach.endLsn <= parseLsn(b.stopLsn)) {
+      throw outOfWindow(
+        `the WAL that base backup ${b.backupId} needs to become consistent (up to ${b.stopLsn}, ${b.stopWalFile}) is not all archived` +
+          (reach.gaps[0] ? ` (${reach.gaps[0].firstMissing} is missing)` : ''),
+        windowText,
+        'check that archive_command runs `dbcrate wal-push` and succeeds (pg_stat_archiver), then retry',
+      );
+    }
+    const gapNote = reach.gaps.length
+      ? ` (WAL gap: ${reach.gaps[0].firstMissing} is missing from the archive)`
+      : '';
+    if (targetLsn !== undefined && targetLsn > reach.endLsn) {
+      throw outOfWindow(
+        `target LSN ${t.kind === 'lsn' ? t.lsn : ''} is past the end of the archived WAL${gapNote}`,
+        [windowDesc],
+      );
+    }
+    if (targetTime !== undefined) {
+      const end = reach.lastFile?.lastModified;
+      if (end && targetTime > end) {
+        throw outOfWindow(
+          `target time ${targetTime.toISOString()} is after the last archived WAL${gapNote}`,
+          [windowDesc],
+        );
+      }
+    }
+    if (reach.gaps.length && (t.kind === 'latest' || t.kind === 'xid' || t.kind === 'name')) {
+      logger().warn(
+        { gap: reach.gaps[0] },
+        `the archive has a WAL gap; recovery cannot go past ${formatLsn(reach.endLsn)}`,
+      );
+    }
+    return { databaseId: opts.databaseId, backup: b, timeline: tli, window: windowDesc, index };
+  }
+  const what =
+    t.kind === 'lsn'
+      ? `LSN ${t.lsn}`
+      : t.kind === 'time'
+        ? `time ${t.time}`
+        : `timeline ${String(opts.timeline)}`;
+  throw outOfWindow(
+    `no base backup can reach ${what}${opts.timeline !== 'latest' ? ` on timeline ${String(opts.timeline)}` : ''}`,
+    windowText,
+  );
+}
+
+/** A value inside single quotes in postgresql.conf. */
+function confQuote(v: string): string {
+  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
+/** A shell word (restore_command runs through sh -c). */
+export function shellQuote(v: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
+}
+
+export interface RecoverySettings {
+  restoreCommand: string;
+  target: RecoveryTarget;
+  timeline: TimelineChoice;
+  inclusive: boolean;
+  action: RecoveryAction;
+  /** Extra settings for the recovered server (port, archive_mode=off, …). */
+  extra?: Record<string, string>;
+}
+
+/** recovery.signal plus the recovery settings, appended to postgresql.auto.conf (which wins over postgresql.conf). */
+export async function writeRecoveryConfig(dir: string, s: RecoverySettings): Promise<void> {
+  const lines = [
+    '',
+    `# written by dbcrate recover, ${new Date().toISOString()}`,
+    `restore_command = ${confQuote(s.restoreCommand)}`,
+    `recovery_target_timeline = ${confQuote(String(s.timeline))}`,
+  ];
+  const t = s.target;
+  if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${confQuote(t.lsn)}`);
+  if (t.kind === 'time') lines.push(`recovery_target_time = ${confQuote(t.time)}`);
+  if (t.kind === 'xid') lines.push(`recovery_target_xid = ${confQuote(t.xid)}`);
+  if (t.kind === 'name') lines.push(`recovery_target_name = ${confQuote(t.name)}`);
+  if (t.kind === 'immediate') lines.push(`recovery_target = 'immediate'`);
+  if (t.kind !== 'latest') {
+    lines.push(`recovery_target_inclusive = ${s.inclusive ? 'on' : 'off'}`);
+    lines.push(`recovery_target_action = ${confQuote(s.action)}`);
+  }
+  for (const [k, v] of Object.entries(s.extra ?? {})) lines.push(`${k} = ${confQuote(v)}`);
+  await appendFile(join(dir, 'postgresql.auto.conf'), lines.join('\n') + '\n', { mode: 0o600 });
+  await writeFile(join(dir, 'recovery.signal'), '', { mode: 0o600 });
+  // A data directory from a Debian-managed cluster has its configuration in /etc; give it a minimal one.
+  if (!existsSync(join(dir, 'postgresql.conf'))) {
+    await writeFile(
+      join(dir, 'postgresql.conf'),
+      "# written by dbcrate recover (the backup had none)\nlisten_addresses = 'localhost'\n",
+      { mode: 0o600 },
+    );
+  }
+  if (!existsSync(join(dir, 'pg_hba.conf'))) {
+    await writeFile(
+      join(dir, 'pg_hba.conf'),
+      'local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n',
+      { mode: 0o600 },
+    );
+  }
+}
+
+export interface RecoveryOutcome {
+  state: 'promoted' | 'paused' | 'shut down';
+  /** Where replay stopped: "redo done at" (promote), else the stop record's description. */
+  lsn?: string;
+  /** Time of the last transaction replayed, or of the stop record. */
+  time?: string;
+  stoppedAt?: string;
+  timeline?: number;
+  walFilesRestored: number;
+  logFile: string;
+}
+
+/** What PostgreSQL's log says about a recovery, line by line. */
+export function readRecoveryLog(text: string): {
+  outcome: Omit<RecoveryOutcome, 'state' | 'logFile'>;
+  promoted: boolean;
+  paused: boolean;
+  shutdown: boolean;
+  failed?: string;
+  exited: boolean;
+} {
+  const o: Omit<RecoveryOutcome, 'state' | 'logFile'> = { walFilesRestored: 0 };
+  let promoted = false;
+  let paused = false;
+  let shutdown = false;
+  let exited = false;
+  let lastFatal: string | undefined;
+  for (const line of text.split('\n')) {
+    let m: RegExpExecArray | null;
+    if (/restored log file ".*" from archive/.test(line)) o.walFilesRestored++;
+    if ((m = /recovery stopping (.*)$/.exec(line))) {
+      o.stoppedAt = m[1];
+      const time = /, time (.+)$/.exec(m[1]);
+      if (time) o.time = time[1];
+      const lsn = /WAL location \(LSN\) "([0-9A-F]+\/[0-9A-F]+)"/.exec(m[1]);
+      if (lsn) o.lsn = lsn[1];
+    }
+    if ((m = /redo done at ([0-9A-F]+\/[0-9A-F]+)/.exec(line))) o.lsn = m[1];
+    if ((m = /last completed transaction was at log time (.+)$/.exec(line))) o.time = m[1];
+    if ((m = /selected new timeline ID: (\d+)/.exec(line))) o.timeline = Number(m[1]);
+    if (/database system is ready to accept connections/.test(line)) promoted = true;
+    if (/pausing at the end of recovery|recovery has paused/.test(line)) paused = true;
+    if (/shutdown at recovery target/.test(line)) shutdown = true;
+    if ((m = /(?:FATAL|PANIC):\s+(.*)$/.exec(line))) {
+      if (!/the database system is (starting up|not yet accepting connections|in recovery mode)/.test(m[1]))
+        lastFatal = m[1];
+    }
+    if (/database system is shut down|startup process \(PID \d+\) exited with exit code/.test(line))
+      exited = true;
+  }
+  const failed = exited && !shutdown ? (lastFatal ?? 'the server stopped during recovery') : undefined;
+  return { outcome: o, promoted, paused, shutdown, failed, exited };
+}
+
+function asUser(osUser: string | undefined, cmd: string, args: string[]): [string, string[]] {
+  return osUser ? ['runuser', ['-u', osUser, '--', cmd, ...args]] : [cmd, args];
+}
+
+export async function chownTree(dir: string, osUser: string): Promise<void> {
+  await execFileP('chown', ['-R', `${osUser}:${osUser}`, dir]);
+}
+
+/**
+ * Start PostgreSQL on the recovered directory and follow its log until recovery has
+ * stopped at the target (promoted, paused or shut down) or failed.
+ */
+export async function startRecovery(opts: {
+  dir: string;
+  binDir: string;
+  port: number;
+  action: RecoveryAction | 'end';
+  osUser?: string;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  onProgress?: (walFilesRestored: number) => void;
+}): Promise<RecoveryOutcome> {
+  const logDir = join(opts.dir, 'log');
+  await mkdir(logDir, { recursive: true, mode: 0o700 });
+  const logFile = join(logDir, 'dbcrate-recover.log');
+  await writeFile(logFile, '', { mode: 0o600 });
+  if (opts.osUser) await chownTree(opts.dir, opts.osUser);
+  const serverOpts = `-p ${opts.port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp`;
+  const [cmd, args] = asUser(opts.osUser, join(opts.binDir, 'pg_ctl'), [
+    '-D',
+    opts.dir,
+    '-l',
+    logFile,
+    '-o',
+    serverOpts,
+    '-W',
+    'start',
+  ]);
+  await new Promise<void>((res, rej) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', rej);
+    p.on('close', (code) =>
+      code === 0
+        ? res()
+        : rej(new DbcrateError(ErrorCodes.RECOVERY_FAILED, `pg_ctl start failed: ${err.trim()}`)),
+    );
+  });
+  const deadline = Date.now() + (opts.timeoutMs ?? 24 * 3600_000);
+  for (;;) {
+    const text = await readFile(logFile, 'utf8').catch(() => '');
+    const r = readRecoveryLog(text);
+    opts.onProgress?.(r.outcome.walFilesRestored);
+    if (r.failed) {
+      throw new DbcrateError(ErrorCodes.RECOVERY_FAILED, `recovery failed: ${r.failed}`, {
+        hint: `the server log is ${logFile}`,
+      });
+    }
+    const done =
+      (opts.action === 'pause' && r.paused) ||
+      (opts.action === 'shutdown' && r.shutdown && r.exited) ||
+      ((opts.action === 'promote' || opts.action === 'end') && r.promoted);
+    if (done) {
+      const state = r.promoted ? 'promoted' : r.paused ? 'paused' : 'shut down';
+      await rm(join(opts.dir, PREFETCH_DIR), { recursive: true, force: true }).catch(() => undefined);
+      return { ...r.outcome, state, logFile };
+    }
+    if (opts.signal?.aborted) {
+      throw new DbcrateError(
+        ErrorCodes.INTERRUPTED,
+        `interrupted; the server on ${opts.dir} keeps running (pg_ctl -D ${opts.dir} stop)`,
+      );
+    }
+    if (Date.now() > deadline) {
+      throw new DbcrateError(ErrorCodes.RECOVERY_FAILED, 'recovery did not reach its target in time', {
+        hint: `see ${logFile}`,
+      });
+    }
+    await new Promise((r2) => setTimeout(r2, 250));
+  }
+}

@@ -19,7 +19,14 @@ export type AgentReply =
   | { ok: true; outcome: string; key?: string }
   | { ok: false; code: string; message: string; hint?: string; exitCode: number };
 
-/** Default socket: one per data directory, in the temp dir (a socket in PGDATA would end up in base backups). */
+export const AGENT_SOCKET_NAME = 'dbcrate-agent.sock';
+
+/**
+ * Default socket: `<pgdata>/pg_wal/dbcrate-agent.sock`. archive_command runs in the data
+ * directory, so every caller (this CLI, the native client) finds it without configuration;
+ * and pg_basebackup never copies what is inside pg_wal. Paths too long for a Unix socket
+ * (108 bytes) fall back to a name in the temp dir derived from the data directory.
+ */
 export function agentSocketPath(pgdata: string): string {
   let real = resolve(pgdata);
   try {
@@ -27,6 +34,8 @@ export function agentSocketPath(pgdata: string): string {
   } catch {
     // a data directory that does not exist yet still gets a stable name
   }
+  const inPgWal = join(real, 'pg_wal', AGENT_SOCKET_NAME);
+  if (Buffer.byteLength(inPgWal) < 100) return inPgWal;
   const tag = createHash('sha256').update(real).digest('hex').slice(0, 16);
   return join(tmpdir(), `dbcrate-agent-${tag}.sock`);
 }

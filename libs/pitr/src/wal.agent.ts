@@ -71,9 +71,14 @@ export class WalAgent {
       storage: opts.storage,
       databaseId: opts.databaseId,
       systemIdentifier: opts.systemIdentifier,
-      seal: pool
-        ? async (plain) => (await pool.run({ plain, opts: opts.seal })) as Uint8Array
-        : (plain) => sealWal(plain, opts.seal),
+      seal: (plain) => sealWal(plain, opts.seal),
+      hashAndSeal: pool
+        ? async (plain) =>
+            (await pool.run({ plain, opts: opts.seal }, { transferList: [plain.buffer as ArrayBuffer] })) as {
+              sha256: string;
+              sealed: Uint8Array;
+            }
+        : undefined,
     });
   }
 

@@ -92,6 +92,11 @@ export interface WalArchiverOptions {
   systemIdentifier: string;
   walSegmentSize?: number;
   seal: (plain: Buffer) => Promise<Uint8Array>;
+  /**
+   * Optional: hash and seal in one step, elsewhere (the agent runs it on a worker thread and
+   * may transfer `plain` away). Used for segments, which are almost always new.
+   */
+  hashAndSeal?: (plain: Buffer) => Promise<{ sha256: string; sealed: Uint8Array }>;
 }
 
 /**
@@ -135,11 +140,14 @@ export class WalArchiver {
     }
     const segSize = this.checkContent(name, plain);
     await this.ensureIdentity(segSize);
-    const sha = sha256Hex(plain);
-    const existing = await this.alreadyArchived(name.name, sha, plain.length);
+    const plainBytes = plain.length;
+    const offload = this.opts.hashAndSeal && name.kind === 'segment' ? this.opts.hashAndSeal : undefined;
+    const early = offload ? await offload(plain) : undefined;
+    const sha = early?.sha256 ?? sha256Hex(plain);
+    const existing = await this.alreadyArchived(name.name, sha, plainBytes);
     if (existing) return existing;
 
-    const sealed = await this.opts.seal(plain);
+    const sealed = early?.sealed ?? (await this.opts.seal(plain));
     const key = walKey(this.opts.databaseId, name.name, sha);
     let stored = true;
     try {
@@ -157,7 +165,7 @@ export class WalArchiver {
       stored = false;
     }
     // A racing writer with different content would have picked another name; catch it now.
-    const after = await this.alreadyArchived(name.name, sha, plain.length);
+    const after = await this.alreadyArchived(name.name, sha, plainBytes);
     if (!after)
       throw new DbcrateError(
         ErrorCodes.STORAGE_IO,

@@ -1,8 +1,10 @@
-import { Piscina } from 'piscina';
-import { sealWal, type WalSealOptions } from './wal.archive';
+import { sealWal, sha256Hex, type WalSealOptions } from './wal.archive';
 
-/** Runs in a worker thread of the agent: compression and encryption off the event loop. */
-export default async function seal(task: { plain: Uint8Array; opts: WalSealOptions }): Promise<unknown> {
-  const sealed = await sealWal(task.plain, task.opts);
-  return Piscina.move(sealed);
+/** Runs in a worker thread of the agent: hashing, compression and encryption off the event loop. */
+export default async function hashAndSeal(task: {
+  plain: Uint8Array;
+  opts: WalSealOptions;
+}): Promise<{ sha256: string; sealed: Uint8Array }> {
+  const sha256 = sha256Hex(task.plain);
+  return { sha256, sealed: await sealWal(task.plain, task.opts) };
 }

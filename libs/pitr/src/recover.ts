@@ -34,7 +34,12 @@ export type RecoveryAction = 'promote' | 'pause' | 'shutdown';
 
 /** Parse a --to-time value; keep the text as given (PostgreSQL parses it, to the microsecond). */
 export function parseTargetTime(text: string): Date {
-  const d = new Date(text.includes('T') || !/\d \d/.test(text) ? text : text.replace(' ', 'T'));
+  // PostgreSQL's own output ("2026-11-25 14:03:12.250123+00") has a space and an hour-only offset.
+  const iso = text
+    .trim()
+    .replace(/^(\d{4}-\d{2}-\d{2}) (\d)/, '$1T$2')
+    .replace(/([+-]\d{2})$/, '$1:00');
+  const d = new Date(iso);
   if (Number.isNaN(d.getTime())) {
     throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp`, {
       hint: 'use ISO 8601 with a time zone, e.g. 2026-11-25T14:03:12.250Z or "2026-11-25 14:03:12.250123+00"',

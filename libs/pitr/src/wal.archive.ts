@@ -20,6 +20,7 @@ import {
   readSegmentHeader,
   requireWalFileName,
   systemIdentifierFromControlFile,
+  type TimelineHistoryEntry,
   type WalFileName,
 } from './wal.names';
 
@@ -139,13 +140,19 @@ export class WalArchiver {
       );
     }
     const segSize = this.checkContent(name, plain);
+    // A malformed history file is refused before anything is stored.
+    const history = name.kind === 'history' ? parseTimelineHistory(plain.toString('utf8')) : undefined;
     await this.ensureIdentity(segSize);
     const plainBytes = plain.length;
     const offload = this.opts.hashAndSeal && name.kind === 'segment' ? this.opts.hashAndSeal : undefined;
     const early = offload ? await offload(plain) : undefined;
     const sha = early?.sha256 ?? sha256Hex(plain);
     const existing = await this.alreadyArchived(name.name, sha, plainBytes);
-    if (existing) return existing;
+    if (existing) {
+      // A retry after the timeline record failed to be written must still write it.
+      if (history) await this.recordTimeline(name, history);
+      return existing;
+    }
 
     const sealed = early?.sealed ?? (await this.opts.seal(plain));
     const key = walKey(this.opts.databaseId, name.name, sha);
@@ -171,7 +178,7 @@ export class WalArchiver {
         ErrorCodes.STORAGE_IO,
         `${name.name} was stored but is not listed in ${this.opts.storage.displayUrl}`,
       );
-    if (name.kind === 'history') await this.recordTimeline(name, plain);
+    if (history) await this.recordTimeline(name, history);
     logger().debug(
       { walFile: name.name, key, plainBytes: plain.length, storedBytes: sealed.byteLength },
       'WAL archived',
@@ -233,8 +240,7 @@ export class WalArchiver {
   }
 
   /** Timeline ancestry in plaintext, so `windows` needs no private key. */
-  private async recordTimeline(name: WalFileName, plain: Buffer): Promise<void> {
-    const entries = parseTimelineHistory(plain.toString('utf8'));
+  private async recordTimeline(name: WalFileName, entries: TimelineHistoryEntry[]): Promise<void> {
     const body =
       JSON.stringify({
         format: 'dbcrate.timeline',

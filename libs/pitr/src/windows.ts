@@ -203,8 +203,21 @@ export function windowsFromIndex(index: WalIndex, backups: BaseManifest[]): Data
       unreachable.push(tli);
       continue;
     }
-    const oldest = usable[0];
-    const reach = walReach(index, path, segmentNumber(oldest.startWalFile, index.segmentSize));
+    // The window starts at the oldest backup that can become consistent: its WAL up to stopLsn is archived.
+    let oldest: BaseManifest | undefined;
+    let reach: WalReach | undefined;
+    for (const b of usable) {
+      const r = walReach(index, path, segmentNumber(b.startWalFile, index.segmentSize));
+      if (r.endLsn > parseLsn(b.stopLsn)) {
+        oldest = b;
+        reach = r;
+        break;
+      }
+    }
+    if (!oldest || !reach) {
+      unreachable.push(tli);
+      continue;
+    }
     out.push({
       timeline: tli,
       from: { lsn: oldest.stopLsn, time: oldest.finishedAt, backupId: oldest.backupId },

@@ -2,10 +2,14 @@ import { Command, Option } from 'commander';
 import { DBCRATE_VERSION } from '@dbcrate/pipeline';
 import { reportError } from './cli.errors';
 import { backupCommand } from './commands/backup.command';
+import { basebackupCommand } from './commands/basebackup.command';
 import { keysCommand } from './commands/keys.command';
 import { restoreCommand } from './commands/restore.command';
 import { snapshotsCommand } from './commands/snapshots.command';
 import { storageCommand } from './commands/storage.command';
+import { agentCommand, walFetchCommand, walPushCommand } from './commands/wal.command';
+import { recoverCommand } from './commands/recover.command';
+import { windowsCommand } from './commands/windows.command';
 
 export function buildProgram(): Command {
   const program = new Command('dbcrate')
@@ -18,9 +22,23 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nExit codes: 0 ok, 1 internal error, 2 usage/configuration, 3 database, 4 storage, 5 key/passphrase,\n' +
-        '            6 integrity check failed, 7 snapshot not found/incomplete, 8 target refused, 130 interrupted',
+        '            6 integrity check failed, 7 backup/WAL not found, incomplete or outside the restore window,\n' +
+        '            8 target refused, 9 WAL conflict (different content or another cluster), 130 interrupted\n' +
+        '            wal-fetch: 1 = not in the archive, 128 + code on any other error (PostgreSQL then stops recovery)',
     );
-  for (const c of [keysCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), storageCommand()]) {
+  for (const c of [
+    keysCommand(),
+    backupCommand(),
+    snapshotsCommand(),
+    restoreCommand(),
+    storageCommand(),
+    basebackupCommand(),
+    walPushCommand(),
+    agentCommand(),
+    walFetchCommand(),
+    recoverCommand(),
+    windowsCommand(),
+  ]) {
     program.addCommand(c);
   }
   program.exitOverride();
@@ -34,7 +52,7 @@ export function buildProgram(): Command {
 async function main(): Promise<void> {
   try {
     await buildProgram().parseAsync(process.argv);
-    process.exitCode = 0;
+    process.exitCode ??= 0;
   } catch (e) {
     process.exitCode = reportError(e);
   }

@@ -177,7 +177,9 @@ export function recoverCommand(): Command {
         const fetchArgs = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
         const tail = ['--from', s.from, '--key', keyPath, '--database-id', databaseId];
         if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
-        const restoreCommand = `${fetchArgs.map(shellQuote).join(' ')} %f %p ${tail.map(shellQuote).join(' ')}`;
+        // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
+        const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
+        const restoreCommand = `${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
         const port = s.start ? (s.port ?? (await freePort())) : s.port;
         const extra: Record<string, string> = {};
         if (port) extra.port = String(port);

@@ -1,0 +1,343 @@
+import { spawn } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { DbcrateError, ErrorCodes, logger, redact } from '@dbcrate/core';
+import { getCodec } from '@dbcrate/compression';
+import { getCipher, type DecryptionKey } from '@dbcrate/crypto';
+import {
+  devNull,
+  snapshotTime,
+  validateDatabaseId,
+  VerifyStream,
+  type ProgressSink,
+} from '@dbcrate/pipeline';
+import type { Storage } from '@dbcrate/storage';
+import { parseBaseManifest, type BaseManifest } from './base.manifest';
+import { BASE_DIR, parseBaseKey } from './pitr.layout';
+import { parseLsn } from './wal.names';
+
+export type BaseBackupStatus = 'complete' | 'incomplete' | 'damaged';
+
+export interface BaseBackupEntry {
+  databaseId: string;
+  backupId: string;
+  time: Date;
+  /** complete: manifest and data agree; incomplete: data without manifest (never used); damaged: manifest without matching data, or unreadable. */
+  status: BaseBackupStatus;
+  reason?: string;
+  dataKey?: string;
+  dataSize?: number;
+  manifestKey?: string;
+  manifest?: BaseManifest;
+}
+
+async function readAll(storage: Storage, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await storage.get(key)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Every base backup of one database id, oldest first (by start time, then start LSN),
+ * each with its status; only `complete` ones may be restored.
+ */
+export async function listBaseBackups(storage: Storage, databaseId: string): Promise<BaseBackupEntry[]> {
+  const prefix = `${validateDatabaseId(databaseId)}/${BASE_DIR}/`;
+  const byId = new Map<string, BaseBackupEntry>();
+  for await (const obj of storage.list(prefix)) {
+    const parsed = parseBaseKey(obj.key);
+    if (!parsed || parsed.databaseId !== databaseId) continue;
+    let e = byId.get(parsed.backupId);
+    if (!e) {
+      e = {
+        databaseId,
+        backupId: parsed.backupId,
+        time: snapshotTime(parsed.backupId)!,
+        status: 'incomplete',
+      };
+      byId.set(parsed.backupId, e);
+    }
+    if (parsed.kind === 'manifest') e.manifestKey = obj.key;
+    else {
+      e.dataKey = obj.key;
+      e.dataSize = obj.size;
+    }
+  }
+  const entries = [...byId.values()];
+  for (const e of entries) {
+    if (!e.manifestKey) {
+      e.status = 'incomplete';
+      e.reason = 'no manifest: the base backup did not finish';
+      continue;
+    }
+    try {
+      e.manifest = parseBaseManifest(await readAll(storage, e.manifestKey), e.manifestKey);
+    } catch (err) {
+      e.status = 'damaged';
+      e.reason = (err as Error).message;
+      continue;
+    }
+    if (e.manifest.databaseId !== databaseId || e.manifest.backupId !== e.backupId) {
+      e.status = 'damaged';
+      e.reason = `manifest names ${e.manifest.databaseId}/${e.manifest.backupId}, not ${databaseId}/${e.backupId}`;
+    } else if (!e.dataKey || e.dataKey !== e.manifest.object.key) {
+      e.status = 'damaged';
+      e.reason = `data object ${e.manifest.object.key} is missing`;
+    } else if (e.dataSize !== e.manifest.object.storedSize) {
+      e.status = 'damaged';
+      e.reason = `data object has ${e.dataSize} bytes, manifest records ${e.manifest.object.storedSize}`;
+    } else {
+      e.status = 'complete';
+    }
+  }
+  const lsnOf = (e: BaseBackupEntry) => (e.manifest ? parseLsn(e.manifest.startLsn) : 0n);
+  return entries.sort((a, b) => {
+    const byTime = a.time.getTime() - b.time.getTime();
+    if (byTime !== 0) return byTime;
+    const la = lsnOf(a);
+    const lb = lsnOf(b);
+    return la < lb ? -1 : la > lb ? 1 : a.backupId.localeCompare(b.backupId);
+  });
+}
+
+/** The manifests of the complete base backups of a database id, oldest first. */
+export async function completeBaseBackups(storage: Storage, databaseId: string): Promise<BaseManifest[]> {
+  return (await listBaseBackups(storage, databaseId))
+    .filter((e) => e.status === 'complete')
+    .map((e) => e.manifest!);
+}
+
+export interface RestoreBaseBackupOptions {
+  storage: Storage;
+  manifest: BaseManifest;
+  keys: DecryptionKey[];
+  /** An empty directory, or a new one (its parent must exist); ends up mode 0700. */
+  targetDir: string;
+  signal?: AbortSignal;
+  progress?: (phase: string, total?: number) => ProgressSink;
+  /** GNU tar to run (default `tar` from PATH). */
+  tarPath?: string;
+}
+
+export interface RestoreBaseBackupResult {
+  manifest: BaseManifest;
+  targetDir: string;
+  seconds: number;
+}
+
+/** The key must be one the backup was encrypted to; say which ones it was, before downloading anything. */
+function checkKeyMatches(m: BaseManifest, keys: DecryptionKey[]): void {
+  const wanted = m.encryption.recipients.map((r) => r.fingerprint.toUpperCase());
+  const wantedIds = m.encryption.recipients.flatMap((r) => r.encryptionKeyIds.map((i) => i.toUpperCase()));
+  const have = keys.map((k) => k.fingerprint.toUpperCase());
+  const haveIds = keys.flatMap((k) => k.keyIds.map((i) => i.toUpperCase()));
+  if (!have.some((f) => wanted.includes(f)) && !haveIds.some((i) => wantedIds.some((w) => w.endsWith(i)))) {
+    throw new DbcrateError(
+      ErrorCodes.WRONG_KEY,
+      `base backup ${m.backupId} was encrypted to ${wanted.join(', ')}; the key given is ${have.join(', ') || 'none'}`,
+      { hint: 'pass --key with the private key of one of those fingerprints' },
+    );
+  }
+}
+
+/** Check the target before any download: a missing directory (parent present) or an empty one. */
+async function inspectTarget(dir: string): Promise<{ exists: boolean }> {
+  let st;
+  try {
+    st = await stat(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw targetError(dir, e);
+    const parent = path.dirname(dir);
+    const pst = await stat(parent).catch(() => undefined);
+    if (!pst?.isDirectory()) {
+      throw new DbcrateError(
+        ErrorCodes.USAGE,
+        `cannot restore into ${dir}: its parent directory ${parent} does not exist`,
+        { hint: `create ${parent} first, or choose another target directory` },
+      );
+    }
+    return { exists: false };
+  }
+  if (!st.isDirectory()) {
+    throw new DbcrateError(ErrorCodes.TARGET_NOT_EMPTY, `cannot restore into ${dir}: it is not a directory`, {
+      hint: 'give an empty directory, or a path that does not exist yet',
+    });
+  }
+  const entries = await readdir(dir).catch((e: unknown) => {
+    throw targetError(dir, e);
+  });
+  if (entries.length > 0) {
+    const shown = entries.slice(0, 5).join(', ') + (entries.length > 5 ? ', …' : '');
+    throw new DbcrateError(
+      ErrorCodes.TARGET_NOT_EMPTY,
+      `refusing to restore into ${dir}: it is not empty (${shown})`,
+      { hint: 'restore into an empty directory or a new path; dbcrate never overwrites a data directory' },
+    );
+  }
+  return { exists: true };
+}
+
+function targetError(dir: string, e: unknown): DbcrateError {
+  const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+  return new DbcrateError(ErrorCodes.USAGE, `cannot use ${dir} as the restore target: ${code}`, {
+    hint: 'check the path and its permissions',
+    cause: e,
+  });
+}
+
+/** Remove everything inside `dir` (which was empty before we started), and `dir` itself if we made it. */
+async function undoExtract(dir: string, created: boolean): Promise<void> {
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  for (const name of entries) {
+    await rm(path.join(dir, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+  if (created) await rmdir(dir).catch(() => undefined);
+}
+
+/** `tar -x` reading stdin into `dir`; resolves on exit 0. */
+function extractTar(tarPath: string, dir: string) {
+  // -p: keep the modes PostgreSQL wrote (0600/0700). As root GNU tar also restores the
+  // owner recorded in the archive ("postgres"), which is what the server needs.
+  const child = spawn(tarPath, ['-x', '-p', '-f', '-', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-16 * 1024);
+  });
+  child.stdin!.on('error', () => undefined); // EPIPE when tar stops early; its exit code says why
+  const exited = new Promise<void>((resolve, reject) => {
+    child.once('error', (e) =>
+      reject(
+        new DbcrateError(ErrorCodes.CONFIG, `cannot run ${tarPath}: ${e.message}`, {
+          hint: 'install GNU tar (apt-get install tar)',
+          cause: e,
+        }),
+      ),
+    );
+    child.once('close', (code, signal) => {
+      if (code === 0) return resolve();
+      const tail = redact(stderr).trim().split('\n').slice(-8).join(' | ');
+      reject(
+        new DbcrateError(
+          ErrorCodes.STORAGE_IO,
+          `tar could not extract the base backup into ${dir} (${signal ? `signal ${signal}` : `exit code ${code}`})${tail ? `: ${tail}` : ''}`,
+          { hint: 'check free space and permissions of the target directory' },
+        ),
+      );
+    });
+  });
+  exited.catch(() => undefined);
+  return {
+    stdin: child.stdin!,
+    exited,
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    },
+  };
+}
+
+/**
+ * Restore a base backup into an empty (or new) directory: first check the stored object's
+ * size and sha256 against the manifest, then stream it again through the same check,
+ * decryption and decompression into `tar -x`. Nothing is extracted from an object that
+ * fails the first check; anything extracted is removed again on any failure.
+ */
+export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise<RestoreBaseBackupResult> {
+  const log = logger();
+  const t0 = Date.now();
+  const m = opts.manifest;
+  const dir = path.resolve(opts.targetDir);
+  const outside = m.tablespaces.filter((t) => t.location !== '');
+  if (outside.length > 0) {
+    throw new DbcrateError(
+      ErrorCodes.CONFIG,
+      `base backup ${m.backupId} lists tablespaces outside the data directory (${outside.map((t) => t.name).join(', ')}), which this dbcrate cannot restore`,
+      { hint: 'upgrade dbcrate' },
+    );
+  }
+  checkKeyMatches(m, opts.keys);
+  const codec = getCodec(m.compression.codec, { implementation: 'auto' });
+  const cipher = getCipher(m.encryption.cipher);
+  await inspectTarget(dir);
+  const expected = { sha256: m.object.sha256, size: m.object.storedSize, key: m.object.key };
+
+  // 1. The whole stored object against the manifest, before anything reaches the disk.
+  const checkProgress = opts.progress?.('verify', m.object.storedSize);
+  try {
+    await pipeline(
+      await opts.storage.get(m.object.key, { signal: opts.signal }),
+      new VerifyStream(expected, (n) => checkProgress?.update(n)),
+      devNull(),
+      { signal: opts.signal },
+    );
+  } catch (e) {
+    if (opts.signal?.aborted) {
+      throw new DbcrateError(ErrorCodes.INTERRUPTED, `restore of base backup ${m.backupId} interrupted`);
+    }
+    throw e;
+  }
+  checkProgress?.done({ sha256: m.object.sha256 });
+
+  // 2. Extract. The target may have changed while we were verifying: look again.
+  const created = !(await inspectTarget(dir)).exists;
+  if (created) await mkdir(dir, { mode: 0o700 });
+  const progress = opts.progress?.('restore', m.object.storedSize);
+  const tar = extractTar(opts.tarPath ?? 'tar', dir);
+  const onAbort = () => tar.kill();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    let firstError: unknown;
+    const note = (e: unknown) => {
+      const code = (e as { code?: string })?.code;
+      if (firstError === undefined && code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'EPIPE')
+        firstError = e;
+      tar.kill();
+      throw e;
+    };
+    const chain = pipeline(
+      await opts.storage.get(m.object.key, { signal: opts.signal }),
+      new VerifyStream(expected, (n) => progress?.update(n)),
+      cipher.decryptor(opts.keys, { expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint) }),
+      codec.decompressor(),
+      tar.stdin,
+      { signal: opts.signal },
+    ).catch(note);
+    const tarDone = tar.exited.catch(note);
+    try {
+      await Promise.all([chain, tarDone]);
+    } catch (e) {
+      await Promise.allSettled([chain, tarDone]);
+      throw firstError ?? e;
+    }
+    // A tar stream that ends early but cleanly would leave a partial directory behind.
+    const version = await lstat(path.join(dir, 'PG_VERSION')).catch(() => undefined);
+    if (!version?.isFile()) {
+      throw new DbcrateError(
+        ErrorCodes.INTEGRITY,
+        `base backup ${m.backupId} did not contain PG_VERSION: it is not a PostgreSQL data directory`,
+        { hint: 'use another base backup' },
+      );
+    }
+    // PostgreSQL refuses a data directory with group/other access, or not owned by its user.
+    if (process.getuid?.() === 0 && (version.uid !== 0 || version.gid !== 0)) {
+      await chown(dir, version.uid, version.gid);
+    }
+    await chmod(dir, 0o700);
+  } catch (e) {
+    await undoExtract(dir, created);
+    if (opts.signal?.aborted) {
+      throw new DbcrateError(
+        ErrorCodes.INTERRUPTED,
+        `restore of base backup ${m.backupId} interrupted; ${dir} was emptied`,
+      );
+    }
+    throw e;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+  const seconds = (Date.now() - t0) / 1000;
+  progress?.done({ backupId: m.backupId });
+  log.info({ backupId: m.backupId, targetDir: dir, seconds }, 'base backup restored');
+  return { manifest: m, targetDir: dir, seconds };
+}

@@ -1,18 +1,26 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
 import { completeBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
-import { PREFETCH_DIR } from './wal.fetch';
-import { DEFAULT_WAL_SEGMENT_SIZE, formatLsn, parseLsn, segmentNumber } from './wal.names';
+import { fetchWal, PREFETCH_DIR, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
+import {
+  DEFAULT_WAL_SEGMENT_SIZE,
+  formatLsn,
+  parseLsn,
+  segmentNumber,
+  segmentOfLsn,
+  walFileName,
+} from './wal.names';
 import {
   backupOnPath,
   describeWindow,
   indexArchive,
+  timelineForSegment,
   timelinePath,
   walReach,
   windowsFromIndex,
@@ -54,8 +62,9 @@ export interface RecoveryPlan {
   /** The timeline recovery follows (what recovery_target_timeline resolves to). */
   timeline: number;
   window: string;
-  /** Last WAL file the target certainly needs (for lsn targets), for the pre-check. */
   index: WalIndex;
+  /** The WAL files replay will ask for, in order: from the backup's start to the target (or the end of the archive). */
+  walFiles: string[];
 }
 
 function outOfWindow(message: string, windows: string[], hint?: string): DbcrateError {
@@ -141,7 +150,14 @@ export async function planRecovery(opts: {
         `the archive has a WAL gap; recovery cannot go past ${formatLsn(reach.endLsn)}`,
       );
     }
-    return { databaseId: opts.databaseId, backup: b, timeline: tli, window: windowDesc, index };
+    const startSeg = segmentNumber(b.startWalFile, segSize);
+    const lastSeg =
+      targetLsn !== undefined ? segmentOfLsn(targetLsn, segSize) : segmentOfLsn(reach.endLsn - 1n, segSize);
+    const walFiles: string[] = [];
+    for (let seg = startSeg; seg <= lastSeg; seg++) {
+      walFiles.push(walFileName(timelineForSegment(path, seg, segSize), seg, segSize));
+    }
+    return { databaseId: opts.databaseId, backup: b, timeline: tli, window: windowDesc, index, walFiles };
   }
   const what =
     t.kind === 'lsn'
@@ -348,4 +364,47 @@ export async function startRecovery(opts: {
     }
     await new Promise((r2) => setTimeout(r2, 250));
   }
+}
+
+/**
+ * While `recover --start` waits for replay, keep the prefetch spool `depth` files ahead,
+ * `parallel` downloads at a time. restore_command takes a file from the spool with a plain
+ * rename (`mv`), so most WAL files cost PostgreSQL no dbcrate process at all.
+ */
+export async function feedSpool(opts: {
+  spool: PrefetchSpool;
+  fetch: WalFetchOptions;
+  walFiles: string[];
+  depth?: number;
+  parallel?: number;
+  /** uid/gid that must own spool files (the server's OS user) when we run as root. */
+  owner?: { uid: number; gid: number };
+  signal: AbortSignal;
+}): Promise<number> {
+  const depth = opts.depth ?? 16;
+  let next = 0;
+  let fetched = 0;
+  const held = async () =>
+    (await readdir(opts.spool.dir).catch(() => [] as string[])).filter(
+      (f) => !f.startsWith('.') && !f.endsWith('.dbcrate-tmp'),
+    ).length;
+  const worker = async () => {
+    while (!opts.signal.aborted && next < opts.walFiles.length) {
+      while (!opts.signal.aborted && (await held()) >= depth) await new Promise((r) => setTimeout(r, 50));
+      if (opts.signal.aborted) return;
+      const name = opts.walFiles[next++];
+      try {
+        const data = await fetchWal({ ...opts.fetch, signal: opts.signal }, name);
+        await opts.spool.put(name, data, opts.owner);
+        fetched++;
+      } catch (e) {
+        if (opts.signal.aborted) return;
+        // restore_command fetches it itself (and reports the error, if it is one).
+        logger().debug({ walFile: name, err: (e as Error).message }, 'prefetch stopped');
+        next = opts.walFiles.length;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, opts.parallel ?? 2) }, worker));
+  return fetched;
 }

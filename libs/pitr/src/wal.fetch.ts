@@ -1,5 +1,5 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey } from '@dbcrate/crypto';
@@ -54,9 +54,14 @@ export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<
 }
 
 /** Write atomically (temp + rename) so PostgreSQL never reads a half-written file. */
-export async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
+export async function writeAtomically(
+  path: string,
+  data: Uint8Array,
+  owner?: { uid: number; gid: number },
+): Promise<void> {
   const tmp = `${path}.dbcrate-tmp`;
   await writeFile(tmp, data, { mode: 0o600 });
+  if (owner) await chown(tmp, owner.uid, owner.gid);
   await rename(tmp, path);
 }
 
@@ -92,9 +97,10 @@ export class PrefetchSpool {
     );
   }
 
-  async put(walFile: string, data: Uint8Array): Promise<void> {
+  async put(walFile: string, data: Uint8Array, owner?: { uid: number; gid: number }): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    await writeAtomically(join(this.dir, walFile), data);
+    if (owner) await chown(this.dir, owner.uid, owner.gid);
+    await writeAtomically(join(this.dir, walFile), data, owner);
   }
 
   /** Drop what recovery has gone past (older segments of any timeline) and leftovers. */

@@ -9,8 +9,11 @@ import { z } from 'zod';
 import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import {
+  feedSpool,
   isLsn,
   parseTargetTime,
+  PREFETCH_DIR,
+  PrefetchSpool,
   planRecovery,
   resolveClusterId,
   restoreBaseBackup,
@@ -179,7 +182,11 @@ export function recoverCommand(): Command {
         if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
         // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
         const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
-        const restoreCommand = `${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
+        // With --start this process keeps the prefetch spool filled; the fallback need not prefetch too.
+        if (s.start) tail.push('--prefetch', '0');
+        // A prefetched file is taken with a rename: no dbcrate process for most WAL files.
+        const fromSpool = `mv -f ${PREFETCH_DIR}/%f %p 2>/dev/null`;
+        const restoreCommand = `${fromSpool} || ${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
         const port = s.start ? (s.port ?? (await freePort())) : s.port;
         const extra: Record<string, string> = {};
         if (port) extra.port = String(port);
@@ -209,18 +216,36 @@ export function recoverCommand(): Command {
         }
         const replay = ctx.progress('replay');
         let seen = 0;
-        const outcome = await startRecovery({
-          dir,
-          binDir,
-          port: port!,
-          action: target.kind === 'latest' ? 'end' : action,
-          osUser,
-          signal: ctx.signal,
-          onProgress: (n) => {
-            if (n > seen) replay.update((n - seen) * b.walSegmentSize);
-            seen = n;
-          },
+        const feeding = new AbortController();
+        const onAbort = () => feeding.abort();
+        ctx.signal.addEventListener('abort', onAbort, { once: true });
+        const fed = feedSpool({
+          spool: new PrefetchSpool(dir),
+          fetch: { storage, databaseId, keys: [key] },
+          walFiles: plan.walFiles,
+          owner: osUser ? await ownerOf(osUser) : undefined,
+          signal: feeding.signal,
         });
+        let outcome;
+        try {
+          outcome = await startRecovery({
+            dir,
+            binDir,
+            port: port!,
+            action: target.kind === 'latest' ? 'end' : action,
+            osUser,
+            signal: ctx.signal,
+            onProgress: (n) => {
+              if (n > seen) replay.update((n - seen) * b.walSegmentSize);
+              seen = n;
+            },
+          });
+        } finally {
+          feeding.abort();
+          await fed.catch(() => undefined);
+          await new PrefetchSpool(dir).clear();
+          ctx.signal.removeEventListener('abort', onAbort);
+        }
         replay.done({ walFilesRestored: outcome.walFilesRestored });
         const result = { databaseId, backupId: b.backupId, targetDir: dir, port, ...outcome };
         if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
@@ -262,4 +287,12 @@ async function checkServerSide(binDir: string, osUser: string | undefined, keyPa
       );
     }
   }
+}
+
+async function ownerOf(osUser: string): Promise<{ uid: number; gid: number }> {
+  const [{ stdout: uid }, { stdout: gid }] = await Promise.all([
+    execFileP('id', ['-u', osUser]),
+    execFileP('id', ['-g', osUser]),
+  ]);
+  return { uid: Number(uid.trim()), gid: Number(gid.trim()) };
 }

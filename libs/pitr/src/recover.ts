@@ -171,6 +171,11 @@ export async function planRecovery(opts: {
   );
 }
 
+/** PostgreSQL reads ISO 8601, but not a trailing "Z" for UTC: write it as +00 (precision kept as given). */
+export function postgresTimestamp(text: string): string {
+  return text.trim().replace(/[zZ]$/, '+00');
+}
+
 /** A value inside single quotes in postgresql.conf. */
 function confQuote(v: string): string {
   return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
@@ -201,7 +206,7 @@ export async function writeRecoveryConfig(dir: string, s: RecoverySettings): Pro
   ];
   const t = s.target;
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${confQuote(t.lsn)}`);
-  if (t.kind === 'time') lines.push(`recovery_target_time = ${confQuote(t.time)}`);
+  if (t.kind === 'time') lines.push(`recovery_target_time = ${confQuote(postgresTimestamp(t.time))}`);
   if (t.kind === 'xid') lines.push(`recovery_target_xid = ${confQuote(t.xid)}`);
   if (t.kind === 'name') lines.push(`recovery_target_name = ${confQuote(t.name)}`);
   if (t.kind === 'immediate') lines.push(`recovery_target = 'immediate'`);
@@ -248,6 +253,7 @@ export function readRecoveryLog(text: string): {
   paused: boolean;
   shutdown: boolean;
   failed?: string;
+  lastFatal?: string;
   exited: boolean;
 } {
   const o: Omit<RecoveryOutcome, 'state' | 'logFile'> = { walFilesRestored: 0 };
@@ -280,7 +286,25 @@ export function readRecoveryLog(text: string): {
       exited = true;
   }
   const failed = exited && !shutdown ? (lastFatal ?? 'the server stopped during recovery') : undefined;
-  return { outcome: o, promoted, paused, shutdown, failed, exited };
+  return { outcome: o, promoted, paused, shutdown, failed, lastFatal, exited };
+}
+
+/** postmaster.pid exists and names a live process (pg_ctl -W returns before the server is up, so allow a moment). */
+async function postmasterAlive(dir: string): Promise<boolean> {
+  for (let i = 0; i < 20; i++) {
+    const text = await readFile(join(dir, 'postmaster.pid'), 'utf8').catch(() => '');
+    const pid = Number(text.split('\n')[0]);
+    if (pid > 0) {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
 }
 
 function asUser(osUser: string | undefined, cmd: string, args: string[]): [string, string[]] {
@@ -350,6 +374,20 @@ export async function startRecovery(opts: {
       const state = r.promoted ? 'promoted' : r.paused ? 'paused' : 'shut down';
       await rm(join(opts.dir, PREFETCH_DIR), { recursive: true, force: true }).catch(() => undefined);
       return { ...r.outcome, state, logFile };
+    }
+    // A server that dies without logging a shutdown (a configuration error, say) must not be waited for.
+    if (!(await postmasterAlive(opts.dir))) {
+      const again = readRecoveryLog(await readFile(logFile, 'utf8').catch(() => ''));
+      if (!again.promoted && !again.paused && !again.shutdown) {
+        throw new DbcrateError(
+          ErrorCodes.RECOVERY_FAILED,
+          `the server stopped: ${again.lastFatal ?? 'no reason logged'}`,
+          {
+            hint: `the server log is ${logFile}`,
+          },
+        );
+      }
+      continue;
     }
     if (opts.signal?.aborted) {
       throw new DbcrateError(

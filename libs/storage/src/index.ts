@@ -1,14 +1,9 @@
 export * from './storage';
 export * from './storage-url';
 export { FsStorage, mapFsError } from './fs.storage';
-export {
-  S3Storage,
-  mapS3Error,
-  S3_DEFAULT_PART_SIZE,
-  S3_DEFAULT_QUEUE_SIZE,
-  type S3StorageOptions,
-} from './s3.storage';
-export { SftpStorage, mapSftpError, type SftpStorageOptions } from './sftp.storage';
+// S3 and SFTP backends load lazily through openStorage (their SDKs are heavy); types only here.
+export type { S3StorageOptions } from './s3.storage';
+export type { SftpStorageOptions } from './sftp.storage';
 export { fingerprintOf, knownHostEntries } from './known-hosts';
 export { openStorage, type OpenStorageOptions } from './storage.factory';
 export {

@@ -1,6 +1,6 @@
 import { FsStorage } from './fs.storage';
-import { S3Storage, type S3StorageOptions } from './s3.storage';
-import { SftpStorage, type SftpStorageOptions } from './sftp.storage';
+import type { S3StorageOptions } from './s3.storage';
+import type { SftpStorageOptions } from './sftp.storage';
 import type { Storage } from './storage';
 import { parseStorageUrl } from './storage-url';
 
@@ -21,9 +21,13 @@ export async function openStorage(url: string, opts: OpenStorageOptions = {}): P
   switch (cfg.kind) {
     case 'fs':
       return new FsStorage(cfg);
-    case 's3':
+    // The S3 and SFTP SDKs cost ~100 ms to load; a file:// destination (or a wal-push) need not pay it.
+    case 's3': {
+      const { S3Storage } = await import('./s3.storage');
       return new S3Storage(cfg, { ...opts.s3, env });
+    }
     case 'sftp': {
+      const { SftpStorage } = await import('./sftp.storage');
       const s = new SftpStorage(cfg, { ...opts.sftp, env });
       await s.connect();
       return s;

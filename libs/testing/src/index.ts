@@ -5,3 +5,4 @@ export * from './sshd.harness';
 export * from './cli.harness';
 export * from './stream.harness';
 export * from './stale-dirs';
+export * from './pitr.harness';

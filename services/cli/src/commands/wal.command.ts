@@ -13,6 +13,7 @@ import {
   readSystemIdentifier,
   requestPush,
   requireWalFileName,
+  resolveClusterId,
   sealWal,
   validateDatabaseId,
   WalAgent,
@@ -138,7 +139,7 @@ const fetchSchema = z.object({
   from: z.string().min(1, 'the destination URL WAL was archived to'),
   key: z.string().min(1, 'the private key file (e.g. ORG.key.asc)'),
   passphraseEnv: z.string().optional(),
-  databaseId: z.string().min(1, 'the database id (recover writes it into restore_command)'),
+  databaseId: z.string().optional(),
   pgdata: z.string().optional(),
   prefetch: intSetting(0, 256).default(8),
   prefetchParallel: intSetting(1, 32).default(2),
@@ -225,7 +226,9 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
 async function fetchOptions(s: z.infer<typeof fetchSchema>) {
   const key = await loadPrivateKey(s.key, s.passphraseEnv);
   const storage = await openStorage(s.from);
-  return { storage, databaseId: validateDatabaseId(s.databaseId), keys: [key] };
+  // recover writes --database-id into restore_command; by hand, the destination's only cluster will do.
+  const databaseId = await resolveClusterId(storage, s.databaseId);
+  return { storage, databaseId, keys: [key] };
 }
 
 /** A detached copy of this command fetches the following segments while PostgreSQL replays. */
@@ -236,7 +239,8 @@ function startPrefetcher(
   s: z.infer<typeof fetchSchema>,
 ): void {
   const args = [process.argv[1], 'wal-fetch', walFile, path, '--from', s.from, '--key', s.key];
-  args.push('--database-id', s.databaseId, '--pgdata', pgdata, '--prefetch', String(s.prefetch));
+  if (s.databaseId) args.push('--database-id', s.databaseId);
+  args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
   const child = spawn(process.execPath, args, {

@@ -1,6 +1,16 @@
 // Two projects: `unit` (*.spec.ts, pure logic) and `integration` (*.int-spec.ts and
 // test/e2e, against real PostgreSQL, s3rver, sshd, gpg, zstd).
-const libs = ['core', 'compression', 'crypto', 'storage', 'postgres', 'pipeline', 'pitr', 'config', 'testing'];
+const libs = [
+  'core',
+  'compression',
+  'crypto',
+  'storage',
+  'postgres',
+  'pipeline',
+  'pitr',
+  'config',
+  'testing',
+];
 const moduleNameMapper = Object.fromEntries(libs.map((l) => [`^@dbcrate/${l}$`, `<rootDir>/libs/${l}/src`]));
 const transform = {
   '^.+\\.ts$': [

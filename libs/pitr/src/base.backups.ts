@@ -118,6 +118,8 @@ export interface RestoreBaseBackupOptions {
   progress?: (phase: string, total?: number) => ProgressSink;
   /** GNU tar to run (default `tar` from PATH). */
   tarPath?: string;
+  /** Called once the checks have passed, just before extraction starts (e.g. to start fetching WAL). */
+  onExtract?: () => void;
 }
 
 export interface RestoreBaseBackupResult {
@@ -282,6 +284,8 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
   // 2. Extract. The target may have changed while we were verifying: look again.
   const created = !(await inspectTarget(dir)).exists;
   if (created) await mkdir(dir, { mode: 0o700 });
+  // The checks have passed and the directory is ours: work that may overlap extraction starts now.
+  opts.onExtract?.();
   const progress = opts.progress?.('restore', m.object.storedSize);
   const tar = extractTar(opts.tarPath ?? 'tar', dir);
   const onAbort = () => tar.kill();

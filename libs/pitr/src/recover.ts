@@ -7,7 +7,7 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
 import { completeBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
-import { fetchWal, PREFETCH_DIR, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
+import { fetchWal, fetchWalObject, PREFETCH_DIR, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   formatLsn,
@@ -417,6 +417,8 @@ export async function feedSpool(opts: {
   parallel?: number;
   /** uid/gid that must own spool files (the server's OS user) when we run as root. */
   owner?: { uid: number; gid: number };
+  /** Object keys already listed (the plan's index): no listing per WAL file. */
+  known?: Map<string, { key: string; sha256: string }>;
   signal: AbortSignal;
 }): Promise<number> {
   const depth = opts.depth ?? 16;
@@ -432,7 +434,10 @@ export async function feedSpool(opts: {
       if (opts.signal.aborted) return;
       const name = opts.walFiles[next++];
       try {
-        const data = await fetchWal({ ...opts.fetch, signal: opts.signal }, name);
+        const known = opts.known?.get(name);
+        const data = known
+          ? await fetchWalObject({ ...opts.fetch, signal: opts.signal }, name, known.key, known.sha256)
+          : await fetchWal({ ...opts.fetch, signal: opts.signal }, name);
         await opts.spool.put(name, data, opts.owner);
         fetched++;
       } catch (e) {

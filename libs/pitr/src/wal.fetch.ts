@@ -39,14 +39,24 @@ export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<
       },
     );
   }
-  const stored = await collect(await opts.storage.get(found[0].key, { signal: opts.signal }));
+  return fetchWalObject(opts, walFile, found[0].key, found[0].sha256);
+}
+
+/** Get one archived object by key, decrypt, decompress, and check it against the sha256 in its name. */
+export async function fetchWalObject(
+  opts: WalFetchOptions,
+  walFile: string,
+  key: string,
+  sha256: string,
+): Promise<Buffer> {
+  const stored = await collect(await opts.storage.get(key, { signal: opts.signal }));
   const plain = await openWal(stored, opts.keys);
-  if (sha256Hex(plain) !== found[0].sha256) {
+  if (sha256Hex(plain) !== sha256) {
     throw new DbcrateError(
       ErrorCodes.INTEGRITY,
       `${walFile}: decrypted content does not match the sha256 in its name`,
       {
-        hint: `the object ${found[0].key} is damaged; recovery cannot go past this WAL file`,
+        hint: `the object ${key} is damaged; recovery cannot go past this WAL file`,
       },
     );
   }

@@ -168,67 +168,73 @@ export function recoverCommand(): Command {
         const osUser = process.getuid?.() === 0 ? (s.osUser ?? 'postgres') : undefined;
         if (s.start) await checkServerSide(binDir, osUser, keyPath);
 
-        await restoreBaseBackup({
-          storage,
-          manifest: b,
-          keys: [key],
-          targetDir: dir,
-          signal: ctx.signal,
-          progress: ctx.progress,
-        });
-
-        const fetchArgs = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
-        const tail = ['--from', s.from, '--key', keyPath, '--database-id', databaseId];
-        if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
-        // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
-        const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
-        // With --start this process keeps the prefetch spool filled; the fallback need not prefetch too.
-        if (s.start) tail.push('--prefetch', '0');
-        // A prefetched file is taken with a rename: no dbcrate process for most WAL files.
-        const fromSpool = `mv -f ${PREFETCH_DIR}/%f %p 2>/dev/null`;
-        const restoreCommand = `${fromSpool} || ${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
-        const port = s.start ? (s.port ?? (await freePort())) : s.port;
-        const extra: Record<string, string> = {};
-        if (port) extra.port = String(port);
-        if (!s.archive) extra.archive_mode = 'off';
-        const action: RecoveryAction = s.action;
-        await writeRecoveryConfig(dir, {
-          restoreCommand,
-          target,
-          timeline,
-          inclusive: s.inclusive,
-          action,
-          extra,
-        });
-
-        if (!s.start) {
-          const out = { databaseId, backupId: b.backupId, targetDir: dir, started: false };
-          if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
-          else {
-            process.stdout.write(
-              `restored base backup ${b.backupId} into ${dir}; recovery settings are in postgresql.auto.conf\n`,
-            );
-            process.stdout.write(
-              `start it with: pg_ctl -D ${dir} start${s.passphraseEnv ? ` (with ${s.passphraseEnv} set in the server's environment)` : ''}\n`,
-            );
-          }
-          return;
-        }
-        const replay = ctx.progress('replay');
-        let seen = 0;
+        // With --start, WAL is fetched into the prefetch spool while the base backup is still extracting.
         const feeding = new AbortController();
         const onAbort = () => feeding.abort();
         ctx.signal.addEventListener('abort', onAbort, { once: true });
-        const fed = feedSpool({
-          spool: new PrefetchSpool(dir),
-          fetch: { storage, databaseId, keys: [key] },
-          walFiles: plan.walFiles,
-          owner: osUser ? await ownerOf(osUser) : undefined,
-          signal: feeding.signal,
-        });
-        let outcome;
+        const owner = s.start && osUser ? await ownerOf(osUser) : undefined;
+        let fed: Promise<number> = Promise.resolve(0);
+        const startFeeding = () => {
+          fed = feedSpool({
+            spool: new PrefetchSpool(dir),
+            fetch: { storage, databaseId, keys: [key] },
+            walFiles: plan.walFiles,
+            known: plan.index.files,
+            owner,
+            signal: feeding.signal,
+          });
+        };
         try {
-          outcome = await startRecovery({
+          await restoreBaseBackup({
+            storage,
+            manifest: b,
+            keys: [key],
+            targetDir: dir,
+            signal: ctx.signal,
+            progress: ctx.progress,
+            onExtract: s.start ? startFeeding : undefined,
+          });
+
+          const fetchArgs = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
+          const tail = ['--from', s.from, '--key', keyPath, '--database-id', databaseId];
+          if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
+          // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
+          const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
+          // With --start this process keeps the prefetch spool filled; the fallback need not prefetch too.
+          if (s.start) tail.push('--prefetch', '0');
+          // A prefetched file is taken with a rename: no dbcrate process for most WAL files.
+          const fromSpool = `mv -f ${PREFETCH_DIR}/%f %p 2>/dev/null`;
+          const restoreCommand = `${fromSpool} || ${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
+          const port = s.start ? (s.port ?? (await freePort())) : s.port;
+          const extra: Record<string, string> = {};
+          if (port) extra.port = String(port);
+          if (!s.archive) extra.archive_mode = 'off';
+          const action: RecoveryAction = s.action;
+          await writeRecoveryConfig(dir, {
+            restoreCommand,
+            target,
+            timeline,
+            inclusive: s.inclusive,
+            action,
+            extra,
+          });
+
+          if (!s.start) {
+            const out = { databaseId, backupId: b.backupId, targetDir: dir, started: false };
+            if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
+            else {
+              process.stdout.write(
+                `restored base backup ${b.backupId} into ${dir}; recovery settings are in postgresql.auto.conf\n`,
+              );
+              process.stdout.write(
+                `start it with: pg_ctl -D ${dir} start${s.passphraseEnv ? ` (with ${s.passphraseEnv} set in the server's environment)` : ''}\n`,
+              );
+            }
+            return;
+          }
+          const replay = ctx.progress('replay');
+          let seen = 0;
+          const outcome = await startRecovery({
             dir,
             binDir,
             port: port!,
@@ -240,26 +246,26 @@ export function recoverCommand(): Command {
               seen = n;
             },
           });
+          replay.done({ walFilesRestored: outcome.walFilesRestored });
+          const result = { databaseId, backupId: b.backupId, targetDir: dir, port, ...outcome };
+          if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
+          else {
+            process.stdout.write(
+              `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
+                `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
+                `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
+            );
+            process.stdout.write(
+              outcome.state === 'shut down'
+                ? `the server has shut down at the target (${dir})\n`
+                : `server ${outcome.state} on port ${port} (data directory ${dir}, log ${outcome.logFile})\n`,
+            );
+          }
         } finally {
           feeding.abort();
           await fed.catch(() => undefined);
-          await new PrefetchSpool(dir).clear();
+          if (s.start) await new PrefetchSpool(dir).clear();
           ctx.signal.removeEventListener('abort', onAbort);
-        }
-        replay.done({ walFilesRestored: outcome.walFilesRestored });
-        const result = { databaseId, backupId: b.backupId, targetDir: dir, port, ...outcome };
-        if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
-        else {
-          process.stdout.write(
-            `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
-              `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
-              `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
-          );
-          process.stdout.write(
-            outcome.state === 'shut down'
-              ? `the server has shut down at the target (${dir})\n`
-              : `server ${outcome.state} on port ${port} (data directory ${dir}, log ${outcome.logFile})\n`,
-          );
         }
       } finally {
         await storage.close();

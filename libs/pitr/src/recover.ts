@@ -11,6 +11,7 @@ import { fetchWal, fetchWalObject, PREFETCH_DIR, PrefetchSpool, type WalFetchOpt
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   formatLsn,
+  historyFileName,
   parseLsn,
   segmentNumber,
   segmentOfLsn,
@@ -417,11 +418,14 @@ export async function feedSpool(opts: {
   parallel?: number;
   /** uid/gid that must own spool files (the server's OS user) when we run as root. */
   owner?: { uid: number; gid: number };
+  /** Timelines in the archive: their history files go into the spool first, and the next one is marked missing. */
+  histories?: number[];
   /** Object keys already listed (the plan's index): no listing per WAL file. */
   known?: Map<string, { key: string; sha256: string }>;
   signal: AbortSignal;
 }): Promise<number> {
   const depth = opts.depth ?? 16;
+  if (opts.histories) await stageHistories(opts);
   let next = 0;
   let fetched = 0;
   const held = async () =>
@@ -450,4 +454,24 @@ export async function feedSpool(opts: {
   };
   await Promise.all(Array.from({ length: Math.max(1, opts.parallel ?? 2) }, worker));
   return fetched;
+}
+
+/**
+ * PostgreSQL asks for history files several times (at start, and when it picks a new
+ * timeline at the end) and probes for the one after the newest, which does not exist.
+ * Stage the existing ones (tiny) and a "missing" marker for the next, so that none of
+ * those requests needs a dbcrate process.
+ */
+async function stageHistories(opts: Parameters<typeof feedSpool>[0]): Promise<void> {
+  const timelines = opts.histories ?? [];
+  const newest = Math.max(1, ...timelines);
+  for (const tli of timelines) {
+    if (tli < 2 || opts.signal.aborted) continue;
+    const name = historyFileName(tli);
+    const known = opts.known?.get(name);
+    if (!known) continue;
+    const data = await fetchWalObject(opts.fetch, name, known.key, known.sha256);
+    await opts.spool.put(name, data, opts.owner);
+  }
+  await opts.spool.put(`${historyFileName(newest + 1)}.missing`, new Uint8Array(0), opts.owner);
 }

@@ -84,6 +84,7 @@ const LOCK_FILE = '.prefetch.lock';
  */
 export class PrefetchSpool {
   readonly dir: string;
+  private made = false;
 
   constructor(pgdata: string) {
     this.dir = join(pgdata, PREFETCH_DIR);
@@ -108,8 +109,11 @@ export class PrefetchSpool {
   }
 
   async put(walFile: string, data: Uint8Array, owner?: { uid: number; gid: number }): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    if (owner) await chown(this.dir, owner.uid, owner.gid);
+    if (!this.made) {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      if (owner) await chown(this.dir, owner.uid, owner.gid);
+      this.made = true;
+    }
     await writeAtomically(join(this.dir, walFile), data, owner);
   }
 

@@ -176,6 +176,7 @@ export function recoverCommand(): Command {
         let fed: Promise<number> = Promise.resolve(0);
         const startFeeding = () => {
           fed = feedSpool({
+            histories: plan.index.timelines,
             spool: new PrefetchSpool(dir),
             fetch: { storage, databaseId, keys: [key] },
             walFiles: plan.walFiles,
@@ -202,9 +203,13 @@ export function recoverCommand(): Command {
           const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
           // With --start this process keeps the prefetch spool filled; the fallback need not prefetch too.
           if (s.start) tail.push('--prefetch', '0');
-          // A prefetched file is taken with a rename: no dbcrate process for most WAL files.
-          const fromSpool = `mv -f ${PREFETCH_DIR}/%f %p 2>/dev/null`;
-          const restoreCommand = `${fromSpool} || ${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
+          // Most WAL files come from the prefetch spool with a rename, history files (asked for
+          // more than once) with a copy, and a history file known to be missing is answered at
+          // once: no dbcrate process for those. Anything else runs wal-fetch.
+          const restoreCommand =
+            `f=%f; s=${PREFETCH_DIR}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
+            `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
+            `exec ${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
           const port = s.start ? (s.port ?? (await freePort())) : s.port;
           const extra: Record<string, string> = {};
           if (port) extra.port = String(port);

@@ -7,6 +7,7 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   agentSocketPath,
   fetchWal,
+  findArchived,
   followingSegments,
   prefetchInto,
   PrefetchSpool,
@@ -210,11 +211,22 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
 
   const hit = await spool.take(walFile, dest);
   if (!hit) {
-    const opts = await fetchOptions(s);
+    // "Not in the archive" is the common answer for history files PostgreSQL probes for:
+    // give it before paying for unlocking the private key.
+    const storage = await openStorage(s.from);
     try {
-      await writeAtomically(dest, await fetchWal(opts, walFile));
+      const databaseId = await resolveClusterId(storage, s.databaseId);
+      const found = await findArchived(storage, databaseId, walFile);
+      if (found.length === 0) {
+        throw new DbcrateError(
+          ErrorCodes.WAL_NOT_FOUND,
+          `${walFile} is not in the archive ${storage.displayUrl}`,
+        );
+      }
+      const keys = [await loadPrivateKey(s.key, s.passphraseEnv)];
+      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys }, walFile));
     } finally {
-      await opts.storage.close();
+      await storage.close();
     }
   }
   if (following.length > 0) {

@@ -122,6 +122,7 @@ WANTED=(
   gnupg
   zstd
   pgbackrest
+  gcc
   g++
   make
   python3

@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // npm run bench: dbcrate backup/restore against pg_dump, pg_dump | zstd | gpg and
-// pg_restore, in one run, on one throwaway PostgreSQL 15 cluster. See docs/benchmarks.md.
+// pg_restore, in one run, on one throwaway PostgreSQL 15 cluster; then the PITR benchmarks
+// against pgBackRest (bench/pitr.mjs). See docs/benchmarks.md.
+//
+// Usage: node bench/run.mjs [--only backup|pitr]   (default: both, backup/restore first)
 //
 // Environment: BENCH_SCALE_GB (1), BENCH_RUNS (3), BENCH_RUNS_4X (1), BENCH_4X (1),
 // BENCH_PROFILE (1), BENCH_STAGES (1), BENCH_PEERS_ONLY (0), BENCH_TMPDIR (os.tmpdir()), BENCH_KEEP (0),
@@ -25,10 +28,11 @@ import { buildDataset } from './lib/dataset.mjs';
 import { TIME_BIN, killAllRunning, measure } from './lib/measure.mjs';
 import { summarizeProfile } from './lib/profile.mjs';
 import { consoleReport, markdownSection, summarize, verdicts, writeDoc } from './lib/report.mjs';
+import { pitrCleanupSync, runPitr } from './pitr.mjs';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(REPO, 'bin', 'dbcrate.js');
-const DOC = join(REPO, 'docs', 'benchmarks.md');
+const DOC = process.env.BENCH_DOC_FILE || join(REPO, 'docs', 'benchmarks.md'); // BENCH_DOC_FILE: test the harness on a copy
 const GB = 1024 ** 3;
 const GPG_ENC = 'gpg --batch --encrypt --recipient-file "$PUB" --trust-model always';
 
@@ -43,6 +47,31 @@ const flag = (name, dflt) => {
   const v = process.env[name];
   return v === undefined || v === '' ? dflt : !['0', 'false', 'no', 'off'].includes(v.toLowerCase());
 };
+
+/** --only backup | --only pitr (or --only=…); default: everything. */
+const ONLY = (() => {
+  const argv = process.argv.slice(2);
+  let only = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--only') only = argv[++i];
+    else if (a.startsWith('--only=')) only = a.slice(7);
+    else if (a === '-h' || a === '--help') {
+      console.log(
+        'usage: node bench/run.mjs [--only backup|pitr]   (default: both; environment knobs in docs/benchmarks.md)',
+      );
+      process.exit(0);
+    } else {
+      console.error(`bench: unknown argument ${a} (usage: node bench/run.mjs [--only backup|pitr])`);
+      process.exit(2);
+    }
+  }
+  if (only !== null && !['backup', 'pitr'].includes(only)) {
+    console.error(`bench: --only ${only}: expected backup or pitr`);
+    process.exit(2);
+  }
+  return only;
+})();
 
 const config = {
   scaleGB: num('BENCH_SCALE_GB', 1),
@@ -64,13 +93,19 @@ const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padSt
 let base = null;
 let cluster = null;
 let cleaned = false;
-function cleanupSync() {
+/** The backup/restore part's cluster and temp directory. */
+function cleanupMainSync() {
   if (cleaned) return;
   cleaned = true;
   killAllRunning('SIGKILL');
   cluster?.stopSync();
   if (base && !config.keep) rmSync(base, { recursive: true, force: true });
   else if (base) console.log(`kept ${base} (BENCH_KEEP)`);
+}
+function cleanupSync() {
+  cleanupMainSync();
+  killAllRunning('SIGKILL');
+  pitrCleanupSync();
 }
 for (const [sig, code] of [
   ['SIGINT', 130],
@@ -597,7 +632,12 @@ function commandLine() {
     .filter(([k]) => k.startsWith('BENCH_'))
     .sort()
     .map(([k, v]) => `${k}=${v}`);
-  return [...vars, 'npm run bench'].join(' ');
+  const args = process.argv.slice(2);
+  const cmd =
+    process.env.npm_lifecycle_event === 'bench'
+      ? `npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}`
+      : ['node bench/run.mjs', ...args].join(' ');
+  return [...vars, cmd].join(' ');
 }
 
 /** Which compression and cipher gpg picks for this recipient (from a small sample). */
@@ -637,7 +677,43 @@ async function gpgInfo(pub, env) {
   }
 }
 
-main().then(
+async function all() {
+  let failed = false;
+  let missed = false;
+  if (ONLY !== 'pitr') {
+    try {
+      await main();
+      missed = process.exitCode === 3;
+    } catch (e) {
+      console.error(`\nbench failed: ${e.message}`);
+      failed = true;
+    }
+    cleanupMainSync(); // stop this part's cluster and free its disk before the PITR part
+  }
+  if (ONLY !== 'backup') {
+    log('PITR benchmarks (bench/pitr.mjs)');
+    try {
+      const r = await runPitr({
+        log,
+        machine,
+        commandLine: commandLine(),
+        peersOnly: config.peersOnly,
+        keep: config.keep,
+        writeDoc: config.writeDoc,
+        tmp: config.tmp,
+        docPath: DOC,
+      });
+      failed ||= r.failed;
+      missed ||= r.missed;
+    } catch (e) {
+      console.error(`\nbench (PITR) failed: ${e.stack ?? e.message}`);
+      failed = true;
+    }
+  }
+  process.exitCode = failed ? 1 : missed ? 3 : 0;
+}
+
+all().then(
   () => cleanupSync(),
   (e) => {
     console.error(`\nbench failed: ${e.message}`);

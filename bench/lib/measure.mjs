@@ -87,6 +87,7 @@ const ticks = (n) => n / CLK_TCK;
  *   waited-for children.
  * opts.stdout: 'capture' to return stdout (small outputs only), default ignored.
  * opts.stderrFile: where stderr goes (appended).
+ * opts.uid / opts.gid: run as that user (we are root; the PITR commands run as postgres).
  */
 export async function measure(argv, opts = {}) {
   const timeFile = TIME_BIN && opts.timeFile ? opts.timeFile : null;
@@ -98,6 +99,8 @@ export async function measure(argv, opts = {}) {
     env: opts.env ?? process.env,
     detached: true,
     stdio: ['ignore', opts.stdout === 'capture' ? 'pipe' : 'ignore', errFd],
+    // run as another OS user (the postgres user for the PITR commands); root only
+    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid } : {}),
   });
   if (typeof errFd === 'number') closeSync(errFd);
   if (child.pid) running.add(child.pid);

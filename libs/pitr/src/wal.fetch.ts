@@ -109,12 +109,21 @@ export class PrefetchSpool {
   }
 
   async put(walFile: string, data: Uint8Array, owner?: { uid: number; gid: number }): Promise<void> {
-    if (!this.made) {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      if (owner) await chown(this.dir, owner.uid, owner.gid);
-      this.made = true;
+    if (!this.made) await this.make(owner);
+    try {
+      await writeAtomically(join(this.dir, walFile), data, owner);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      // The spool was removed under us (cleared, or recovery ended): make it again.
+      await this.make(owner);
+      await writeAtomically(join(this.dir, walFile), data, owner);
     }
-    await writeAtomically(join(this.dir, walFile), data, owner);
+  }
+
+  private async make(owner?: { uid: number; gid: number }): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    if (owner) await chown(this.dir, owner.uid, owner.gid);
+    this.made = true;
   }
 
   /** Drop what recovery has gone past (older segments of any timeline) and leftovers. */
@@ -131,6 +140,7 @@ export class PrefetchSpool {
   }
 
   async clear(): Promise<void> {
+    this.made = false;
     await rm(this.dir, { recursive: true, force: true });
   }
 

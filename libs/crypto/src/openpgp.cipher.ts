@@ -92,33 +92,8 @@ export class OpenPgpCipher implements Cipher {
     keys: DecryptionKey[],
     opts: DecryptOptions = {},
   ): Promise<Uint8Array> {
-    if (keys.length === 0) {
-      throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {
-        hint: 'Pass the organisation private key (--key FILE).',
-      });
-    }
-    let message;
-    try {
-      message = await readMessage({ binaryMessage: data, config: DECRYPT_CONFIG });
-    } catch (e) {
-      throw damaged(e, 'it is not a readable OpenPGP message');
-    }
-    const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
-    const ours = new Set(keys.flatMap((k) => k.keyIds));
-    const anonymous = recipients.includes(WILDCARD_KEY_ID);
-    if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
-    try {
-      const result = await decrypt({
-        message,
-        decryptionKeys: keys.map((k) => k.key as PrivateKey),
-        format: 'binary',
-        config: DECRYPT_CONFIG,
-      });
-      return result.data as Uint8Array;
-    } catch (e) {
-      if (anonymous && /session key/i.test(detail(e))) throw wrongKey(recipients, keys, opts);
-      throw damaged(e);
-    }
+    requireKeys(keys);
+    return (await decryptMessage(data, keys, opts)) as Uint8Array;
   }
 
   private noRecipients(): DbcrateError {
@@ -132,39 +107,53 @@ export class OpenPgpCipher implements Cipher {
   }
 
   decryptor(keys: DecryptionKey[], opts: DecryptOptions = {}): Duplex {
-    if (keys.length === 0) {
-      throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {
-        hint: 'Pass the organisation private key (--key FILE).',
-      });
-    }
+    requireKeys(keys);
     return new WebStreamDuplex(
-      async (ciphertext) => {
-        let message;
-        try {
-          message = await readMessage({ binaryMessage: ciphertext, config: DECRYPT_CONFIG });
-        } catch (e) {
-          throw damaged(e, 'it is not a readable OpenPGP message');
-        }
-        const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
-        const ours = new Set(keys.flatMap((k) => k.keyIds));
-        const anonymous = recipients.includes(WILDCARD_KEY_ID);
-        if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
-        try {
-          const result = await decrypt({
-            message,
-            decryptionKeys: keys.map((k) => k.key as PrivateKey),
-            format: 'binary',
-            config: DECRYPT_CONFIG,
-          });
-          return result.data as ReadableStream<Uint8Array>;
-        } catch (e) {
-          // With anonymous recipients we learn only now that no key of ours fits.
-          if (anonymous && /session key/i.test(detail(e))) throw wrongKey(recipients, keys, opts);
-          throw damaged(e);
-        }
-      },
+      async (ciphertext) => (await decryptMessage(ciphertext, keys, opts)) as ReadableStream<Uint8Array>,
       (e) => damaged(e),
     );
+  }
+}
+
+function requireKeys(keys: DecryptionKey[]): void {
+  if (keys.length === 0) {
+    throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {
+      hint: 'Pass the organisation private key (--key FILE).',
+    });
+  }
+}
+
+/**
+ * Read a message (whole or streamed), check that a key of ours is a recipient, decrypt.
+ * The output has the input's shape: bytes for bytes (MDC checked), a stream for a stream.
+ */
+async function decryptMessage(
+  input: Uint8Array | ReadableStream<Uint8Array>,
+  keys: DecryptionKey[],
+  opts: DecryptOptions,
+): Promise<Uint8Array | ReadableStream<Uint8Array>> {
+  let message;
+  try {
+    message = await readMessage({ binaryMessage: input, config: DECRYPT_CONFIG });
+  } catch (e) {
+    throw damaged(e, 'it is not a readable OpenPGP message');
+  }
+  const recipients = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
+  const ours = new Set(keys.flatMap((k) => k.keyIds));
+  const anonymous = recipients.includes(WILDCARD_KEY_ID);
+  if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
+  try {
+    const result = await decrypt({
+      message,
+      decryptionKeys: keys.map((k) => k.key as PrivateKey),
+      format: 'binary',
+      config: DECRYPT_CONFIG,
+    });
+    return result.data as Uint8Array | ReadableStream<Uint8Array>;
+  } catch (e) {
+    // With anonymous recipients we learn only now that no key of ours fits.
+    if (anonymous && /session key/i.test(detail(e))) throw wrongKey(recipients, keys, opts);
+    throw damaged(e);
   }
 }
 

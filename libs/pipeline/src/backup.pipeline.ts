@@ -1,10 +1,10 @@
-import { pipeline } from 'node:stream/promises';
 import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
 import { getCipher, type RecipientKey } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
 import { childEnv, connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
 import { runTool } from './child-process.stream';
+import { storeToolOutput } from './store-tool-output';
 import { defaultDatabaseId, dumpKeys, snapshotIdFor, validateDatabaseId } from './layout';
 import { serializeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type DumpManifest } from './manifest';
 import type { ProgressSink } from './progress';
@@ -72,48 +72,18 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   );
   const progress = opts.progress?.('backup');
   const plain = new MeterStream((n) => progress?.update(n), { hash: false });
-  const stored = new MeterStream();
-  const abort = new AbortController();
-  const onOuterAbort = () => abort.abort(opts.signal?.reason);
-  opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
-
-  // The chain feeding storage; an error anywhere aborts the upload, so no partial object remains.
-  // Several parts fail together when one does; report the first real cause, not the
-  // "premature close" the others see as a consequence.
-  let firstError: unknown;
-  const note = (e: unknown) => {
-    const code = (e as { code?: string })?.code;
-    if (firstError === undefined && code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'ABORT_ERR')
-      firstError = e;
-    abort.abort(e);
-    throw e;
-  };
-  const chainDone = pipeline(
-    dump.stdout,
-    plain,
-    codec.compressor({ level, threads: opts.compression?.threads }),
-    cipher.encryptor(opts.recipients),
-    stored,
-  ).catch(note);
-  const putDone = opts.storage
-    .put(keys.dataKey, stored, { signal: abort.signal, ifNotExists: true })
-    .catch(note);
-  const dumpDone = dump.exited.catch(note);
-  try {
-    await Promise.all([putDone, chainDone, dumpDone]);
-  } catch (e) {
-    dump.kill();
-    abort.abort(e);
-    await Promise.allSettled([putDone, chainDone, dumpDone]);
-    // A put may have won the race against a late error; make sure nothing that looks like data stays.
-    await opts.storage.delete(keys.dataKey).catch(() => undefined);
-    if (opts.signal?.aborted) {
-      throw new DbcrateError(ErrorCodes.INTERRUPTED, 'backup interrupted; nothing was kept');
-    }
-    throw firstError ?? e;
-  } finally {
-    opts.signal?.removeEventListener('abort', onOuterAbort);
-  }
+  const stored = await storeToolOutput({
+    tool: dump,
+    stages: [
+      plain,
+      codec.compressor({ level, threads: opts.compression?.threads }),
+      cipher.encryptor(opts.recipients),
+    ],
+    storage: opts.storage,
+    key: keys.dataKey,
+    signal: opts.signal,
+    what: 'backup',
+  });
   const finished = new Date();
 
   const manifest: DumpManifest = {

@@ -6,4 +6,5 @@ export * from './backup.pipeline';
 export * from './restore.pipeline';
 export * from './verify.stream';
 export * from './child-process.stream';
+export * from './store-tool-output';
 export * from './version';

@@ -1,5 +1,4 @@
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
@@ -8,6 +7,7 @@ import {
   DBCRATE_VERSION,
   runTool,
   snapshotIdFor,
+  storeToolOutput,
   validateDatabaseId,
   type ProgressSink,
 } from '@dbcrate/pipeline';
@@ -285,59 +285,35 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
 
   const progress = opts.progress?.('basebackup');
   const plain = new MeterStream((n) => progress?.update(n), { hash: false });
-  const stored = new MeterStream();
-  const abort = new AbortController();
-  const onOuterAbort = () => abort.abort(opts.signal?.reason);
-  opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
-
-  // As runBackup: an error anywhere aborts the upload; report the first real cause.
-  let firstError: unknown;
-  const note = (e: unknown) => {
-    const code = (e as { code?: string })?.code;
-    if (firstError === undefined && code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'ABORT_ERR')
-      firstError = e;
-    abort.abort(e);
-    throw e;
-  };
-  const chainDone = pipeline(
-    dump.stdout,
-    scanner,
-    plain,
-    codec.compressor({ level, threads: opts.compression?.threads }),
-    cipher.encryptor(opts.recipients),
-    stored,
-  ).catch(note);
-  const putDone = opts.storage
-    .put(keys.dataKey, stored, { signal: abort.signal, ifNotExists: true })
-    .catch(note);
-  const dumpDone = dump.exited.catch(note);
-  let range: BackupWalRange;
-  try {
-    await Promise.all([putDone, chainDone, dumpDone]);
-    if (!scanner.ok) {
-      throw new DbcrateError(
-        ErrorCodes.DB_TOOL_FAILED,
-        'pg_basebackup wrote something that is not a tar archive',
+  const wal: { range?: BackupWalRange } = {};
+  const stored = await storeToolOutput({
+    tool: dump,
+    stages: [
+      scanner,
+      plain,
+      codec.compressor({ level, threads: opts.compression?.threads }),
+      cipher.encryptor(opts.recipients),
+    ],
+    storage: opts.storage,
+    key: keys.dataKey,
+    signal: opts.signal,
+    what: 'base backup',
+    verify: () => {
+      if (!scanner.ok) {
+        throw new DbcrateError(
+          ErrorCodes.DB_TOOL_FAILED,
+          'pg_basebackup wrote something that is not a tar archive',
+        );
+      }
+      wal.range = backupWalRange(
+        scanner.captured.get('backup_label')?.toString('utf8'),
+        scanner.captured.get('backup_manifest')?.toString('utf8'),
       );
-    }
-    range = backupWalRange(
-      scanner.captured.get('backup_label')?.toString('utf8'),
-      scanner.captured.get('backup_manifest')?.toString('utf8'),
-    );
-  } catch (e) {
-    firstError ??= e;
-    dump.kill();
-    abort.abort(e);
-    await Promise.allSettled([putDone, chainDone, dumpDone]);
-    // A put may have won the race against a late error; make sure nothing that looks like data stays.
-    await opts.storage.delete(keys.dataKey).catch(() => undefined);
-    if (opts.signal?.aborted) {
-      throw new DbcrateError(ErrorCodes.INTERRUPTED, 'base backup interrupted; nothing was kept');
-    }
-    throw withHint(firstError, dump.stderrTail());
-  } finally {
-    opts.signal?.removeEventListener('abort', onOuterAbort);
-  }
+    },
+    describe: (e) => withHint(e, dump.stderrTail()),
+  });
+  const range = wal.range;
+  if (!range) throw new DbcrateError(ErrorCodes.INTERNAL, 'the base backup was stored without its WAL range');
   const finished = new Date();
 
   const manifest: BaseManifest = {

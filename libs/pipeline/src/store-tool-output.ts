@@ -1,0 +1,67 @@
+import type { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DbcrateError, ErrorCodes, MeterStream } from '@dbcrate/core';
+import type { Storage } from '@dbcrate/storage';
+import type { ToolRun } from './child-process.stream';
+
+export interface StoreToolOutputOptions {
+  /** The running tool (pg_dump, pg_basebackup) whose stdout is stored. */
+  tool: ToolRun;
+  /** Stages between the tool's stdout and storage (scanners, meters, compressor, encryptor). */
+  stages: Duplex[];
+  storage: Storage;
+  key: string;
+  signal?: AbortSignal;
+  /** What is being stored, for the interruption message ("backup", "base backup"). */
+  what: string;
+  /** Last check once everything has been stored; throwing removes the object like any failure. */
+  verify?: () => void;
+  /** Adds context (e.g. the tool's stderr) to the error reported. */
+  describe?: (e: unknown) => unknown;
+}
+
+/**
+ * Stream a tool's output through `stages` into one storage object. The object only
+ * completes once the tool has exited 0 and every stage has ended; an error anywhere (or
+ * the signal) aborts the upload and removes whatever was stored, so nothing that looks
+ * like data remains. Several parts fail together when one does: the first real cause is
+ * reported, not the "premature close" the others see as a consequence.
+ * Returns the meter of the stored bytes (size and sha256).
+ */
+export async function storeToolOutput(opts: StoreToolOutputOptions): Promise<MeterStream> {
+  const stored = new MeterStream();
+  const abort = new AbortController();
+  const onOuterAbort = () => abort.abort(opts.signal?.reason);
+  opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  let firstError: unknown;
+  const note = (e: unknown) => {
+    const code = (e as { code?: string })?.code;
+    if (firstError === undefined && code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'ABORT_ERR') {
+      firstError = e;
+    }
+    abort.abort(e);
+    throw e;
+  };
+  const chainDone = pipeline([opts.tool.stdout, ...opts.stages, stored]).catch(note);
+  const putDone = opts.storage.put(opts.key, stored, { signal: abort.signal, ifNotExists: true }).catch(note);
+  const toolDone = opts.tool.exited.catch(note);
+  try {
+    await Promise.all([putDone, chainDone, toolDone]);
+    opts.verify?.();
+  } catch (e) {
+    firstError ??= e;
+    opts.tool.kill();
+    abort.abort(e);
+    await Promise.allSettled([putDone, chainDone, toolDone]);
+    // A put may have won the race against a late error; make sure nothing that looks like data stays.
+    await opts.storage.delete(opts.key).catch(() => undefined);
+    if (opts.signal?.aborted) {
+      throw new DbcrateError(ErrorCodes.INTERRUPTED, `${opts.what} interrupted; nothing was kept`);
+    }
+    throw opts.describe ? opts.describe(firstError) : firstError;
+  } finally {
+    opts.signal?.removeEventListener('abort', onOuterAbort);
+  }
+  return stored;
+}

@@ -133,7 +133,10 @@ export function recoverCommand(): Command {
     .option('--to-name <NAME>', 'stop at a restore point made with pg_create_restore_point()')
     .option('--latest', 'replay all archived WAL')
     .option('--immediate', 'stop as soon as the base backup is consistent')
-    .option('--timeline <TLI>', 'latest | current | N: the timeline to follow (default latest)')
+    .option(
+      '--timeline <TLI>',
+      'latest | current | N: the timeline to follow (default latest, as PostgreSQL; for a point on an older branch give its number)',
+    )
     .option('--inclusive', 'stop just after the target (default)')
     .addOption(new Option('--exclusive', 'stop just before the target').implies({ inclusive: false }))
     .option('--action <ACTION>', 'at the target: promote | pause | shutdown (default promote)')

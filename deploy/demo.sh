@@ -19,7 +19,8 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 [ "$(id -u)" = 0 ] && chown postgres "$CLUSTER"
 AGENT_PID=""
 cleanup() {
-  if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null || true; fi
+  # runuser does not pass signals on to the agent it started: stop the agent itself.
+  if [ -n "$AGENT_PID" ]; then pkill -TERM -f -- "agent --pgdata $CLUSTER/data" 2>/dev/null || true; fi
   for d in "$CLUSTER/data" "$CLUSTER/recovered"; do
     if [ -f "$d/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; fi
   done

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, tableChecksums } from '@dbcrate/postgres';
@@ -14,8 +14,15 @@ export interface KeyPair {
 }
 
 /** Generate an organisation key pair through the CLI, as a user would. */
+// Key pairs made by a test file are removed when it ends (they hold private keys).
+const keyDirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(keyDirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
 export async function generateKeys(name: string): Promise<KeyPair> {
   const dir = await mkdtemp(join(tmpdir(), `dbcrate-keys-${name}-`));
+  keyDirs.push(dir);
   const r = await runCli(
     ['keys', 'generate', '--name', name, '--out', dir, '--passphrase-env', 'E2E_PASSPHRASE'],
     {

@@ -1,5 +1,5 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import type { Storage } from '@dbcrate/storage';
+import { readObject, type Storage } from '@dbcrate/storage';
 import { DUMPS_DIR, parseDumpKey, snapshotTime, validateDatabaseId } from './layout';
 import { parseManifest, type DumpManifest } from './manifest';
 
@@ -16,12 +16,6 @@ export interface SnapshotEntry {
   dataSize?: number;
   manifestKey?: string;
   manifest?: DumpManifest;
-}
-
-async function readAll(storage: Storage, key: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of await storage.get(key)) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 /** Every dump under the destination (or one database id), oldest first. */
@@ -61,7 +55,7 @@ export async function listSnapshots(
       continue;
     }
     try {
-      e.manifest = parseManifest(await readAll(storage, e.manifestKey), e.manifestKey);
+      e.manifest = parseManifest(await readObject(storage, e.manifestKey), e.manifestKey);
     } catch (err) {
       e.status = 'damaged';
       e.reason = (err as Error).message;

@@ -12,7 +12,7 @@ import {
   VerifyStream,
   type ProgressSink,
 } from '@dbcrate/pipeline';
-import type { Storage } from '@dbcrate/storage';
+import { readObject, type Storage } from '@dbcrate/storage';
 import { parseBaseManifest, type BaseManifest } from './base.manifest';
 import { BASE_DIR, parseBaseKey } from './pitr.layout';
 import { parseLsn } from './wal.names';
@@ -30,12 +30,6 @@ export interface BaseBackupEntry {
   dataSize?: number;
   manifestKey?: string;
   manifest?: BaseManifest;
-}
-
-async function readAll(storage: Storage, key: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of await storage.get(key)) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 /**
@@ -72,7 +66,7 @@ export async function listBaseBackups(storage: Storage, databaseId: string): Pro
       continue;
     }
     try {
-      e.manifest = parseBaseManifest(await readAll(storage, e.manifestKey), e.manifestKey);
+      e.manifest = parseBaseManifest(await readObject(storage, e.manifestKey), e.manifestKey);
     } catch (err) {
       e.status = 'damaged';
       e.reason = (err as Error).message;

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import { isSnapshotId, validateDatabaseId } from '@dbcrate/pipeline';
-import type { Storage } from '@dbcrate/storage';
+import { readObject, type Storage } from '@dbcrate/storage';
 import { parseWalFileName, type WalFileName } from './wal.names';
 
 /**
@@ -96,16 +96,12 @@ export const ClusterIdentitySchema = z.object({
 export type ClusterIdentity = z.infer<typeof ClusterIdentitySchema>;
 
 async function readSmall(storage: Storage, key: string): Promise<string | undefined> {
-  let body: Readable;
   try {
-    body = await storage.get(key);
+    return (await readObject(storage, key)).toString('utf8');
   } catch (e) {
     if ((e as { code?: string }).code === ErrorCodes.STORAGE_NOT_FOUND) return undefined;
     throw e;
   }
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 export async function readJsonObject<T>(

@@ -3,7 +3,7 @@ import { chown, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey } from '@dbcrate/crypto';
-import type { Storage } from '@dbcrate/storage';
+import { readObject, type Storage } from '@dbcrate/storage';
 import { findArchived, openWal, sha256Hex } from './wal.archive';
 import { parseWalFileName, requireWalFileName, segmentNumber, walFileName } from './wal.names';
 
@@ -12,12 +12,6 @@ export interface WalFetchOptions {
   databaseId: string;
   keys: DecryptionKey[];
   signal?: AbortSignal;
-}
-
-async function collect(body: AsyncIterable<unknown>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 /** Download, decrypt, decompress and check one WAL file; E_WAL_NOT_FOUND when it is not archived. */
@@ -49,7 +43,7 @@ export async function fetchWalObject(
   key: string,
   sha256: string,
 ): Promise<Buffer> {
-  const stored = await collect(await opts.storage.get(key, { signal: opts.signal }));
+  const stored = await readObject(opts.storage, key, { signal: opts.signal });
   const plain = await openWal(stored, opts.keys);
   if (sha256Hex(plain) !== sha256) {
     throw new DbcrateError(

@@ -32,3 +32,14 @@ export interface Storage {
   delete(key: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/** A whole (small) object in memory: manifests, identity files, WAL files. */
+export async function readObject(
+  storage: Storage,
+  key: string,
+  opts: { signal?: AbortSignal } = {},
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await storage.get(key, opts)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

@@ -67,7 +67,7 @@ describe('backup and restore round trip', () => {
     expect(b.stderr).not.toContain('error');
     expect(b.code).toBe(0);
     const snapshotId = b.stdout.trim();
-    expect(snapshotId).toMatch(/^\d{8}T\d{6}\.\d{3}Z$/);
+    expect(snapshotId).toMatch(/^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/);
     // progress is JSON lines when stderr is not a terminal
     expect(b.stderr).toMatch(/"event":"done","phase":"backup"/);
 

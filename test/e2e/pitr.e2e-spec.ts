@@ -112,7 +112,7 @@ describe('point-in-time recovery', () => {
     ]);
     expect({ code: r.code, out: explain(r, srv) }).toEqual(expect.objectContaining({ code: 0 }));
     backup = JSON.parse(r.stdout);
-    expect(backup.backupId).toMatch(/^\d{8}T\d{6}\.\d{3}Z$/);
+    expect(backup.backupId).toMatch(/^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/);
     // default database id: the cluster's system identifier
     expect(backup.databaseId).toBe(systemId);
     const manifest = join(env.destDir, systemId, 'base', backup.backupId, 'backup.manifest.json');

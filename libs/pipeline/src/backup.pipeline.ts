@@ -2,7 +2,8 @@ import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
 import { getCipher, type RecipientKey } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
-import { childEnv, connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
+import { connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
+import type { Client } from 'pg';
 import { runTool } from './child-process.stream';
 import { storeToolOutput } from './store-tool-output';
 import { defaultDatabaseId, dumpKeys, snapshotIdFor, validateDatabaseId } from './layout';
@@ -29,6 +30,27 @@ export interface BackupResult {
   manifestKey: string;
 }
 
+interface ServerStartPoint {
+  /** The server's clock, ISO-8601 UTC with microseconds. */
+  time: string;
+  lsn?: string;
+  inRecovery: boolean;
+}
+
+/**
+ * Where the server is when the dump starts, by its own clock and WAL position: this, not
+ * the client's clock, orders snapshots for "latest" (a skewed client cannot reorder them).
+ */
+async function serverStartPoint(client: Client): Promise<ServerStartPoint> {
+  const { rows } = await client.query<{ time: string; lsn: string | null; in_recovery: boolean }>(
+    `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
+            (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+            pg_is_in_recovery() AS in_recovery`,
+  );
+  const r = rows[0];
+  return { time: r.time, lsn: r.lsn ?? undefined, inRecovery: r.in_recovery };
+}
+
 /**
  * pg_dump -Fc -Z0 → zstd → OpenPGP → storage, streamed end to end, then the manifest.
  * The data object only becomes visible once the whole stream has been stored and
@@ -47,12 +69,15 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
 
   const client = await connect(opts.dbUrl);
   let info;
+  let tools;
+  let at: ServerStartPoint;
   try {
     info = await serverInfo(client);
+    tools = await findClientTools(info.major, { binDir: opts.pgBinDir });
+    at = await serverStartPoint(client);
   } finally {
     await client.end().catch(() => undefined);
   }
-  const tools = await findClientTools(info.major, { binDir: opts.pgBinDir });
   const databaseId = opts.databaseId
     ? validateDatabaseId(opts.databaseId)
     : defaultDatabaseId(info.databaseName);
@@ -65,7 +90,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const dump = runTool(
     tools.pgDump,
     ['--format=custom', '--compress=0', '--no-password', `--dbname=${dbnameArg}`],
-    childEnv(env),
+    env,
     {
       label: 'pg_dump',
     },
@@ -91,6 +116,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     formatVersion: MANIFEST_VERSION,
     kind: 'logical',
     databaseId,
+    databaseIdFrom: opts.databaseId ? 'option' : 'name',
     snapshotId,
     dbcrateVersion: DBCRATE_VERSION,
     startedAt: started.toISOString(),
@@ -101,6 +127,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       major: info.major,
       systemIdentifier: info.systemIdentifier,
       database: info.databaseName,
+      startTime: at.time,
+      ...(at.lsn ? { startLsn: at.lsn } : {}),
+      inRecovery: at.inRecovery,
     },
     tool: { name: 'pg_dump', version: tools.version, format: 'custom' },
     object: {
@@ -118,9 +147,16 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       })),
     },
   };
-  await opts.storage.put(keys.manifestKey, Readable.from([serializeManifest(manifest)]), {
-    ifNotExists: true,
-  });
+  try {
+    await opts.storage.put(keys.manifestKey, Readable.from([serializeManifest(manifest)]), {
+      ifNotExists: true,
+    });
+  } catch (e) {
+    // Without its manifest the data is no backup: remove what this run wrote (the data key
+    // is this run's own, storeToolOutput created it with ifNotExists).
+    await opts.storage.delete(keys.dataKey).catch(() => undefined);
+    throw e;
+  }
   progress?.done({ snapshotId, storedBytes: stored.bytes });
   log.info({ snapshotId, plaintextBytes: plain.bytes, storedBytes: stored.bytes }, 'backup finished');
   return { manifest, ...keys };

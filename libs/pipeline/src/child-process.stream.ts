@@ -1,8 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { PassThrough, Writable, type Readable } from 'node:stream';
-import { DbcrateError, ErrorCodes, redact } from '@dbcrate/core';
-
-const STDERR_KEEP = 64 * 1024;
+import { spawnPgTool } from '@dbcrate/postgres';
 
 export interface ToolRun {
   child: ChildProcess;
@@ -15,59 +13,45 @@ export interface ToolRun {
 }
 
 /**
- * Spawn a PostgreSQL client tool. Passwords travel in the environment (PGPASSWORD), never
- * in argv, which other users can read in `ps`.
+ * Run a PostgreSQL client tool through `spawnPgTool` (the one spawner: passwords travel in
+ * the environment, PGPASSWORD, and a credential in argv is refused). `env` is the libpq
+ * environment (`toLibpqEnv(url).env`), laid over the scrubbed process environment.
  */
 export function runTool(
   tool: string,
   args: string[],
-  env: NodeJS.ProcessEnv,
-  opts: { stdin?: 'pipe' | 'ignore'; label?: string } = {},
+  env: Record<string, string>,
+  opts: { stdin?: 'pipe' | 'ignore'; label?: string; unsetEnv?: readonly string[] } = {},
 ): ToolRun {
-  const label = opts.label ?? tool.split('/').pop() ?? tool;
-  const child = spawn(tool, args, {
+  const proc = spawnPgTool(tool, args, {
     env,
-    stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
-    stderr = (stderr + d).slice(-STDERR_KEEP);
+    unsetEnv: opts.unsetEnv,
+    stdin: opts.stdin ?? 'ignore',
+    stdout: 'pipe',
   });
   const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-  child.stdout!.pipe(out, { end: false });
-
-  const exited = new Promise<void>((resolve, reject) => {
-    child.once('error', (e) => {
-      const err = new DbcrateError(ErrorCodes.DB_TOOL_FAILED, `${label} could not be started: ${e.message}`);
-      out.destroy(err);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      if (code === 0) {
-        out.end();
-        resolve();
-        return;
-      }
-      const tail = lastLines(redact(stderr), 8);
-      const err = new DbcrateError(
-        ErrorCodes.DB_TOOL_FAILED,
-        `${label} failed (${signal ? `signal ${signal}` : `exit code ${code}`})${tail ? `: ${tail}` : ''}`,
-      );
-      out.destroy(err);
-      reject(err);
-    });
-  });
+  // The failure is reported through `exited`; a caller that only drains stdout must not
+  // crash the process with an unhandled 'error' event.
+  out.on('error', () => undefined);
+  proc.stdout!.pipe(out, { end: false });
+  const exited = proc.done.then(
+    () => {
+      out.end();
+    },
+    (e: unknown) => {
+      out.destroy(e as Error);
+      throw e;
+    },
+  );
   exited.catch(() => undefined); // observed by the caller; avoid unhandled rejection noise
+  proc.stdin?.on('error', () => undefined); // EPIPE when the tool exits early; `exited` says why
 
   return {
-    child,
+    child: proc.child,
     stdout: out,
     exited,
-    stderrTail: () => lastLines(redact(stderr), 8),
-    kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    },
+    stderrTail: () => lastLines(proc.stderrTail(), 8),
+    kill: () => proc.kill('SIGTERM'),
   };
 }
 

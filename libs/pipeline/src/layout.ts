@@ -1,21 +1,26 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 
 /**
  * Where a logical dump lives, relative to the destination root:
  *   <database-id>/dumps/<YYYY-MM-DD>/<snapshot-id>.dump.zst.pgp
  *   <database-id>/dumps/<YYYY-MM-DD>/<snapshot-id>.manifest.json   (written last)
- * The snapshot id is the UTC start time to the millisecond (20261125T114512.345Z), so ids
- * sort by time and a reader needs no index to find "latest".
+ * The snapshot id is the UTC start time to the millisecond and a random suffix
+ * (20261125T114512.345Z-3f9a0c1e), so two backups started in the same millisecond never
+ * share a name, and ids still sort by (client) time. Ids written before the suffix existed
+ * (20261125T114512.345Z) stay valid. Which snapshot is "latest" is decided by what the
+ * server recorded (see compareSnapshots), not by the id.
  */
 export const DUMPS_DIR = 'dumps';
 export const MANIFEST_SUFFIX = '.manifest.json';
 
-const SNAPSHOT_ID = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z$/;
+const SNAPSHOT_ID = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z(?:-[0-9a-z]{4,32})?$/;
 const DATABASE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-export function snapshotIdFor(date: Date): string {
+/** A new snapshot id for a backup started at `date`; `suffix` (lowercase hex) is random unless given. */
+export function snapshotIdFor(date: Date, suffix: string = randomBytes(4).toString('hex')): string {
   const iso = date.toISOString(); // 2026-11-25T11:45:12.345Z
-  return iso.replace(/[-:]/g, '');
+  return `${iso.replace(/[-:]/g, '')}-${suffix}`;
 }
 
 export function snapshotTime(id: string): Date | undefined {
@@ -37,10 +42,27 @@ export function validateDatabaseId(id: string): string {
   return id;
 }
 
-/** A default database id from the database name: safe characters only. */
+/**
+ * The default database id for a database name. A name that is already a valid id is used
+ * as it is (so existing archives keep their id); any other name gets a readable form plus
+ * 12 hex of the name's sha256, so that "a/b", "a_b" and "a b" never share a folder.
+ */
 export function defaultDatabaseId(dbName: string): string {
+  if (DATABASE_ID.test(dbName)) return dbName;
+  const readable = dbName
+    .normalize('NFKD')
+    .replace(/\p{M}/gu, '') // ü → u
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 128 - 13);
+  const hash = createHash('sha256').update(dbName, 'utf8').digest('hex').slice(0, 12);
+  return validateDatabaseId(`${readable || 'db'}-${hash}`);
+}
+
+/** The default id dbcrate derived before it was made collision-free; old archives live under it. */
+export function legacyDatabaseId(dbName: string): string {
   const cleaned = dbName.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '');
-  return validateDatabaseId(cleaned.slice(0, 128) || 'db');
+  return cleaned.slice(0, 128) || 'db';
 }
 
 export interface DumpKeys {

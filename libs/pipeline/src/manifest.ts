@@ -13,6 +13,8 @@ export const dumpManifestSchema = z.object({
   formatVersion: z.literal(MANIFEST_VERSION),
   kind: z.literal('logical'),
   databaseId: z.string(),
+  /** How the id was chosen: derived from server.database (`name`) or given (`option`). Absent before 0.x. */
+  databaseIdFrom: z.enum(['name', 'option']).optional(),
   snapshotId: z.string(),
   dbcrateVersion: z.string(),
   startedAt: z.string(),
@@ -23,6 +25,14 @@ export const dumpManifestSchema = z.object({
     major: z.number().int(),
     systemIdentifier: z.string().optional(),
     database: z.string(),
+    /** The server's clock_timestamp() when the dump started (ISO-8601 UTC); orders "latest". */
+    startTime: z.string().optional(),
+    /** pg_current_wal_lsn() (pg_last_wal_replay_lsn() on a standby) when the dump started. */
+    startLsn: z
+      .string()
+      .regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/)
+      .optional(),
+    inRecovery: z.boolean().optional(),
   }),
   tool: z.object({ name: z.literal('pg_dump'), version: z.string(), format: z.literal('custom') }),
   object: z.object({

@@ -1,14 +1,11 @@
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { DbcrateError, ErrorCodes, logger, redact } from '@dbcrate/core';
 import { getCodec } from '@dbcrate/compression';
 import { getCipher, type DecryptionKey } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
 import {
-  childEnv,
   connect,
   findClientTools,
   isDatabaseEmpty,
@@ -17,11 +14,55 @@ import {
   serverInfo,
   toLibpqEnv,
 } from '@dbcrate/postgres';
-import { devNull, runTool } from './child-process.stream';
+import { devNull, runTool, type ToolRun } from './child-process.stream';
 import type { DumpManifest } from './manifest';
 import type { ProgressSink } from './progress';
 import { resolveSnapshot } from './snapshots';
+import { createRestoreSpool } from './restore.spool';
 import { VerifyStream } from './verify.stream';
+
+const BROKEN_PIPE = new Set([
+  'EPIPE',
+  'ECONNRESET',
+  'ERR_STREAM_DESTROYED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'ERR_STREAM_WRITE_AFTER_END',
+]);
+
+/**
+ * Run `feed` (what writes the tool's input, if anything) while the tool runs; the signal
+ * kills the tool. The error reported is the real cause: the tool's own failure (e.g. a
+ * missing role) when it died first, not the broken pipe its input then saw; the input's
+ * failure (integrity, decryption) when that came first, not the kill that followed.
+ */
+async function withTool(
+  tool: ToolRun,
+  signal: AbortSignal | undefined,
+  interrupted: () => Error,
+  feed: () => Promise<void>,
+): Promise<void> {
+  const onAbort = () => tool.kill();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let feedError: unknown;
+  let toolError: unknown;
+  try {
+    await Promise.all([
+      feed().catch((e: unknown) => {
+        feedError = e;
+        tool.kill();
+      }),
+      tool.exited.catch((e: unknown) => {
+        toolError = e;
+      }),
+    ]);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  if (signal?.aborted) throw interrupted();
+  const brokenPipe = BROKEN_PIPE.has((feedError as { code?: string } | undefined)?.code ?? '');
+  if (feedError !== undefined && !(brokenPipe && toolError !== undefined)) throw feedError;
+  if (toolError !== undefined) throw toolError;
+}
 
 export interface RestoreOptions {
   storage: Storage;
@@ -126,6 +167,8 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   // 2. Restore. The verify stream and the cipher's integrity check both fail before the end
   //    of input reaches pg_restore, so a changed object never commits (single transaction).
   const jobs = opts.jobs ?? 1;
+  if (opts.signal?.aborted)
+    throw new DbcrateError(ErrorCodes.INTERRUPTED, `restore of ${m.snapshotId} interrupted`);
   const { env, dbnameArg } = toLibpqEnv(opts.targetUrl);
   const args = ['--no-password', '--exit-on-error', `--dbname=${dbnameArg}`];
   if (opts.clean) args.push('--clean', '--if-exists');
@@ -139,44 +182,56 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
       codec.decompressor(),
     ] as const;
 
+  const interrupted = () =>
+    new DbcrateError(ErrorCodes.INTERRUPTED, `restore of ${m.snapshotId} interrupted`, {
+      hint:
+        jobs <= 1
+          ? 'nothing was committed (single transaction); the target is as it was'
+          : 'the parallel restore may have created some objects; drop and recreate the target database before retrying',
+    });
+
   if (jobs <= 1) {
-    const restore = runTool(tools.pgRestore, [...args, '--single-transaction'], childEnv(env), {
+    const restore = runTool(tools.pgRestore, [...args, '--single-transaction'], env, {
       stdin: 'pipe',
       label: 'pg_restore',
     });
     restore.stdout.resume();
-    const onAbort = () => restore.kill();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
+    await withTool(restore, opts.signal, interrupted, async () => {
       const [get, verify, decrypt, decompress] = await source();
-      await Promise.all([
-        pipeline(get, verify, decrypt, decompress, restore.child.stdin!).catch((e: unknown) => {
-          restore.kill(); // no clean end of input: the single transaction rolls back
-          throw e;
-        }),
-        restore.exited,
-      ]);
-    } catch (e) {
-      restore.kill();
-      throw e;
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-    }
+      // On an error the tool is killed: no clean end of input, the single transaction rolls back.
+      await pipeline(get, verify, decrypt, decompress, restore.child.stdin!);
+    });
   } else {
-    // Parallel pg_restore needs a seekable archive: spool the plaintext to a private temp file.
-    const dir = await mkdtemp(join(opts.spoolDir ?? tmpdir(), 'dbcrate-restore-'));
-    const file = join(dir, `${m.snapshotId}.dump`);
-    log.warn({ file }, 'parallel restore spools the decrypted dump to local disk; it is removed afterwards');
+    // Parallel pg_restore needs a seekable archive: spool the plaintext to a private temp file,
+    // removed whatever happens (see createRestoreSpool).
+    const spool = await createRestoreSpool(opts.spoolDir ?? tmpdir(), `${m.snapshotId}.dump`);
+    log.warn(
+      { file: spool.file },
+      'parallel restore spools the decrypted dump to local disk; it is removed afterwards',
+    );
     try {
       const [get, verify, decrypt, decompress] = await source();
-      await pipeline(get, verify, decrypt, decompress, createWriteStream(file, { mode: 0o600 }));
-      const restore = runTool(tools.pgRestore, [...args, `--jobs=${jobs}`, file], childEnv(env), {
+      const abortSpool = new AbortController();
+      const onAbort = () => abortSpool.abort(opts.signal?.reason);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        await pipeline(get, verify, decrypt, decompress, createWriteStream(spool.file, { mode: 0o600 }), {
+          signal: abortSpool.signal,
+        });
+      } catch (e) {
+        if (opts.signal?.aborted) throw interrupted();
+        throw e;
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort);
+      }
+      if (opts.signal?.aborted) throw interrupted();
+      const restore = runTool(tools.pgRestore, [...args, `--jobs=${jobs}`, spool.file], env, {
         label: 'pg_restore',
       });
       restore.stdout.resume();
-      await restore.exited;
+      await withTool(restore, opts.signal, interrupted, async () => undefined);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await spool.remove();
     }
   }
   const seconds = (Date.now() - t0) / 1000;

@@ -1,6 +1,14 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import { readObject, type Storage } from '@dbcrate/storage';
-import { DUMPS_DIR, parseDumpKey, snapshotTime, validateDatabaseId } from './layout';
+import {
+  defaultDatabaseId,
+  DUMPS_DIR,
+  dumpKeys,
+  legacyDatabaseId,
+  parseDumpKey,
+  snapshotTime,
+  validateDatabaseId,
+} from './layout';
 import { parseManifest, type DumpManifest } from './manifest';
 
 export type SnapshotStatus = 'complete' | 'incomplete' | 'damaged';
@@ -18,7 +26,78 @@ export interface SnapshotEntry {
   manifest?: DumpManifest;
 }
 
-/** Every dump under the destination (or one database id), oldest first. */
+function lsnValue(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+/** When the dump started by the best clock known: the server's, else (older manifests) the client's. */
+function startTimeOf(e: SnapshotEntry): number {
+  const m = e.manifest;
+  const t = m ? Date.parse(m.server.startTime ?? m.startedAt) : NaN;
+  return Number.isNaN(t) ? e.time.getTime() : t;
+}
+
+/**
+ * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md):
+ * 1. two dumps of one server (same system identifier) that both recorded the server's WAL
+ *    position at their start are ordered by it: it only grows, whatever the clocks say;
+ * 2. otherwise by the server's clock at the dump's start (`server.startTime`); manifests
+ *    written before it was recorded use their `startedAt` (the client's clock), and an
+ *    unreadable manifest the time in the snapshot id;
+ * 3. ties by snapshot id.
+ */
+export function compareSnapshots(a: SnapshotEntry, b: SnapshotEntry): number {
+  const sa = a.manifest?.server;
+  const sb = b.manifest?.server;
+  if (sa?.startLsn && sb?.startLsn && sa.systemIdentifier && sa.systemIdentifier === sb.systemIdentifier) {
+    const la = lsnValue(sa.startLsn);
+    const lb = lsnValue(sb.startLsn);
+    if (la !== lb) return la < lb ? -1 : 1;
+  }
+  const ta = startTimeOf(a);
+  const tb = startTimeOf(b);
+  if (ta !== tb) return ta - tb;
+  const ka = sa?.startTime ?? '';
+  const kb = sb?.startTime ?? '';
+  if (ka !== kb) return ka < kb ? -1 : 1; // microseconds the Date lost
+  return a.snapshotId < b.snapshotId ? -1 : a.snapshotId > b.snapshotId ? 1 : 0;
+}
+
+/**
+ * Why a manifest does not belong where it was read from, or undefined when it does. A
+ * manifest names its database id, snapshot id and data object; they must be the ones of
+ * its location. When the id was derived from the database name (`databaseIdFrom: name`),
+ * the name must derive to it; older manifests (no `databaseIdFrom`) are accepted under the
+ * new or the old derivation, or as an explicitly chosen id.
+ */
+export function manifestLocationProblem(
+  m: DumpManifest,
+  databaseId: string,
+  snapshotId: string,
+): string | undefined {
+  if (m.databaseId !== databaseId) {
+    return `its manifest names database id "${m.databaseId}", but it was read from "${databaseId}"`;
+  }
+  if (m.snapshotId !== snapshotId) {
+    return `its manifest names snapshot ${m.snapshotId}, but it was read as ${snapshotId}`;
+  }
+  if (!m.object.key.startsWith(dumpKeys(databaseId, snapshotId, []).dataKey)) {
+    return `its manifest names data object ${m.object.key}, which is not this snapshot's`;
+  }
+  if (m.databaseIdFrom === 'name' && defaultDatabaseId(m.server.database) !== databaseId) {
+    return `its manifest is of database "${m.server.database}", whose database id is "${defaultDatabaseId(m.server.database)}", not "${databaseId}"`;
+  }
+  return undefined;
+}
+
+/** Whether a manifest's database id was (or may have been) derived from its database name. */
+function derivedFromName(m: DumpManifest): boolean {
+  if (m.databaseIdFrom) return m.databaseIdFrom === 'name';
+  return [defaultDatabaseId(m.server.database), legacyDatabaseId(m.server.database)].includes(m.databaseId);
+}
+
+/** Every dump under the destination (or one database id), oldest first (see compareSnapshots). */
 export async function listSnapshots(
   storage: Storage,
   opts: { databaseId?: string } = {},
@@ -61,7 +140,11 @@ export async function listSnapshots(
       e.reason = (err as Error).message;
       continue;
     }
-    if (!e.dataKey || e.dataKey !== e.manifest.object.key) {
+    const misplaced = manifestLocationProblem(e.manifest, e.databaseId, e.snapshotId);
+    if (misplaced) {
+      e.status = 'damaged';
+      e.reason = misplaced;
+    } else if (!e.dataKey || e.dataKey !== e.manifest.object.key) {
       e.status = 'damaged';
       e.reason = `data object ${e.manifest.object.key} is missing`;
     } else if (e.dataSize !== e.manifest.object.storedSize) {
@@ -71,7 +154,7 @@ export async function listSnapshots(
       e.status = 'complete';
     }
   }
-  return entries;
+  return entries.sort(compareSnapshots);
 }
 
 /**
@@ -91,8 +174,10 @@ export async function resolveSnapshot(
   const all = await listSnapshots(storage, { databaseId });
   const where = `${storage.displayUrl}${databaseId ? ` (database id ${databaseId})` : ''}`;
   if (snapshotId === 'latest') {
-    const complete = all.filter((e) => e.status === 'complete');
-    const dbs = new Set(complete.map((e) => e.databaseId));
+    // Incomplete ones (data, no manifest) are not backups: running or killed ones. A damaged
+    // one is, and if it is the newest "latest" must not silently mean an older one.
+    const candidates = all.filter((e) => e.status !== 'incomplete');
+    const dbs = new Set(candidates.map((e) => e.databaseId));
     if (dbs.size > 1) {
       throw new DbcrateError(
         ErrorCodes.USAGE,
@@ -102,13 +187,41 @@ export async function resolveSnapshot(
         },
       );
     }
-    const last = complete.at(-1);
+    const newest = candidates.at(-1);
+    const intact = candidates.filter((e) => e.status === 'complete');
+    const last = intact.at(-1);
+    if (newest && newest !== last) {
+      const id = `${newest.databaseId}/${newest.snapshotId}`;
+      throw new DbcrateError(
+        ErrorCodes.INTEGRITY,
+        `the newest snapshot in ${where}, ${id}, is ${newest.status} (${newest.reason}); refusing to restore an older one as "latest"`,
+        {
+          hint: last
+            ? `the newest intact snapshot is ${last.databaseId}/${last.snapshotId} (started ${new Date(startTimeOf(last)).toISOString()}): restore it by id if that is what you want, and repair or remove ${id}`
+            : `no intact snapshot exists; repair or remove ${id}`,
+        },
+      );
+    }
     if (!last) {
       throw new DbcrateError(ErrorCodes.SNAPSHOT_NOT_FOUND, `no complete backup found in ${where}`, {
         hint: all.length
           ? 'run `dbcrate snapshots` to see the incomplete ones'
           : 'check --from and --database-id',
       });
+    }
+    // Archives from before database ids were made collision-free may hold dumps of two
+    // databases under one id ("a/b" and "a_b" both became "a_b"): "latest" would be either.
+    const names = new Set(
+      intact.filter((e) => derivedFromName(e.manifest!)).map((e) => e.manifest!.server.database),
+    );
+    if (names.size > 1) {
+      throw new DbcrateError(
+        ErrorCodes.USAGE,
+        `"latest" is ambiguous: database id ${last.databaseId} in ${storage.displayUrl} holds dumps of the databases ${[...names].map((n) => JSON.stringify(n)).join(', ')}`,
+        {
+          hint: "restore one snapshot by its id (`dbcrate snapshots --json` shows each one's database); new backups of those databases go to separate ids",
+        },
+      );
     }
     return last as SnapshotEntry & { manifest: DumpManifest };
   }

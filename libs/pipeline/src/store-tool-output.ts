@@ -16,6 +16,11 @@ export interface StoreToolOutputOptions {
   what: string;
   /** Last check once everything has been stored; throwing removes the object like any failure. */
   verify?: () => void;
+  /**
+   * A folder that only this run writes into (e.g. a base backup's own folder): removed on
+   * failure once empty, on storages that have folders.
+   */
+  ownDir?: string;
   /** Adds context (e.g. the tool's stderr) to the error reported. */
   describe?: (e: unknown) => unknown;
 }
@@ -24,7 +29,8 @@ export interface StoreToolOutputOptions {
  * Stream a tool's output through `stages` into one storage object. The object only
  * completes once the tool has exited 0 and every stage has ended; an error anywhere (or
  * the signal) aborts the upload and removes whatever was stored, so nothing that looks
- * like data remains. Several parts fail together when one does: the first real cause is
+ * like data remains. Only an object this run created is removed: a put refused because the
+ * key exists (another writer's object) is never followed by a delete. Several parts fail together when one does: the first real cause is
  * reported, not the "premature close" the others see as a consequence.
  * Returns the meter of the stored bytes (size and sha256).
  */
@@ -44,7 +50,13 @@ export async function storeToolOutput(opts: StoreToolOutputOptions): Promise<Met
     throw e;
   };
   const chainDone = pipeline([opts.tool.stdout, ...opts.stages, stored]).catch(note);
-  const putDone = opts.storage.put(opts.key, stored, { signal: abort.signal, ifNotExists: true }).catch(note);
+  let created = false;
+  const putDone = opts.storage
+    .put(opts.key, stored, { signal: abort.signal, ifNotExists: true })
+    .then(() => {
+      created = true;
+    })
+    .catch(note);
   const toolDone = opts.tool.exited.catch(note);
   try {
     await Promise.all([putDone, chainDone, toolDone]);
@@ -54,8 +66,10 @@ export async function storeToolOutput(opts: StoreToolOutputOptions): Promise<Met
     opts.tool.kill();
     abort.abort(e);
     await Promise.allSettled([putDone, chainDone, toolDone]);
-    // A put may have won the race against a late error; make sure nothing that looks like data stays.
-    await opts.storage.delete(opts.key).catch(() => undefined);
+    // The put may have completed before a late error (tool exit code, verify): remove it then,
+    // and only then. A failed put left nothing of ours (the backends discard partial objects).
+    if (created) await opts.storage.delete(opts.key).catch(() => undefined);
+    if (opts.ownDir) await opts.storage.removeEmptyDir?.(opts.ownDir).catch(() => undefined);
     if (opts.signal?.aborted) {
       throw new DbcrateError(ErrorCodes.INTERRUPTED, `${opts.what} interrupted; nothing was kept`);
     }

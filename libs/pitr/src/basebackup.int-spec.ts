@@ -97,7 +97,7 @@ describe('physical base backups', () => {
     const m = first.manifest;
     expect(m.databaseId).toBe(sysid);
     expect(m.server.systemIdentifier).toBe(sysid);
-    expect(m.backupId).toMatch(/^\d{8}T\d{6}\.\d{3}Z$/);
+    expect(m.backupId).toMatch(/^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/);
     expect(first).toMatchObject(baseBackupKeys(sysid, m.backupId));
     expect(m.kind).toBe('physical');
     expect(m.timeline).toBe(1);
@@ -444,7 +444,7 @@ describe('physical base backups', () => {
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(out).toMatchObject({ databaseId: 'via-cli', timeline: 1 });
-    expect(out.backupId).toMatch(/^\d{8}T\d{6}\.\d{3}Z$/);
+    expect(out.backupId).toMatch(/^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/);
     expect(parseLsn(out.stopLsn as string)).toBeGreaterThanOrEqual(parseLsn(out.startLsn as string));
     const list = await listBaseBackups(storage, 'via-cli');
     expect(list.map((e) => [e.backupId, e.status])).toEqual([[out.backupId, 'complete']]);

@@ -11,14 +11,7 @@ import {
   validateDatabaseId,
   type ProgressSink,
 } from '@dbcrate/pipeline';
-import {
-  childEnv,
-  connect,
-  findClientTools,
-  serverInfo,
-  toLibpqEnv,
-  type ServerInfo,
-} from '@dbcrate/postgres';
+import { connect, findClientTools, serverInfo, toLibpqEnv, type ServerInfo } from '@dbcrate/postgres';
 import type { Storage } from '@dbcrate/storage';
 import {
   BASE_MANIFEST_FORMAT,
@@ -195,7 +188,7 @@ export function checkBackupable(info: PhysicalServerInfo): void {
 
 /** pg_basebackup's usual refusals, with what to do about them. */
 function withHint(e: unknown, stderr: string): unknown {
-  if (!(e instanceof DbcrateError) || e.code !== ErrorCodes.DB_TOOL_FAILED || e.hint) return e;
+  if (!(e instanceof DbcrateError) || e.code !== ErrorCodes.DB_TOOL_FAILED) return e;
   let hint: string | undefined;
   if (/no pg_hba\.conf entry for replication connection/i.test(stderr)) {
     hint =
@@ -251,8 +244,6 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
   // No -d: the target comes entirely from the libpq environment (password in PGPASSWORD only).
   // C messages, so that the -v lines below can be parsed whatever the locale.
   const { env } = toLibpqEnv(opts.dbUrl);
-  const toolEnv = childEnv({ ...env, LC_MESSAGES: 'C' });
-  delete toolEnv.LC_ALL;
   const dump = runTool(
     tools.pgBasebackup,
     [
@@ -264,8 +255,8 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
       '--verbose',
       `--label=dbcrate ${backupId}`,
     ],
-    toolEnv,
-    { label: 'pg_basebackup' },
+    { ...env, LC_MESSAGES: 'C' },
+    { label: 'pg_basebackup', unsetEnv: ['LC_ALL'] },
   );
   let partial = '';
   dump.child.stderr!.on('data', (d: string | Buffer) => {
@@ -298,6 +289,8 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
     key: keys.dataKey,
     signal: opts.signal,
     what: 'base backup',
+    // The backup's folder is its own (random backup id): an interrupted one leaves no empty folder.
+    ownDir: keys.dataKey.slice(0, keys.dataKey.lastIndexOf('/')),
     verify: () => {
       if (!scanner.ok) {
         throw new DbcrateError(
@@ -356,9 +349,18 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
     },
     tablespaces: info.tablespaces.map((t) => ({ oid: t.oid, name: t.name, location: t.location })),
   };
-  await opts.storage.put(keys.manifestKey, Readable.from([serializeBaseManifest(manifest)]), {
-    ifNotExists: true,
-  });
+  try {
+    await opts.storage.put(keys.manifestKey, Readable.from([serializeBaseManifest(manifest)]), {
+      ifNotExists: true,
+    });
+  } catch (e) {
+    // No manifest, no backup: remove this run's data object and its folder.
+    await opts.storage.delete(keys.dataKey).catch(() => undefined);
+    await opts.storage
+      .removeEmptyDir?.(keys.dataKey.slice(0, keys.dataKey.lastIndexOf('/')))
+      .catch(() => undefined);
+    throw e;
+  }
   progress?.done({ backupId, storedBytes: stored.bytes });
   log.info(
     {

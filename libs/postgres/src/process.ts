@@ -11,6 +11,8 @@ const MESSAGE_LINES = 12;
 export interface SpawnPgToolOptions {
   /** The libpq environment (`toLibpqEnv(url).env`); laid over process.env minus inherited PG* target variables. */
   env: Record<string, string>;
+  /** Inherited variables to drop (e.g. LC_ALL, so that LC_MESSAGES=C in `env` takes effect). */
+  unsetEnv?: readonly string[];
   stdin?: 'pipe' | 'ignore';
   stdout?: 'pipe' | 'ignore';
   cwd?: string;
@@ -58,7 +60,9 @@ const SECRET_ARG = /:\/\/[^/@\s]*:[^@\s]*@|\bpassword\s*=/i;
 
 /**
  * Spawn pg_dump / pg_restore / psql / pg_basebackup with credentials in the environment only.
- * Nothing is passed through a shell; stdout is the caller's to stream.
+ * Nothing is passed through a shell; stdout is the caller's to stream. The one spawner for
+ * PostgreSQL tools: the pipeline's `runTool` is built on it, so its argv guard is the one
+ * production runs.
  */
 export function spawnPgTool(
   toolPath: string,
@@ -73,8 +77,10 @@ export function spawnPgTool(
       `Refusing to start ${name}: a password would appear on its command line`,
     );
   }
+  const env = childEnv(opts.env);
+  for (const k of opts.unsetEnv ?? []) delete env[k];
   const child = spawn(toolPath, [...args], {
-    env: childEnv(opts.env),
+    env,
     cwd: opts.cwd,
     stdio: [opts.stdin ?? 'ignore', opts.stdout ?? 'pipe', 'pipe'],
     signal: opts.signal,

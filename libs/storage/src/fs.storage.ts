@@ -1,5 +1,16 @@
 import { constants as fsc } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import {
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rmdir,
+  stat,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
@@ -251,6 +262,16 @@ export class FsStorage implements Storage {
     } catch (e) {
       if (errno(e) === 'ENOENT') return;
       throw mapFsError(e, 'delete', `"${key}"`, this.displayUrl);
+    }
+  }
+
+  async removeEmptyDir(dir: string): Promise<void> {
+    checkKey(dir);
+    try {
+      await rmdir(this.pathOf(dir)); // rmdir(2) only ever removes an empty directory
+    } catch (e) {
+      if (['ENOENT', 'ENOTEMPTY', 'EEXIST', 'ENOTDIR'].includes(errno(e) ?? '')) return;
+      throw mapFsError(e, 'delete', `"${dir}/"`, this.displayUrl);
     }
   }
 

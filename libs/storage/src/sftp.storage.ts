@@ -554,6 +554,18 @@ export class SftpStorage implements Storage {
     }
   }
 
+  async removeEmptyDir(dir: string): Promise<void> {
+    checkKey(dir);
+    let s;
+    try {
+      s = await this.conn();
+    } catch (e) {
+      throw mapSftpError(e, 'delete', `"${dir}/"`, this.displayUrl);
+    }
+    // SSH_FXP_RMDIR only removes an empty directory; a non-empty or missing one is left as it is.
+    await call((cb) => s.sftp.rmdir(this.pathOf(dir), cb)).catch(() => undefined);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const pending = this.session;

@@ -211,12 +211,38 @@ describe('s3 backend', () => {
   });
 
   it('credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)', async () => {
-    const st = await openStorage(s3.url('env'), { env: { ...s3.env } });
-    try {
-      await probeStorage(st);
-    } finally {
-      await st.close();
-    }
+    // The real process environment, no env or credentials option: what the SDK's chain reads.
+    const names = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_PROFILE'] as const;
+    const saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
+    const withEnv = async (vars: Record<string, string>, fn: () => Promise<void>) => {
+      for (const n of names) delete process.env[n];
+      Object.assign(process.env, vars);
+      try {
+        await fn();
+      } finally {
+        for (const n of names) {
+          if (saved[n] === undefined) delete process.env[n];
+          else process.env[n] = saved[n];
+        }
+      }
+    };
+    await withEnv(s3.env, async () => {
+      const st = await openStorage(s3.url('env'));
+      try {
+        await probeStorage(st);
+      } finally {
+        await st.close();
+      }
+    });
+    // The same call with an unknown key id in the environment is refused: the environment is what was used.
+    await withEnv({ ...s3.env, AWS_ACCESS_KEY_ID: 'NOT-A-KEY-ID' }, async () => {
+      const st = await openStorage(s3.url('env'));
+      try {
+        expect((await failure(probeStorage(st))).code).toBe(ErrorCodes.STORAGE_DENIED);
+      } finally {
+        await st.close();
+      }
+    });
   });
 
   it('a URL with credentials is refused without echoing them', async () => {
@@ -331,7 +357,10 @@ describe('sftp backend', () => {
   });
 
   it('password auth from DBCRATE_SFTP_PASSWORD works; a wrong one is E_STORAGE_DENIED without the password', async () => {
-    if (!sshd.passwordUser) return; // needs root to create the OS user
+    // Never vacuous: the harness creates the user when run as root; otherwise this fails, saying why.
+    if (!sshd.passwordUser) {
+      throw new Error('password auth needs a throwaway OS user: run the integration tests as root');
+    }
     const { name, password } = sshd.passwordUser;
     const url = `sftp://${name}@127.0.0.1:${sshd.port}${sshd.root}/pw?known_hosts=${sshd.knownHostsFile}`;
     const st = await openStorage(url, { env: { DBCRATE_SFTP_PASSWORD: password } });
@@ -346,6 +375,22 @@ describe('sftp backend', () => {
     const err = await failure(openStorage(url, { env: { DBCRATE_SFTP_PASSWORD: wrongPw } }));
     expect(err.code).toBe(ErrorCodes.STORAGE_DENIED);
     expect(allText(err)).not.toContain(wrongPw);
+  });
+
+  it('storage check leaves nothing behind (no .dbcrate-probe folder); removeEmptyDir removes an empty folder only', async () => {
+    const st = await openStorage(sshd.url('probe'));
+    try {
+      await probeStorage(st);
+      expect(readdirSync(join(sshd.root, 'probe'))).toEqual([]);
+      await st.put('a/b/one', Readable.from([Buffer.from('1')]));
+      await st.put('a/c/two', Readable.from([Buffer.from('2')]));
+      await st.delete('a/b/one');
+      await st.removeEmptyDir!('a/b');
+      await st.removeEmptyDir!('a/c');
+      expect(readdirSync(join(sshd.root, 'probe', 'a'))).toEqual(['c']);
+    } finally {
+      await st.close();
+    }
   });
 
   it('a password in the URL is refused without echoing it', async () => {
@@ -411,6 +456,26 @@ describe('local folder backend', () => {
       if (asRoot) execFileSync('chattr', ['-i', ro]);
       else execFileSync('chmod', ['755', ro]);
     }
+  });
+
+  it('storage check leaves nothing behind (no .dbcrate-probe folder)', async () => {
+    const root = join(dir, 'probe-root');
+    const st = await openStorage(`file://${root}`);
+    await probeStorage(st);
+    expect(readdirSync(root)).toEqual([]);
+  });
+
+  it('removeEmptyDir removes an empty folder only', async () => {
+    const root = join(dir, 'rmdir-root');
+    const st = await openStorage(`file://${root}`);
+    await st.put('a/b/one', Readable.from([Buffer.from('1')]));
+    await st.put('a/c/two', Readable.from([Buffer.from('2')]));
+    await st.delete('a/b/one');
+    await st.removeEmptyDir!('a/b');
+    await st.removeEmptyDir!('a/c'); // not empty: stays
+    await st.removeEmptyDir!('a/missing');
+    expect(readdirSync(join(root, 'a'))).toEqual(['c']);
+    expect((await readAll(await st.get('a/c/two'))).toString()).toBe('2');
   });
 
   it('the root folder is created on first put', async () => {

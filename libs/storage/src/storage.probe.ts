@@ -17,7 +17,11 @@ export interface ProbeResult {
   totalMs: number;
 }
 
-export const PROBE_PREFIX = '.dbcrate-probe/';
+/**
+ * Probe objects sit at the root (`.dbcrate-probe-<time>-<random>`), not in a folder: on file
+ * and SFTP a folder would stay behind after the delete (older versions left `.dbcrate-probe/`).
+ */
+export const PROBE_PREFIX = '.dbcrate-probe-';
 
 const STORAGE_CODES = new Set<string>([
   ErrorCodes.STORAGE_UNREACHABLE,
@@ -43,7 +47,7 @@ async function readAll(r: Readable, limit: number): Promise<Buffer> {
 
 /**
  * Validate a destination end to end before it is saved: list, write a small random object
- * under .dbcrate-probe/, read it back and compare, delete it. A failing step throws a
+ * at the root (.dbcrate-probe-…), read it back and compare, delete it. A failing step throws a
  * DbcrateError naming the step; the probe object is removed whatever happens.
  */
 export async function probeStorage(storage: Storage): Promise<ProbeResult> {

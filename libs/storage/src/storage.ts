@@ -30,6 +30,11 @@ export interface Storage {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Deleting a missing key is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Remove the folder `dir` (a key prefix without the trailing "/") if it exists and is
+   * empty; anything else is left alone. Only storages with real folders (file, SFTP) have it.
+   */
+  removeEmptyDir?(dir: string): Promise<void>;
   close(): Promise<void>;
 }
 

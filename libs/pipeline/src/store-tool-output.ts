@@ -17,10 +17,10 @@ export interface StoreToolOutputOptions {
   /** Last check once everything has been stored; throwing removes the object like any failure. */
   verify?: () => void;
   /**
-   * A folder that only this run writes into (e.g. a base backup's own folder): removed on
-   * failure once empty, on storages that have folders.
+   * Folders to remove after a failure if they are then empty, in order (a base backup's own
+   * folder, then its parent), on storages that have folders; never one holding anything.
    */
-  ownDir?: string;
+  removeEmptyDirs?: string[];
   /** Adds context (e.g. the tool's stderr) to the error reported. */
   describe?: (e: unknown) => unknown;
 }
@@ -69,7 +69,7 @@ export async function storeToolOutput(opts: StoreToolOutputOptions): Promise<Met
     // The put may have completed before a late error (tool exit code, verify): remove it then,
     // and only then. A failed put left nothing of ours (the backends discard partial objects).
     if (created) await opts.storage.delete(opts.key).catch(() => undefined);
-    if (opts.ownDir) await opts.storage.removeEmptyDir?.(opts.ownDir).catch(() => undefined);
+    for (const d of opts.removeEmptyDirs ?? []) await opts.storage.removeEmptyDir?.(d).catch(() => undefined);
     if (opts.signal?.aborted) {
       throw new DbcrateError(ErrorCodes.INTERRUPTED, `${opts.what} interrupted; nothing was kept`);
     }

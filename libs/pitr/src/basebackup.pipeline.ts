@@ -239,6 +239,7 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
   const started = (opts.now ?? (() => new Date()))();
   const backupId = snapshotIdFor(started);
   const keys = baseBackupKeys(databaseId, backupId);
+  const ownDirs = [keys.dataKey.slice(0, keys.dataKey.lastIndexOf('/')), `${databaseId}/base`];
   log.info({ databaseId, backupId, key: keys.dataKey, server: info.version }, 'base backup started');
 
   // No -d: the target comes entirely from the libpq environment (password in PGPASSWORD only).
@@ -290,7 +291,7 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
     signal: opts.signal,
     what: 'base backup',
     // The backup's folder is its own (random backup id): an interrupted one leaves no empty folder.
-    ownDir: keys.dataKey.slice(0, keys.dataKey.lastIndexOf('/')),
+    removeEmptyDirs: ownDirs,
     verify: () => {
       if (!scanner.ok) {
         throw new DbcrateError(
@@ -356,9 +357,7 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
   } catch (e) {
     // No manifest, no backup: remove this run's data object and its folder.
     await opts.storage.delete(keys.dataKey).catch(() => undefined);
-    await opts.storage
-      .removeEmptyDir?.(keys.dataKey.slice(0, keys.dataKey.lastIndexOf('/')))
-      .catch(() => undefined);
+    for (const d of ownDirs) await opts.storage.removeEmptyDir?.(d).catch(() => undefined);
     throw e;
   }
   progress?.done({ backupId, storedBytes: stored.bytes });

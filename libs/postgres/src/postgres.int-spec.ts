@@ -271,6 +271,7 @@ describe('libs/postgres against a throwaway cluster', () => {
       expect(Buffer.concat(chunks).toString()).toContain('dbcrate_test');
     });
 
+    // spawnPgTool is the one spawner: the pipeline's runTool (pg_dump, pg_restore, pg_basebackup) is built on it.
     it('refuses a password on the command line', () => {
       expect(() => spawnPgTool('/bin/true', ['postgres://u:secret@h/d'], { env: {} })).toThrow(
         /command line/,

@@ -18,7 +18,7 @@ import { devNull, runTool, type ToolRun } from './child-process.stream';
 import type { DumpManifest } from './manifest';
 import type { ProgressSink } from './progress';
 import { resolveSnapshot } from './snapshots';
-import { createRestoreSpool } from './restore.spool';
+import { createRestoreSpool, sweepStaleSpools } from './restore.spool';
 import { VerifyStream } from './verify.stream';
 
 const BROKEN_PIPE = new Set([
@@ -112,6 +112,8 @@ function checkKeyMatches(manifest: DumpManifest, keys: DecryptionKey[]): void {
 export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   const log = logger();
   const t0 = Date.now();
+  // Decrypted spools of killed parallel restores go at the next restore, whatever its --jobs.
+  sweepStaleSpools(opts.spoolDir ?? tmpdir());
   const snap = await resolveSnapshot(opts.storage, opts.snapshot, { databaseId: opts.databaseId });
   const m = snap.manifest;
   checkKeyMatches(m, opts.keys);

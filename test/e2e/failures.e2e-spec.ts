@@ -179,7 +179,7 @@ describe('failures', () => {
     const r = await runCli(['backup', '--db', url, '--to', `file://${dest}`, '--recipient', keys.pub]);
     await pg.psql('DROP TABLE private_data', 'fail_source');
     expect(r.code).toBe(3);
-    expect(r.stderr).toContain('pg_dump failed');
+    expect(r.stderr).toContain('pg_dump exited with code 1');
     expect(r.stderr).toContain('permission denied');
     expect(r.stderr).not.toContain('LimitedPw-31337');
     expect(await files(dest)).toEqual([]);

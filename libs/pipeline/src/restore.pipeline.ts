@@ -213,18 +213,18 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
     );
     try {
       const [get, verify, decrypt, decompress] = await source();
-      const abortSpool = new AbortController();
-      const onAbort = () => abortSpool.abort(opts.signal?.reason);
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        await pipeline(get, verify, decrypt, decompress, createWriteStream(spool.file, { mode: 0o600 }), {
-          signal: abortSpool.signal,
-        });
+        await pipeline(
+          get,
+          verify,
+          decrypt,
+          decompress,
+          createWriteStream(spool.file, { mode: 0o600 }),
+          opts.signal ? { signal: opts.signal } : {},
+        );
       } catch (e) {
         if (opts.signal?.aborted) throw interrupted();
         throw e;
-      } finally {
-        opts.signal?.removeEventListener('abort', onAbort);
       }
       if (opts.signal?.aborted) throw interrupted();
       const restore = runTool(tools.pgRestore, [...args, `--jobs=${jobs}`, spool.file], env, {

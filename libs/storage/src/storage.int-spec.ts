@@ -458,9 +458,12 @@ describe('local folder backend', () => {
     }
   });
 
-  it('storage check leaves nothing behind (no .dbcrate-probe folder)', async () => {
+  it('storage check leaves nothing behind (no .dbcrate-probe folder), and removes an old empty one', async () => {
     const root = join(dir, 'probe-root');
     const st = await openStorage(`file://${root}`);
+    await probeStorage(st);
+    expect(readdirSync(root)).toEqual([]);
+    mkdirSync(join(root, '.dbcrate-probe'));
     await probeStorage(st);
     expect(readdirSync(root)).toEqual([]);
   });

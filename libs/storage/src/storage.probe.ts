@@ -107,6 +107,8 @@ export async function probeStorage(storage: Storage): Promise<ProbeResult> {
     });
   } finally {
     if (written) await storage.delete(key).catch(() => undefined);
+    // The empty folder older versions left behind (their probes lived in .dbcrate-probe/).
+    await storage.removeEmptyDir?.('.dbcrate-probe').catch(() => undefined);
   }
   return { displayUrl: storage.displayUrl, steps, totalMs: Date.now() - started };
 }

@@ -81,21 +81,34 @@ describe('logical backups: no false success', () => {
     await Promise.allSettled([pg?.stop(), s3?.stop(), dir && rm(dir, { recursive: true, force: true })]);
   });
 
-  it('two backups started in the same millisecond both succeed, under different ids', async () => {
-    const storage = await fsStorage('same-ms');
-    const t = new Date('2026-11-25T11:45:12.345Z');
-    const both = await Promise.allSettled(
-      [0, 1].map(() =>
-        runBackup({ dbUrl: source, storage, recipients: [recipient], databaseId: 'same', now: () => t }),
-      ),
-    );
-    expect(both.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
-    const [a, b] = both.map((r) => (r as PromiseFulfilledResult<BackupResult>).value);
-    expect(a.manifest.snapshotId).not.toBe(b.manifest.snapshotId);
-    expect(a.manifest.snapshotId.startsWith('20261125T114512.345Z-')).toBe(true);
-    const list = await listSnapshots(storage);
-    expect(list.map((e) => e.status)).toEqual(['complete', 'complete']);
-  });
+  it.each(['file', 's3'])(
+    'two backups started in the same millisecond both succeed, under different ids (%s)',
+    async (kind) => {
+      const storage =
+        kind === 'file'
+          ? await fsStorage('same-ms')
+          : await openStorage(s3.url('same-ms'), { env: { ...s3.env } });
+      try {
+        const t = new Date('2026-11-25T11:45:12.345Z');
+        const both = await Promise.allSettled(
+          [0, 1].map(() =>
+            runBackup({ dbUrl: source, storage, recipients: [recipient], databaseId: 'same', now: () => t }),
+          ),
+        );
+        expect(both.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+        const [a, b] = both.map((r) => (r as PromiseFulfilledResult<BackupResult>).value);
+        expect(a.manifest.snapshotId).not.toBe(b.manifest.snapshotId);
+        expect(a.manifest.snapshotId.startsWith('20261125T114512.345Z-')).toBe(true);
+        const list = await listSnapshots(storage);
+        expect(list.map((e) => e.status)).toEqual(['complete', 'complete']);
+        expect(list.map((e) => e.manifest!.object.sha256).sort()).toEqual(
+          [a, b].map((r) => r.manifest.object.sha256).sort(),
+        );
+      } finally {
+        await storage.close();
+      }
+    },
+  );
 
   it.each(['file', 's3'])(
     'a %s upload that loses the name to another writer leaves the other object alone',

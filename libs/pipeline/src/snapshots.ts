@@ -24,6 +24,8 @@ export interface SnapshotEntry {
   dataSize?: number;
   manifestKey?: string;
   manifest?: DumpManifest;
+  /** When storage says the manifest (else the data object) was last written. */
+  storedAt?: Date;
 }
 
 function lsnValue(lsn: string): bigint {
@@ -35,33 +37,39 @@ function lsnValue(lsn: string): bigint {
 function startTimeOf(e: SnapshotEntry): number {
   const m = e.manifest;
   const t = m ? Date.parse(m.server.startTime ?? m.startedAt) : NaN;
-  return Number.isNaN(t) ? e.time.getTime() : t;
+  if (!Number.isNaN(t)) return t;
+  // No readable manifest: when it was stored is a better guess than the id, which the
+  // writer's clock chose.
+  return (e.storedAt ?? e.time).getTime();
 }
 
 /**
- * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md):
- * 1. two dumps of one server (same system identifier) that both recorded the server's WAL
- *    position at their start are ordered by it: it only grows, whatever the clocks say;
- * 2. otherwise by the server's clock at the dump's start (`server.startTime`); manifests
- *    written before it was recorded use their `startedAt` (the client's clock), and an
- *    unreadable manifest the time in the snapshot id;
- * 3. ties by snapshot id.
+ * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md): by
+ * the server's clock at the dump's start (`server.startTime`), so a client with a wrong
+ * clock cannot reorder them; manifests written before it was recorded use their `startedAt`
+ * (the client's clock), an unreadable manifest the time its object was stored. Ties (one
+ * millisecond) go to the server's WAL position at the start, for dumps of one server, then
+ * to the microseconds the Date lost, then to the snapshot id. One key per entry, compared
+ * field by field, so the order is a total order whatever mix of servers and manifests.
  */
 export function compareSnapshots(a: SnapshotEntry, b: SnapshotEntry): number {
-  const sa = a.manifest?.server;
-  const sb = b.manifest?.server;
-  if (sa?.startLsn && sb?.startLsn && sa.systemIdentifier && sa.systemIdentifier === sb.systemIdentifier) {
-    const la = lsnValue(sa.startLsn);
-    const lb = lsnValue(sb.startLsn);
-    if (la !== lb) return la < lb ? -1 : 1;
+  const ka = sortKey(a);
+  const kb = sortKey(b);
+  for (let i = 0; i < ka.length; i++) {
+    if (ka[i] !== kb[i]) return ka[i] < kb[i] ? -1 : 1;
   }
-  const ta = startTimeOf(a);
-  const tb = startTimeOf(b);
-  if (ta !== tb) return ta - tb;
-  const ka = sa?.startTime ?? '';
-  const kb = sb?.startTime ?? '';
-  if (ka !== kb) return ka < kb ? -1 : 1; // microseconds the Date lost
-  return a.snapshotId < b.snapshotId ? -1 : a.snapshotId > b.snapshotId ? 1 : 0;
+  return 0;
+}
+
+function sortKey(e: SnapshotEntry): [number, string, bigint, string, string] {
+  const s = e.manifest?.server;
+  return [
+    startTimeOf(e),
+    s?.systemIdentifier ?? '',
+    s?.startLsn ? lsnValue(s.startLsn) : -1n,
+    s?.startTime ?? '',
+    e.snapshotId,
+  ];
 }
 
 /**
@@ -118,10 +126,13 @@ export async function listSnapshots(
       };
       byId.set(id, e);
     }
-    if (parsed.kind === 'manifest') e.manifestKey = obj.key;
-    else {
+    if (parsed.kind === 'manifest') {
+      e.manifestKey = obj.key;
+      if (obj.lastModified) e.storedAt = obj.lastModified;
+    } else {
       e.dataKey = obj.key;
       e.dataSize = obj.size;
+      if (obj.lastModified && !e.manifestKey) e.storedAt ??= obj.lastModified;
     }
   }
   const entries = [...byId.values()].sort(
@@ -133,8 +144,19 @@ export async function listSnapshots(
       e.reason = 'no manifest: the backup did not finish';
       continue;
     }
+    let raw: Buffer;
     try {
-      e.manifest = parseManifest(await readObject(storage, e.manifestKey), e.manifestKey);
+      raw = await readObject(storage, e.manifestKey);
+    } catch (err) {
+      // A storage that cannot be reached or read now says nothing about the snapshot; only
+      // a manifest that is gone, or was read and is wrong, makes it damaged.
+      if (!(err instanceof DbcrateError) || err.code !== ErrorCodes.STORAGE_NOT_FOUND) throw err;
+      e.status = 'damaged';
+      e.reason = `manifest ${e.manifestKey} vanished while listing`;
+      continue;
+    }
+    try {
+      e.manifest = parseManifest(raw, e.manifestKey);
     } catch (err) {
       e.status = 'damaged';
       e.reason = (err as Error).message;

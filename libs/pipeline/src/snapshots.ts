@@ -180,6 +180,38 @@ export async function listSnapshots(
 }
 
 /**
+ * Dumps of a database whose name is not a valid id were stored, before ids were made
+ * collision-free, under the old derived id (`a/b` → `a_b`); new dumps of it go to the new id
+ * (`a_b-<hash>`). "latest" of the old id would then silently be a stale dump: refuse it when
+ * the new id holds complete dumps of the same server's database.
+ */
+async function refuseIfMoved(
+  storage: Storage,
+  last: SnapshotEntry & { manifest: DumpManifest },
+): Promise<void> {
+  const m = last.manifest;
+  if (m.databaseIdFrom) return; // written by a version that already used the new ids
+  const name = m.server.database;
+  const moved = defaultDatabaseId(name);
+  if (moved === last.databaseId || legacyDatabaseId(name) !== last.databaseId) return;
+  const newer = (await listSnapshots(storage, { databaseId: moved })).filter(
+    (e) =>
+      e.status === 'complete' &&
+      e.manifest?.server.database === name &&
+      e.manifest.server.systemIdentifier === m.server.systemIdentifier,
+  );
+  if (!newer.length) return;
+  const newest = newer.at(-1)!;
+  throw new DbcrateError(
+    ErrorCodes.USAGE,
+    `"latest" of database id ${last.databaseId} would be a stale dump: newer dumps of database ${JSON.stringify(name)} are stored under database id ${moved} (the newest is ${moved}/${newest.snapshotId})`,
+    {
+      hint: `restore latest --database-id ${moved}, or restore ${last.databaseId}/${last.snapshotId} by its id if the old one is what you want`,
+    },
+  );
+}
+
+/**
  * Find the snapshot to restore: an id (optionally "<database-id>/<id>") or "latest".
  * Only complete snapshots qualify; an incomplete or damaged one is refused with the reason.
  */
@@ -245,6 +277,7 @@ export async function resolveSnapshot(
         },
       );
     }
+    await refuseIfMoved(storage, last as SnapshotEntry & { manifest: DumpManifest });
     return last as SnapshotEntry & { manifest: DumpManifest };
   }
   const matches = all.filter((e) => e.snapshotId === snapshotId);

@@ -111,6 +111,7 @@ export async function listSnapshots(
   opts: { databaseId?: string } = {},
 ): Promise<SnapshotEntry[]> {
   const prefix = opts.databaseId ? `${validateDatabaseId(opts.databaseId)}/${DUMPS_DIR}/` : '';
+  await storage.checkRoot?.();
   const byId = new Map<string, SnapshotEntry>();
   for await (const obj of storage.list(prefix)) {
     const parsed = parseDumpKey(obj.key);

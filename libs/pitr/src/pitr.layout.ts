@@ -190,6 +190,7 @@ export async function ensureClusterIdentity(
 
 /** Database ids under the root that hold a cluster.json (physical backups / WAL). */
 export async function listClusterIds(storage: Storage): Promise<string[]> {
+  await storage.checkRoot?.();
   const ids = new Set<string>();
   for await (const o of storage.list('')) {
     const parts = o.key.split('/');
@@ -202,6 +203,7 @@ export async function listClusterIds(storage: Storage): Promise<string[]> {
 export async function resolveClusterId(storage: Storage, given?: string): Promise<string> {
   if (given) {
     validateDatabaseId(given);
+    await storage.checkRoot?.();
     if (!(await readClusterIdentity(storage, given))) {
       throw new DbcrateError(
         ErrorCodes.SNAPSHOT_NOT_FOUND,

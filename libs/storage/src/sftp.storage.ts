@@ -448,6 +448,24 @@ export class SftpStorage implements Storage {
     });
   }
 
+  async checkRoot(): Promise<void> {
+    let st: Stats | undefined;
+    try {
+      st = await this.statOf(await this.conn(), this.pathOf(''));
+    } catch (e) {
+      throw mapSftpError(e, 'list', 'the root folder', this.displayUrl);
+    }
+    if (!st?.isDirectory()) {
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_NOT_FOUND,
+        st
+          ? `the path of ${this.displayUrl} is a file, not a folder`
+          : `the folder of ${this.displayUrl} does not exist`,
+        { hint: 'check the path in the sftp:// URL' },
+      );
+    }
+  }
+
   private async statOf(s: Session, path: string): Promise<Stats | undefined> {
     try {
       return await call<Stats>((cb) => s.sftp.stat(path, cb));
@@ -524,7 +542,19 @@ export class SftpStorage implements Storage {
     yield* this.walk(s, start, prefix);
   }
 
-  private async *walk(s: Session, rel: string, prefix: string): AsyncGenerator<ObjectInfo> {
+  /**
+   * Folders and files reached through symlinks are listed like real ones. SFTP has no inode
+   * numbers, so a linked folder is resolved with realpath and skipped when it is the folder
+   * being walked or one of its parents (a loop) or was walked already.
+   */
+  private async *walk(
+    s: Session,
+    rel: string,
+    prefix: string,
+    walked: { linked: Set<string>; root?: string } = { linked: new Set() },
+    /** The real path of `rel` once a link was followed to reach it; else root's + rel. */
+    physical?: string,
+  ): AsyncGenerator<ObjectInfo> {
     let entries: FileEntryWithStats[];
     try {
       entries = await call<FileEntryWithStats[]>((cb) => s.sftp.readdir(this.pathOf(rel), cb));
@@ -535,10 +565,28 @@ export class SftpStorage implements Storage {
     for (const ent of entries) {
       if (ent.filename === '.' || ent.filename === '..') continue;
       const key = rel ? `${rel}/${ent.filename}` : ent.filename;
-      if (ent.attrs.isDirectory()) {
-        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(s, key, prefix);
-      } else if (ent.attrs.isFile() && !isTempName(ent.filename) && key.startsWith(prefix)) {
-        yield { key, size: ent.attrs.size, lastModified: new Date(ent.attrs.mtime * 1000) };
+      let attrs = ent.attrs;
+      let childPhysical = physical === undefined ? undefined : posix.join(physical, ent.filename);
+      if (attrs.isSymbolicLink()) {
+        const target = await call<Stats>((cb) => s.sftp.stat(this.pathOf(key), cb)).catch(() => undefined);
+        if (!target) continue; // dangling
+        attrs = target;
+        if (attrs.isDirectory()) {
+          const to = await call<string>((cb) => s.sftp.realpath(this.pathOf(key), cb));
+          walked.root ??= await call<string>((cb) => s.sftp.realpath(this.pathOf(''), cb));
+          const here = physical ?? posix.join(walked.root, rel);
+          // a link to this folder or a parent is a loop; one walked already is a repeat
+          if (walked.linked.has(to) || `${here}/`.startsWith(`${to}/`)) continue;
+          walked.linked.add(to);
+          childPhysical = to;
+        }
+      }
+      if (attrs.isDirectory()) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) {
+          yield* this.walk(s, key, prefix, walked, childPhysical);
+        }
+      } else if (attrs.isFile() && !isTempName(ent.filename) && key.startsWith(prefix)) {
+        yield { key, size: attrs.size, lastModified: new Date(attrs.mtime * 1000) };
       }
     }
   }

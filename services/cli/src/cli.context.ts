@@ -26,12 +26,16 @@ export function contextFor(cmd: Command): CliContext {
   const path = g.config ?? process.env.DBCRATE_CONFIG;
   const file = loadConfigFile(path);
   checkConfigKeys(file, knownSettings(cmd), path);
+  const mode = (g.progress ?? process.env.DBCRATE_PROGRESS ?? 'auto') as 'auto' | 'tty' | 'json' | 'off';
+  // A person at a terminal reads lines; a program reading stderr gets JSON lines.
+  const format =
+    process.env.DBCRATE_LOG_FORMAT ?? (process.stderr.isTTY && mode !== 'json' ? 'pretty' : 'json');
   setLogger(
     createLogger({
       level: g.logLevel ?? process.env.DBCRATE_LOG_LEVEL ?? (file['log-level'] as string) ?? 'warn',
+      pretty: format === 'pretty',
     }),
   );
-  const mode = (g.progress ?? process.env.DBCRATE_PROGRESS ?? 'auto') as 'auto' | 'tty' | 'json' | 'off';
   return {
     file,
     signal: controller.signal,

@@ -25,6 +25,7 @@ import {
   timelinePath,
   walReach,
   windowsFromIndex,
+  type WalGap,
   type WalIndex,
 } from './windows';
 
@@ -41,18 +42,35 @@ export type RecoveryTarget =
 export type TimelineChoice = 'latest' | 'current' | number;
 export type RecoveryAction = 'promote' | 'pause' | 'shutdown';
 
-/** Parse a --to-time value; keep the text as given (PostgreSQL parses it, to the microsecond). */
+/** Date and time, then a zone: Z, ±HH, ±HHMM or ±HH:MM (what PostgreSQL and ISO 8601 print). */
+const ZONED_TIME = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$/;
+
+/**
+ * Parse a --to-time value; keep the text as given (PostgreSQL parses it, to the microsecond).
+ * A time without a zone is refused: the planner would read it in the caller's TZ and
+ * PostgreSQL in the server's timezone setting, two different instants.
+ */
 export function parseTargetTime(text: string): Date {
+  const trimmed = text.trim();
+  const hint =
+    'use ISO 8601 with a time zone, e.g. 2026-11-25T14:03:12.250Z or "2026-11-25 14:03:12.250123+00"';
+  if (/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$/.test(trimmed)) {
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" has no time zone`, {
+      hint: `${hint}; a zone-less time would be read in one zone here and in another by the server`,
+    });
+  }
+  if (!ZONED_TIME.test(trimmed)) {
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp with a time zone`, { hint });
+  }
   // PostgreSQL's own output ("2026-11-25 14:03:12.250123+00") has a space and an hour-only offset.
-  const iso = text
-    .trim()
+  const iso = trimmed
     .replace(/^(\d{4}-\d{2}-\d{2}) (\d)/, '$1T$2')
-    .replace(/([+-]\d{2})$/, '$1:00');
+    .replace(/\s+([zZ+-])/, '$1')
+    .replace(/([+-]\d{2})$/, '$1:00')
+    .replace(/([+-]\d{2})(\d{2})$/, '$1:$2');
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) {
-    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp`, {
-      hint: 'use ISO 8601 with a time zone, e.g. 2026-11-25T14:03:12.250Z or "2026-11-25 14:03:12.250123+00"',
-    });
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp`, { hint });
   }
   return d;
 }
@@ -66,6 +84,10 @@ export interface RecoveryPlan {
   index: WalIndex;
   /** The WAL files replay will ask for, in order: from the backup's start to the target (or the end of the archive). */
   walFiles: string[];
+  /** End of contiguous archived WAL on the path (LSN). */
+  endLsn: string;
+  /** With --accept-gap and --latest: the gap recovery stops at. */
+  acceptedGap?: WalGap;
 }
 
 function outOfWindow(message: string, windows: string[], hint?: string): DbcrateError {
@@ -81,16 +103,25 @@ function outOfWindow(message: string, windows: string[], hint?: string): Dbcrate
  * that the WAL in between is archived without a hole — all from object names and
  * manifests, before anything is downloaded.
  */
-export async function planRecovery(opts: {
-  storage: Storage;
+export async function planRecovery(opts: PlanOptions & { storage: Storage }): Promise<RecoveryPlan> {
+  const backups = await completeBaseBackups(opts.storage, opts.databaseId);
+  const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
+  const index = await indexArchive(opts.storage, opts.databaseId, segSize);
+  return planFromIndex(index, backups, opts);
+}
+
+export interface PlanOptions {
   databaseId: string;
   target: RecoveryTarget;
   timeline: TimelineChoice;
   backupId?: string;
-}): Promise<RecoveryPlan> {
-  const backups = await completeBaseBackups(opts.storage, opts.databaseId);
-  const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
-  const index = await indexArchive(opts.storage, opts.databaseId, segSize);
+  /** --accept-gap: recover to the end of contiguous WAL although the archive goes on after a gap. */
+  acceptGap?: boolean;
+}
+
+/** planRecovery on what was listed: pure, so every refusal can be tested without storage. */
+export function planFromIndex(index: WalIndex, backups: BaseManifest[], opts: PlanOptions): RecoveryPlan {
+  const segSize = index.segmentSize;
   const all = windowsFromIndex(index, backups);
   const windowText = all.timelines.map(describeWindow);
   if (backups.length === 0)
@@ -130,9 +161,11 @@ export async function planRecovery(opts: {
     const gapNote = reach.gaps.length
       ? ` (WAL gap: ${reach.gaps[0].firstMissing} is missing from the archive)`
       : '';
-    if (targetLsn !== undefined && targetLsn > reach.endLsn) {
+    // Replay stops at the first record at or after the target: that record must be archived
+    // too, so a target equal to the end of contiguous WAL cannot be reached either.
+    if (targetLsn !== undefined && targetLsn >= reach.endLsn) {
       throw outOfWindow(
-        `target LSN ${t.kind === 'lsn' ? t.lsn : ''} is past the end of the archived WAL${gapNote}`,
+        `target LSN ${t.kind === 'lsn' ? t.lsn : ''} is ${targetLsn === reach.endLsn ? 'at' : 'past'} the end of the contiguous archived WAL (${formatLsn(reach.endLsn)}); replay needs the WAL record at the target${gapNote}`,
         [windowDesc],
       );
     }
@@ -144,6 +177,19 @@ export async function planRecovery(opts: {
           [windowDesc],
         );
       }
+    }
+    // --latest across a gap would end at the gap and report success: the WAL after it is lost
+    // to this recovery. Only an explicit --accept-gap takes the end of contiguous WAL.
+    if (reach.gaps.length && t.kind === 'latest' && !opts.acceptGap) {
+      const g = reach.gaps[0];
+      throw new DbcrateError(
+        ErrorCodes.WAL_GAP,
+        `WAL gap on timeline ${g.timeline}: ${g.firstMissing} is missing (${g.missing} file(s); the archive resumes at ${g.resumesAt}); ` +
+          `--latest can only reach ${formatLsn(reach.endLsn)}${reach.lastFile ? ` (${reach.lastFile.name}${reach.lastFile.lastModified ? `, stored ${reach.lastFile.lastModified.toISOString()}` : ''})` : ''}; ${windowDesc}`,
+        {
+          hint: 'pass --accept-gap to recover to the end of contiguous WAL, or give a target before the gap; nothing was downloaded',
+        },
+      );
     }
     if (reach.gaps.length && (t.kind === 'latest' || t.kind === 'xid' || t.kind === 'name')) {
       logger().warn(
@@ -158,7 +204,16 @@ export async function planRecovery(opts: {
     for (let seg = startSeg; seg <= lastSeg; seg++) {
       walFiles.push(walFileName(timelineForSegment(path, seg, segSize), seg, segSize));
     }
-    return { databaseId: opts.databaseId, backup: b, timeline: tli, window: windowDesc, index, walFiles };
+    return {
+      databaseId: opts.databaseId,
+      backup: b,
+      timeline: tli,
+      window: windowDesc,
+      index,
+      walFiles,
+      endLsn: formatLsn(reach.endLsn),
+      acceptedGap: t.kind === 'latest' && opts.acceptGap ? reach.gaps[0] : undefined,
+    };
   }
   const what =
     t.kind === 'lsn'

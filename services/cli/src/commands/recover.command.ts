@@ -48,7 +48,8 @@ const schema = z.object({
   start: booleanSetting.default(false),
   port: intSetting(1, 65535).optional(),
   osUser: z.string().optional(),
-  archive: booleanSetting.default(true),
+  archive: booleanSetting.default(false),
+  acceptGap: booleanSetting.default(false),
   passphraseEnv: z.string().optional(),
   pgBinDir: z.string().optional(),
   json: z.boolean().optional(),
@@ -145,7 +146,14 @@ export function recoverCommand(): Command {
     .option('--start', 'start PostgreSQL on DIR and wait until recovery stops at the target')
     .option('--port <N>', 'port of the recovered server (default: a free port)')
     .option('--os-user <USER>', 'OS user to run the server as when dbcrate runs as root (default postgres)')
-    .option('--no-archive', 'set archive_mode=off on the recovered server (a test restore must not archive)')
+    .option(
+      '--archive',
+      'let the recovered server archive WAL as its configuration says (default: archive_mode=off, so a test copy never archives into the production archive)',
+    )
+    .option(
+      '--accept-gap',
+      'with --latest: recover to the end of contiguous WAL although the archive goes on after a gap',
+    )
     .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
     .option('--pg-bin-dir <DIR>', 'PostgreSQL server binaries (default /usr/lib/postgresql/<major>/bin)')
     .option('--json', 'print the result as JSON')
@@ -161,11 +169,25 @@ export function recoverCommand(): Command {
       const storage = await openStorage(s.from);
       try {
         const databaseId = await resolveClusterId(storage, s.databaseId);
-        const plan = await planRecovery({ storage, databaseId, target, timeline, backupId: s.baseBackup });
+        const plan = await planRecovery({
+          storage,
+          databaseId,
+          target,
+          timeline,
+          backupId: s.baseBackup,
+          acceptGap: s.acceptGap,
+        });
         const b = plan.backup;
         process.stderr.write(
           `dbcrate: base backup ${b.backupId} (timeline ${b.timeline}, ${b.startLsn} – ${b.stopLsn}); ${plan.window}\n`,
         );
+        const gap = plan.acceptedGap;
+        if (gap) {
+          process.stderr.write(
+            `dbcrate: --accept-gap: recovering to the end of contiguous WAL, ${plan.endLsn}; ${gap.firstMissing} is missing ` +
+              `(${gap.missing} file(s)) and the WAL from ${gap.resumesAt} on is not replayed\n`,
+          );
+        }
 
         const binDir = s.pgBinDir ?? `/usr/lib/postgresql/${b.server.major}/bin`;
         const osUser = process.getuid?.() === 0 ? (s.osUser ?? 'postgres') : undefined;
@@ -216,6 +238,8 @@ export function recoverCommand(): Command {
           const port = s.start ? (s.port ?? (await freePort())) : s.port;
           const extra: Record<string, string> = {};
           if (port) extra.port = String(port);
+          // A copy archiving into the production archive under the same system identifier forks
+          // production's history there; only an explicit --archive (a real failover) lets it.
           if (!s.archive) extra.archive_mode = 'off';
           const action: RecoveryAction = s.action;
           await writeRecoveryConfig(dir, {
@@ -228,7 +252,13 @@ export function recoverCommand(): Command {
           });
 
           if (!s.start) {
-            const out = { databaseId, backupId: b.backupId, targetDir: dir, started: false };
+            const out = {
+              databaseId,
+              backupId: b.backupId,
+              targetDir: dir,
+              started: false,
+              ...(gap ? { acceptedGap: gap, endLsn: plan.endLsn } : {}),
+            };
             if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
             else {
               process.stdout.write(
@@ -255,11 +285,19 @@ export function recoverCommand(): Command {
             },
           });
           replay.done({ walFilesRestored: outcome.walFilesRestored });
-          const result = { databaseId, backupId: b.backupId, targetDir: dir, port, ...outcome };
+          const result = {
+            databaseId,
+            backupId: b.backupId,
+            targetDir: dir,
+            port,
+            ...outcome,
+            ...(gap ? { acceptedGap: gap, endLsn: plan.endLsn } : {}),
+          };
           if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
           else {
             process.stdout.write(
               `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
+                `${gap ? ` (the end of contiguous WAL: ${gap.firstMissing} is missing, later WAL not replayed)` : ''}` +
                 `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
                 `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
             );

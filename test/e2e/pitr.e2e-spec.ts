@@ -62,6 +62,24 @@ async function expectRecovered(
   const auto = fs.readFileSync(join(rec.targetDir, 'postgresql.auto.conf'), 'utf8');
   expect(auto).not.toContain(PASSPHRASE);
   expect(auto).toMatch(/restore_command/);
+  // The server logs in English whatever the source's locale (dbcrate follows its log lines).
+  const [{ lc_messages }] = await rec.server.query<{ lc_messages: string }>('SHOW lc_messages');
+  expect(lc_messages).toBe('C');
+  // Replay progress: one definition (bytes of WAL replayed of the bytes needed), a total fixed
+  // from the first line, bytes that never go down nor past it.
+  const replay = rec.result.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('"phase":"replay"'))
+    .map((l) => JSON.parse(l) as { event: string; bytes: number; total?: number });
+  expect(replay.length).toBeGreaterThan(0);
+  expect(replay[replay.length - 1].event).toBe('done');
+  const total = replay[0].total;
+  expect(total).toBeGreaterThan(0);
+  for (let i = 0; i < replay.length; i++) {
+    expect(replay[i].total).toBe(total);
+    expect(replay[i].bytes).toBeLessThanOrEqual(total!);
+    if (i > 0) expect(replay[i].bytes).toBeGreaterThanOrEqual(replay[i - 1].bytes);
+  }
   // A recovered copy archives nothing into the production archive (archive_mode=off unless
   // --archive), even once promoted and written to.
   expect(auto).toMatch(/^archive_mode = 'off'$/m);
@@ -98,7 +116,8 @@ describe('point-in-time recovery', () => {
 
   beforeAll(async () => {
     env = await preparePitr('main');
-    pg = await startArchivingCluster(env);
+    // not C: the recovered server must still log in English (lc_messages=C on its command line)
+    pg = await startArchivingCluster(env, { lc_messages: 'C.utf8' });
     srv = pitrServerOf(pg);
     agent = await startAgent(env, pg.dataDir);
     await pg.createDatabase(DB);

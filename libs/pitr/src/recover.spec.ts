@@ -1,5 +1,6 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { parseTargetTime, readRecoveryLog, shellQuote } from './recover';
+import { parseTargetTime, shellQuote } from './recover';
+import { readRecoveryLog } from './recover.start';
 
 /** PostgreSQL 15 log lines with the default log_line_prefix ('%m [%p] '). */
 function log(...lines: string[]): string {

@@ -270,8 +270,12 @@ export function recoverCommand(): Command {
             }
             return;
           }
-          const replay = ctx.progress('replay');
-          let seen = 0;
+          // Replay progress: bytes of WAL segments replayed of the bytes the plan needs (fixed,
+          // known before the start), one segment size per segment PostgreSQL restored.
+          const segBytes = b.walSegmentSize;
+          const totalBytes = plan.walFiles.length * segBytes;
+          const replay = ctx.progress('replay', totalBytes);
+          let replayed = 0;
           const outcome = await startRecovery({
             dir,
             binDir,
@@ -279,12 +283,12 @@ export function recoverCommand(): Command {
             action: target.kind === 'latest' ? 'end' : action,
             osUser,
             signal: ctx.signal,
-            onProgress: (n) => {
-              if (n > seen) replay.update((n - seen) * b.walSegmentSize);
-              seen = n;
+            onProgress: (_files, segments) => {
+              const bytes = Math.min(totalBytes, segments * segBytes);
+              if (bytes > replayed) replay.update((replayed = bytes));
             },
           });
-          replay.done({ walFilesRestored: outcome.walFilesRestored });
+          replay.done({ walFilesRestored: outcome.walFilesRestored, segments: plan.walFiles.length });
           const result = {
             databaseId,
             backupId: b.backupId,

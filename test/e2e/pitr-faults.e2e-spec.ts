@@ -409,8 +409,8 @@ describe('point-in-time recovery: faults', () => {
     expect(lsnValue(accepted.json!.lsn!)).toBeLessThan(lsnValue(tl1!.to.lsn));
     await accepted.server.stop();
 
-    // a target before the gap is still fine
-    const ok = await cli([
+    // without --start, --passphrase-env is refused: the server would have to hold the passphrase
+    const noStart = await cli([
       'recover',
       '--from',
       gapDest,
@@ -419,13 +419,21 @@ describe('point-in-time recovery: faults', () => {
       '--passphrase-env',
       PASSPHRASE_ENV,
       '--target-dir',
-      join(env.root, 'before-gap'),
+      join(env.root, 'no-start'),
       '--to-lsn',
       lsnAfterBackup,
     ]);
-    expect({ code: ok.code, out: explain(ok) }).toEqual(expect.objectContaining({ code: 0 }));
-    expect(fs.existsSync(join(env.root, 'before-gap', 'PG_VERSION'))).toBe(true);
-    expect(fs.existsSync(join(env.root, 'before-gap', 'recovery.signal'))).toBe(true);
+    expect({ code: noStart.code, out: explain(noStart) }).toEqual(expect.objectContaining({ code: 2 }));
+    expect(noStart.stderr).toMatch(/--passphrase-env needs --start/);
+    expect(filesUnder(join(env.root, 'no-start'))).toEqual([]);
+
+    // a target before the gap is still fine
+    const ok = await recover({ ...env, dest: gapDest }, pg, 'before-gap', ['--to-lsn', lsnAfterBackup]);
+    expect({ code: ok.result.code, out: explain(ok.result, ok.server) }).toEqual(
+      expect.objectContaining({ code: 0 }),
+    );
+    expect(ok.json?.state).toBe('promoted');
+    await ok.server.stop();
   });
 
   it("recover --start onto a port in use fails with the server's reason, promptly", async () => {

@@ -198,7 +198,7 @@ export async function startRecovery(opts: {
   osUser?: string;
   signal?: AbortSignal;
   timeoutMs?: number;
-  /** No new log line and no replay progress for this long while a FATAL was logged: give up (default 120 s). */
+  /** No new log line and no replay progress for this long while a FATAL was logged: give up (default 300 s). */
   stallMs?: number;
   /** Environment variables the server must not inherit (e.g. the passphrase's). */
   dropEnv?: string[];
@@ -236,7 +236,7 @@ export async function startRecovery(opts: {
   const log = new LogFollower(logFile);
   const reader = new RecoveryLogReader();
   const deadline = Date.now() + (opts.timeoutMs ?? 24 * 3600_000);
-  const stallMs = opts.stallMs ?? 120_000;
+  const stallMs = opts.stallMs ?? 300_000;
   let lastChange = Date.now();
   try {
     for (;;) {

@@ -162,6 +162,9 @@ export interface RecoverJson {
   timeline?: number;
   walFilesRestored: number;
   logFile: string;
+  /** --accept-gap: the end of contiguous WAL and the gap recovery stopped at. */
+  endLsn?: string;
+  acceptedGap?: { timeline: number; firstMissing: string; missing: number; resumesAt: string };
 }
 
 export interface Recovered {

@@ -9,4 +9,8 @@ export * from './base.backups';
 export * from './wal.fetch';
 export * from './windows';
 export * from './recover';
+export * from './recover.start';
+export * from './timeline.branches';
+export * from './wal.serve';
+export * from './wal.serve.client';
 export * from './tar.scanner';

@@ -20,6 +20,7 @@ import {
   walFileName,
   type TimelineHistoryEntry,
 } from './wal.names';
+import { liveBranches, type LiveBranch } from './timeline.branches';
 
 export interface ArchivedWalFile extends ParsedWalKey {
   lastModified?: Date;
@@ -183,6 +184,8 @@ export interface DatabaseWindows {
   /** Timelines with WAL but no base backup that can reach them. */
   unreachable: number[];
   conflicts: string[];
+  /** The newest timeline and others that kept growing after it forked (recover then needs --timeline). */
+  liveBranches: LiveBranch[];
 }
 
 export async function restoreWindows(storage: Storage, databaseId: string): Promise<DatabaseWindows> {
@@ -235,6 +238,7 @@ export function windowsFromIndex(index: WalIndex, backups: BaseManifest[]): Data
     timelines: out,
     unreachable,
     conflicts: index.conflicts,
+    liveBranches: timelines.size ? liveBranches(index, Math.max(...timelines)) : [],
   };
 }
 

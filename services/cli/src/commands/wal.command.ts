@@ -6,6 +6,7 @@ import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   agentSocketPath,
+  fetchFromWalServer,
   fetchWal,
   findArchived,
   followingSegments,
@@ -173,6 +174,10 @@ export function walFetchCommand(): Command {
     .option('--key <PRIVKEY_FILE>', 'organisation private key')
     .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
     .option('--database-id <ID>', 'database id in the destination')
+    .option(
+      '--from-socket <DIR>',
+      'ask the `dbcrate recover --start` process serving WAL in DIR (no key needed; recover writes this)',
+    )
     .option('--pgdata <DIR>', 'data directory being recovered (default: the current directory)')
     .option('--prefetch <N>', 'following segments to fetch ahead in the background (default 8, 0 = off)')
     .option('--prefetch-parallel <N>', 'parallel downloads of the prefetcher (default 2)')
@@ -189,6 +194,12 @@ export function walFetchCommand(): Command {
 }
 
 async function walFetch(walFile: string, path: string, cmd: Command): Promise<void> {
+  const fromSocket = cmd.opts<{ fromSocket?: string }>().fromSocket;
+  if (fromSocket) {
+    requireWalFileName(walFile);
+    await writeAtomically(resolve(process.cwd(), path), await fetchFromWalServer(fromSocket, walFile));
+    return;
+  }
   const ctx = contextFor(cmd);
   const s = resolveSettings(fetchSchema, { flags: cmd.opts(), file: ctx.file });
   requireWalFileName(walFile);

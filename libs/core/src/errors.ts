@@ -31,6 +31,8 @@ export const ErrorCodes = {
   OUT_OF_WINDOW: 'E_OUT_OF_WINDOW',
   RECOVERY_FAILED: 'E_RECOVERY_FAILED',
   INTERRUPTED: 'E_INTERRUPTED',
+  /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
+  AGENT: 'E_AGENT',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -66,6 +68,7 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_OUT_OF_WINDOW: 7,
   E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
+  E_AGENT: 4,
   E_INTERNAL: 1,
 };
 

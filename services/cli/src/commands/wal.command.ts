@@ -11,6 +11,7 @@ import {
   followingSegments,
   prefetchInto,
   PrefetchSpool,
+  pushExpect,
   readSystemIdentifier,
   requestPush,
   requireWalFileName,
@@ -25,6 +26,7 @@ import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
 import { loadPrivateKey, loadRecipients } from '../key-files';
+import { agentFailure, settingsVerifier } from './wal.expect';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -89,7 +91,14 @@ export function walPushCommand(): Command {
     const abs = resolve(process.cwd(), path);
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
-      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs);
+      const g = cmd.optsWithGlobals<{ config?: string }>();
+      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const expect = pushExpect({ ...flags, config: g.config });
+      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
+        (e: unknown) => {
+          throw agentFailure(e);
+        },
+      );
       if (reply?.ok) return;
       if (reply && !reply.ok)
         throw new DbcrateError(reply.code as never, reply.message, { hint: reply.hint });
@@ -125,6 +134,12 @@ export function agentCommand(): Command {
       pgdata,
       socketPath: s.socket ?? agentSocketPath(pgdata),
       parallel: s.parallel,
+      verifyExpect: settingsVerifier({
+        displayUrl: a.storage.displayUrl,
+        databaseId: a.databaseId,
+        systemIdentifier: a.systemIdentifier,
+        recipients: a.seal.recipients,
+      }),
     });
     await agent.start();
     process.stderr.write(

@@ -1,14 +1,7 @@
-import { mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  AgentError,
-  agentSocketPath,
-  checkSocketDir,
-  privateTmpDir,
-  pushExpect,
-  replyMac,
-} from './agent.protocol';
+import { agentSocketPath, checkSocketDir, privateTmpDir, pushExpect, replyMac } from './agent.protocol';
 
 describe('agent socket path', () => {
   it('is in pg_wal for a short data directory', () => {
@@ -24,19 +17,24 @@ describe('agent socket path', () => {
     expect(Buffer.byteLength(p)).toBeLessThan(108);
   });
 
-  it('the private directory is created 0700 and a symlink in its place is refused', () => {
+  it('the private directory is created 0700 and checked', () => {
+    checkSocketDir(join(privateTmpDir(), 'x.sock'), { create: true });
+    const st = statSync(privateTmpDir());
+    expect(st.isDirectory()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o700);
+  });
+
+  it('a socket directory that is a symlink, or writable by others, is refused', () => {
     const base = mkdtempSync(join(tmpdir(), 'dbcrate-proto-'));
-    const saved = process.env.TMPDIR;
     try {
-      process.env.TMPDIR = base;
-      const sock = join(privateTmpDir(), 'a.sock');
-      checkSocketDir(sock, { create: true });
-      expect(statSync(privateTmpDir()).mode & 0o777).toBe(0o700);
-      rmSync(privateTmpDir(), { recursive: true });
-      symlinkSync('/tmp', privateTmpDir());
-      expect(() => checkSocketDir(sock, { create: true })).toThrow(AgentError);
+      mkdirSync(join(base, 'real'), { mode: 0o700 });
+      symlinkSync(join(base, 'real'), join(base, 'link'));
+      expect(() => checkSocketDir(join(base, 'link', 'a.sock'))).toThrow(/not a directory/);
+      chmodSync(join(base, 'real'), 0o777);
+      expect(() => checkSocketDir(join(base, 'real', 'a.sock'))).toThrow(/writable by other users/);
+      chmodSync(join(base, 'real'), 0o700);
+      expect(() => checkSocketDir(join(base, 'real', 'a.sock'))).not.toThrow();
     } finally {
-      process.env.TMPDIR = saved;
       rmSync(base, { recursive: true, force: true });
     }
   });

@@ -339,6 +339,7 @@ export class SftpStorage implements Storage {
       handle = undefined;
       await call((cb) => s!.sftp.close(h, cb));
       if (opts.signal?.aborted) throw interrupted(what);
+      await opts.beforeCommit?.();
       await this.moveIntoPlace(s, tmp, final, key, opts.ifNotExists === true);
       tmp = undefined;
       return { size };

@@ -7,7 +7,6 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   agentSocketPath,
   fetchWal,
-  findArchived,
   followingSegments,
   prefetchInto,
   PrefetchSpool,
@@ -18,6 +17,7 @@ import {
   resolveClusterId,
   sealWal,
   validateDatabaseId,
+  walNameState,
   WalAgent,
   WalArchiver,
   writeAtomically,
@@ -231,8 +231,8 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
     const storage = await openStorage(s.from);
     try {
       const databaseId = await resolveClusterId(storage, s.databaseId);
-      const found = await findArchived(storage, databaseId, walFile);
-      if (found.length === 0) {
+      const found = await walNameState(storage, databaseId, walFile);
+      if (found.objects.length === 0 && found.empty.length === 0) {
         throw new DbcrateError(
           ErrorCodes.WAL_NOT_FOUND,
           `${walFile} is not in the archive ${storage.displayUrl}`,

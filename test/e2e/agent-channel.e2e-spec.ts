@@ -19,6 +19,7 @@ import {
   type CliResult,
   type PgCluster,
 } from '@dbcrate/testing';
+import { agentSocketPath, checkSocketDir, privateTmpDir } from '@dbcrate/pitr';
 import { generateKeys } from './e2e.fixture';
 import { cleanup, cli, preparePitr, startAgent, type PitrEnv } from './pitr.fixture';
 
@@ -191,6 +192,28 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
       expect(r.stderr).toMatch(/did not authenticate/);
     }
     expect(filesUnder(dest)).toEqual([]);
+  });
+
+  it('a long data directory: both clients find the socket in the same private temp directory', async () => {
+    const long = join(fake, 'l'.repeat(60), 'o'.repeat(60));
+    fs.mkdirSync(join(long, 'pg_wal'), { recursive: true, mode: 0o700 });
+    const sock = agentSocketPath(long);
+    expect(sock.startsWith(privateTmpDir())).toBe(true);
+    checkSocketDir(sock, { create: true });
+    server = await fakeAgent(sock, OK);
+    try {
+      const args = [segPath, '--pgdata', long, '--to', `file://${dest}`, '--recipient', pub];
+      // without a socket there, each would fall back to pushing by itself and exit 0
+      for (const r of [await runCli(['wal-push', ...args]), await runNative(args)]) {
+        expect(r.code).toBe(4);
+        expect(r.stderr).toContain(sock);
+      }
+      expect(filesUnder(dest)).toEqual([]);
+    } finally {
+      await close(server);
+      server = undefined;
+      fs.rmSync(sock, { force: true });
+    }
   });
 
   describe('the real agent', () => {

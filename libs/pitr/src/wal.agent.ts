@@ -15,7 +15,13 @@ import {
   type PushExpect,
   type PushRequest,
 } from './agent.protocol';
-import { sealWal, WalArchiver, type PushResult, type WalSealOptions } from './wal.archive';
+import {
+  sealWal,
+  WalArchiver,
+  type PushResult,
+  type WalArchiverOptions,
+  type WalSealOptions,
+} from './wal.archive';
 import { parseWalFileName } from './wal.names';
 
 export interface WalAgentOptions {
@@ -34,6 +40,8 @@ export interface WalAgentOptions {
    * DbcrateError) to refuse the push. Without it, pushes that carry settings are refused.
    */
   verifyExpect?: (expect: PushExpect) => Promise<void>;
+  /** Tests: passed to the archiver (barriers, or a hang inside a put). */
+  hooks?: WalArchiverOptions['hooks'];
 }
 
 interface Entry {
@@ -87,6 +95,7 @@ export class WalAgent {
       databaseId: opts.databaseId,
       systemIdentifier: opts.systemIdentifier,
       seal: (plain) => sealWal(plain, opts.seal),
+      hooks: opts.hooks,
       hashAndSeal: pool
         ? async (plain) =>
             (await pool.run({ plain, opts: opts.seal }, { transferList: [plain.buffer as ArrayBuffer] })) as {

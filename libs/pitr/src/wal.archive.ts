@@ -93,7 +93,7 @@ export interface WalArchiverOptions {
    */
   hashAndSeal?: (plain: Buffer) => Promise<{ sha256: string; sealed: Uint8Array }>;
   /** Tests: barriers inside the race of two pushers (wal.claim.ts; PutOptions.beforeCommit). */
-  hooks?: ClaimHooks & { beforeCommit?: () => Promise<void> };
+  hooks?: ClaimHooks & { beforeCommit?: (walFile: string) => Promise<void> };
 }
 
 /**
@@ -178,7 +178,7 @@ export class WalArchiver {
           await this.opts.storage.put(
             key,
             Readable.from([Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength)]),
-            { ifNotExists: true, signal, beforeCommit: this.opts.hooks?.beforeCommit },
+            { ifNotExists: true, signal, beforeCommit: this.beforeCommit(name.name) },
           );
         } catch (e) {
           // A pusher of the same content (an agent pushing ahead, a retry) stored it meanwhile.
@@ -200,6 +200,11 @@ export class WalArchiver {
       plainBytes,
       storedBytes: stored ? sealed.byteLength : 0,
     };
+  }
+
+  private beforeCommit(walFile: string): (() => Promise<void>) | undefined {
+    const hook = this.opts.hooks?.beforeCommit;
+    return hook ? () => hook(walFile) : undefined;
   }
 
   /** Size, page header, system identifier: refuse what is not this cluster's WAL. */

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -115,6 +116,25 @@ export function walPushCommand(): Command {
   });
 }
 
+/**
+ * DBCRATE_TEST_HANG_IN_PUT=<file> (tests only): the agent's first WAL upload stops right
+ * before its commit step, with its bytes written, after writing the WAL file's name to
+ * <file>; so a test can kill the agent inside a put, deterministically.
+ */
+function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void> } | undefined {
+  const marker = process.env.DBCRATE_TEST_HANG_IN_PUT;
+  if (!marker) return undefined;
+  let hung = false;
+  return {
+    beforeCommit: async (walFile) => {
+      if (hung) return;
+      hung = true;
+      writeFileSync(marker, walFile + '\n');
+      await new Promise<never>(() => undefined);
+    },
+  };
+}
+
 export function agentCommand(): Command {
   return storageAndSealFlags(
     new Command('agent')
@@ -134,6 +154,7 @@ export function agentCommand(): Command {
       pgdata,
       socketPath: s.socket ?? agentSocketPath(pgdata),
       parallel: s.parallel,
+      hooks: hangInPutForTests(),
       verifyExpect: settingsVerifier({
         displayUrl: a.storage.displayUrl,
         databaseId: a.databaseId,

@@ -32,6 +32,8 @@ export const ErrorCodes = {
   TIMELINE_BRANCHES: 'E_TIMELINE_BRANCHES',
   RECOVERY_FAILED: 'E_RECOVERY_FAILED',
   INTERRUPTED: 'E_INTERRUPTED',
+  /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
+  AGENT: 'E_AGENT',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -69,6 +71,7 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_TIMELINE_BRANCHES: 7,
   E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
+  E_AGENT: 4,
   E_INTERNAL: 1,
 };
 

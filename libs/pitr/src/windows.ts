@@ -54,7 +54,7 @@ export async function indexArchive(
   const timelines = new Set<number>();
   for await (const o of storage.list(walPrefix(databaseId))) {
     const p = parseWalKey(o.key);
-    if (!p) continue;
+    if (!p || o.size === 0) continue; // a zero-byte object is no archived copy
     const prev = files.get(p.name);
     if (prev && prev.sha256 !== p.sha256) conflicts.add(p.name);
     files.set(p.name, { ...p, lastModified: o.lastModified });

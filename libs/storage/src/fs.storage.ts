@@ -139,6 +139,7 @@ export class FsStorage implements Storage {
       await fh.close();
       fh = undefined;
       if (opts.signal?.aborted) throw interrupted(what);
+      await opts.beforeCommit?.();
       if (opts.ifNotExists) await this.linkNoReplace(tmp, final, key);
       else await rename(tmp, final);
       tmp = undefined;

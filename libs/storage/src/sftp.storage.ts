@@ -127,9 +127,9 @@ interface Session {
 /**
  * An SFTP folder over ssh2-sftp-client. A put writes a hidden temp file, fsyncs it
  * (fsync@openssh.com) and renames it into place: posix-rename@openssh.com replaces atomically;
- * for ifNotExists, hardlink@openssh.com (like link(2)) refuses an existing name. The
- * directory itself cannot be fsynced over SFTP; OpenSSH servers on journaling file systems
- * make the rename durable soon after. The host key is always verified: a pinned fingerprint
+ * for ifNotExists, hardlink@openssh.com (like link(2)) refuses an existing name. Then the
+ * directory is opened and fsynced the same way (OpenSSH's sftp-server opens directories like
+ * files). A server without fsync@openssh.com fails the put unless the URL says fsync=skip. The host key is always verified: a pinned fingerprint
  * or a matching known_hosts entry, nothing else.
  */
 export class SftpStorage implements Storage {
@@ -339,8 +339,10 @@ export class SftpStorage implements Storage {
       handle = undefined;
       await call((cb) => s!.sftp.close(h, cb));
       if (opts.signal?.aborted) throw interrupted(what);
+      await opts.beforeCommit?.();
       await this.moveIntoPlace(s, tmp, final, key, opts.ifNotExists === true);
       tmp = undefined;
+      await this.fsyncDir(s, dir);
       return { size };
     } catch (e) {
       discard(body);
@@ -393,13 +395,41 @@ export class SftpStorage implements Storage {
     return pos;
   }
 
-  private async fsync(sftp: SFTPWrapper, handle: Buffer): Promise<void> {
+  private async fsync(sftp: SFTPWrapper, handle: Buffer, what = 'the uploaded file'): Promise<void> {
+    if (this.cfg.fsync === 'skip') return;
     try {
       await call((cb) => sftp.ext_openssh_fsync(handle, cb));
     } catch (e) {
-      // Servers without fsync@openssh.com: the close is all we can ask for.
-      if (/does not support/i.test(causeText(e))) return;
-      throw e;
+      if (!/does not support/i.test(causeText(e))) throw e;
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_IO,
+        `the SFTP server ${this.cfg.host} does not support fsync@openssh.com: ${what} cannot be made durable, so it is not acknowledged`,
+        {
+          hint: 'use a server that has it (OpenSSH does), or accept that a crash of the server may lose acknowledged uploads: add fsync=skip to the URL',
+        },
+      );
+    }
+  }
+
+  /** After the rename: the directory entry must be durable too (OpenSSH opens and fsyncs a directory). */
+  private async fsyncDir(s: Session, dir: string): Promise<void> {
+    if (this.cfg.fsync === 'skip') return;
+    let handle: Buffer;
+    try {
+      handle = await call<Buffer>((cb) => s.sftp.open(dir, 'r', cb));
+    } catch (e) {
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_IO,
+        `cannot sync the directory ${dir} on the SFTP server ${this.cfg.host} (${causeText(e)}): the upload is not acknowledged as durable`,
+        {
+          hint: 'accept that a crash of the server may lose acknowledged uploads: add fsync=skip to the URL',
+        },
+      );
+    }
+    try {
+      await this.fsync(s.sftp, handle, `the directory ${dir}`);
+    } finally {
+      await call((cb) => s.sftp.close(handle, cb)).catch(() => undefined);
     }
   }
 

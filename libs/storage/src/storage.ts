@@ -12,6 +12,13 @@ export interface PutOptions {
   signal?: AbortSignal;
   /** Refuse with E_STORAGE_CONFLICT when the key already exists. */
   ifNotExists?: boolean;
+  /**
+   * Called once the body is written (and, with ifNotExists, the early existence check has
+   * passed), right before the step that makes the object visible (link/rename, PutObject,
+   * CompleteMultipartUpload). For tests: two racers waiting on one barrier here reach the
+   * atomic no-replace step together, which the early check would otherwise hide.
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 /**

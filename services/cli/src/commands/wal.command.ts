@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -8,16 +9,17 @@ import {
   agentSocketPath,
   fetchFromWalServer,
   fetchWal,
-  findArchived,
   followingSegments,
   prefetchInto,
   PrefetchSpool,
+  pushExpect,
   readSystemIdentifier,
   requestPush,
   requireWalFileName,
   resolveClusterId,
   sealWal,
   validateDatabaseId,
+  walNameState,
   WalAgent,
   WalArchiver,
   writeAtomically,
@@ -26,6 +28,7 @@ import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
 import { loadPrivateKey, loadRecipients } from '../key-files';
+import { agentFailure, settingsVerifier } from './wal.expect';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -90,7 +93,14 @@ export function walPushCommand(): Command {
     const abs = resolve(process.cwd(), path);
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
-      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs);
+      const g = cmd.optsWithGlobals<{ config?: string }>();
+      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const expect = pushExpect({ ...flags, config: g.config });
+      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
+        (e: unknown) => {
+          throw agentFailure(e);
+        },
+      );
       if (reply?.ok) return;
       if (reply && !reply.ok)
         throw new DbcrateError(reply.code as never, reply.message, { hint: reply.hint });
@@ -105,6 +115,25 @@ export function walPushCommand(): Command {
       await a.storage.close();
     }
   });
+}
+
+/**
+ * DBCRATE_TEST_HANG_IN_PUT=<file> (tests only): the agent's first WAL upload stops right
+ * before its commit step, with its bytes written, after writing the WAL file's name to
+ * <file>; so a test can kill the agent inside a put, deterministically.
+ */
+function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void> } | undefined {
+  const marker = process.env.DBCRATE_TEST_HANG_IN_PUT;
+  if (!marker) return undefined;
+  let hung = false;
+  return {
+    beforeCommit: async (walFile) => {
+      if (hung) return;
+      hung = true;
+      writeFileSync(marker, walFile + '\n');
+      await new Promise<never>(() => undefined);
+    },
+  };
 }
 
 export function agentCommand(): Command {
@@ -126,6 +155,13 @@ export function agentCommand(): Command {
       pgdata,
       socketPath: s.socket ?? agentSocketPath(pgdata),
       parallel: s.parallel,
+      hooks: hangInPutForTests(),
+      verifyExpect: settingsVerifier({
+        displayUrl: a.storage.displayUrl,
+        databaseId: a.databaseId,
+        systemIdentifier: a.systemIdentifier,
+        recipients: a.seal.recipients,
+      }),
     });
     await agent.start();
     process.stderr.write(
@@ -227,8 +263,8 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
     const storage = await openStorage(s.from);
     try {
       const databaseId = await resolveClusterId(storage, s.databaseId);
-      const found = await findArchived(storage, databaseId, walFile);
-      if (found.length === 0) {
+      const found = await walNameState(storage, databaseId, walFile);
+      if (found.objects.length === 0 && found.empty.length === 0) {
         throw new DbcrateError(
           ErrorCodes.WAL_NOT_FOUND,
           `${walFile} is not in the archive ${storage.displayUrl}`,

@@ -10,3 +10,4 @@ export * from './wal.fetch';
 export * from './windows';
 export * from './recover';
 export * from './tar.scanner';
+export * from './tar.guard';

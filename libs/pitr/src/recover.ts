@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
-import { completeBaseBackups } from './base.backups';
+import type { TrustPolicy } from '@dbcrate/crypto';
+import { usableBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
 import { fetchWal, fetchWalObject, PREFETCH_DIR, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
 import {
@@ -87,8 +88,13 @@ export async function planRecovery(opts: {
   target: RecoveryTarget;
   timeline: TimelineChoice;
   backupId?: string;
+  /** Signers to trust: untrusted base backups are refused (E_UNTRUSTED) or skipped. */
+  trust?: TrustPolicy;
 }): Promise<RecoveryPlan> {
-  const backups = await completeBaseBackups(opts.storage, opts.databaseId);
+  const backups = await usableBaseBackups(opts.storage, opts.databaseId, {
+    trust: opts.trust,
+    backupId: opts.backupId,
+  });
   const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const index = await indexArchive(opts.storage, opts.databaseId, segSize);
   const all = windowsFromIndex(index, backups);

@@ -26,7 +26,8 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadPrivateKey } from '../key-files';
+import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 
 const execFileP = promisify(execFile);
 
@@ -52,6 +53,7 @@ const schema = z.object({
   passphraseEnv: z.string().optional(),
   pgBinDir: z.string().optional(),
   json: z.boolean().optional(),
+  ...trustSettings,
 });
 type Settings = z.infer<typeof schema>;
 
@@ -120,7 +122,7 @@ function freePort(): Promise<number> {
 }
 
 export function recoverCommand(): Command {
-  return new Command('recover')
+  return trustFlags(new Command('recover'))
     .description(
       'point-in-time recovery: restore the right base backup into DIR and replay archived WAL to a target',
     )
@@ -157,11 +159,19 @@ export function recoverCommand(): Command {
       const dir = resolve(s.targetDir);
       const keyPath = resolve(s.key);
       await checkEmptyTarget(dir);
+      const trust = await trustPolicyFrom(s);
       const key = await loadPrivateKey(keyPath, s.passphraseEnv);
       const storage = await openStorage(s.from);
       try {
         const databaseId = await resolveClusterId(storage, s.databaseId);
-        const plan = await planRecovery({ storage, databaseId, target, timeline, backupId: s.baseBackup });
+        const plan = await planRecovery({
+          storage,
+          databaseId,
+          target,
+          timeline,
+          backupId: s.baseBackup,
+          trust,
+        });
         const b = plan.backup;
         process.stderr.write(
           `dbcrate: base backup ${b.backupId} (timeline ${b.timeline}, ${b.startLsn} – ${b.stopLsn}); ${plan.window}\n`,

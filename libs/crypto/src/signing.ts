@@ -10,6 +10,8 @@ import {
   type Key,
   type PrivateKey,
   type PublicKey,
+  type RawNotation,
+  type Signature,
 } from 'openpgp';
 import { DbcrateError, ErrorCodes, registerSecret } from '@dbcrate/core';
 import { KEY_CONFIG, fullConfig } from './openpgp.config';
@@ -261,4 +263,54 @@ export function untrustedError(what: string, reason: string): DbcrateError {
       "pass the producer's signer public key with --trust FILE (or DBCRATE_TRUST); for an archive made before " +
       'signing, add --allow-unsigned after checking it by other means (docs/signing.md)',
   });
+}
+
+/** @internal notations for openpgp (human-readable, not critical: gpg shows them and accepts the signature). */
+export function notationsOf(n: Record<string, string> | undefined): RawNotation[] {
+  return Object.entries(n ?? {}).map(([name, value]) => ({
+    name,
+    value: new TextEncoder().encode(value),
+    humanReadable: true,
+    critical: false,
+  }));
+}
+
+/**
+ * @internal The signatures inside a decrypted message (openpgp's result.signatures): one
+ * by a trusted signer, valid, carrying exactly the expected notations; else E_UNTRUSTED.
+ * An unsigned message passes only with allowUnsigned; a badly signed one never does.
+ */
+export async function checkInsideSignatures(
+  signatures: { keyID: { toHex(): string }; verified: Promise<unknown>; signature: Promise<Signature> }[],
+  opts: { trust: TrustPolicy; notations?: Record<string, string>; what: string },
+): Promise<string | undefined> {
+  if (signatures.length === 0) {
+    if (opts.trust.allowUnsigned) return undefined;
+    throw untrustedError(opts.what, 'it has no signature (archived before signing, or forged)');
+  }
+  if (opts.trust.trusted.length === 0) {
+    if (opts.trust.allowUnsigned) return undefined;
+    throw untrustedError(opts.what, 'no trusted signer key was given to check its signature');
+  }
+  const problems: string[] = [];
+  for (const s of signatures) {
+    try {
+      await s.verified;
+    } catch (e) {
+      problems.push(message(e));
+      continue;
+    }
+    const packet = (await s.signature).packets[0] as unknown as { rawNotations?: RawNotation[] };
+    const got = new Map((packet.rawNotations ?? []).map((n) => [n.name, new TextDecoder().decode(n.value)]));
+    const wrong = Object.entries(opts.notations ?? {}).find(([k, v]) => got.get(k) !== v);
+    if (wrong) {
+      problems.push(
+        `it is signed as ${wrong[0]}="${got.get(wrong[0]) ?? ''}", not "${wrong[1]}" (a validly signed object stored under another name)`,
+      );
+      continue;
+    }
+    const id = s.keyID.toHex().toUpperCase();
+    return opts.trust.trusted.find((t) => t.fingerprint.endsWith(id))?.fingerprint ?? id;
+  }
+  throw untrustedError(opts.what, problems.join('; '));
 }

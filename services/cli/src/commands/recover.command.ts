@@ -191,7 +191,7 @@ export function recoverCommand(): Command {
           fed = feedSpool({
             histories: plan.index.timelines,
             spool: new PrefetchSpool(dir),
-            fetch: { storage, databaseId, keys: [key] },
+            fetch: { storage, databaseId, keys: [key], trust },
             walFiles: plan.walFiles,
             known: plan.index.files,
             owner,
@@ -212,6 +212,11 @@ export function recoverCommand(): Command {
           const fetchArgs = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
           const tail = ['--from', s.from, '--key', keyPath, '--database-id', databaseId];
           if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
+          // restore_command checks WAL signatures as this command does (it runs in the data directory).
+          for (const t of (s.trust ?? []).flatMap((p) => p.split(',')).filter(Boolean)) {
+            tail.push('--trust', resolve(t.trim()));
+          }
+          if (s.allowUnsigned) tail.push('--allow-unsigned');
           // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
           const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
           // With --start this process keeps the prefetch spool filled; the fallback need not prefetch too.

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -228,5 +228,76 @@ describe('signed dumps (CLI)', () => {
     expect(ok.stderr).not.toMatch(/error/);
     expect(ok.code).toBe(0);
     expect(await checksums(target)).toEqual(await checksums(pg.url('sig_real')));
+  });
+
+  it('keys generate-signing makes a protected 0600 key that backup signs with and restore trusts', async () => {
+    const kd = join(root, 'host-keys');
+    const g = await runCli(
+      ['keys', 'generate-signing', '--name', 'db9', '--out', kd, '--passphrase-env', 'SIGN_PASS'],
+      {
+        env: { SIGN_PASS: 'sign-pass-123' },
+      },
+    );
+    expect(g.code).toBe(0);
+    const fpr = /fingerprint ([0-9A-F]{40})/.exec(g.stdout)![1];
+    expect(statSync(join(kd, 'db9.sign.key.asc')).mode & 0o777).toBe(0o600);
+    const args = [
+      'backup',
+      '--db',
+      pg.url('sig_real'),
+      '--to',
+      `file://${dest}`,
+      '--recipient',
+      keys.pub,
+      '--database-id',
+      'app9',
+      '--json',
+      '--signing-key',
+      join(kd, 'db9.sign.key.asc'),
+    ];
+    const locked = await runCli(args);
+    expect(locked.code).toBe(5);
+    expect(locked.stderr).toMatch(/--signing-passphrase-env/);
+    const b = await runCli([...args, '--signing-passphrase-env', 'SIGN_PASS'], {
+      env: { SIGN_PASS: 'sign-pass-123' },
+    });
+    expect(b.code).toBe(0);
+    expect(JSON.parse(b.stdout)).toMatchObject({ signer: fpr });
+    const target = await pg.createDatabase(`sig_target_${++n}`);
+    const r = await runCli(
+      [
+        'restore',
+        'latest',
+        '--from',
+        `file://${dest}`,
+        '--database-id',
+        'app9',
+        '--key',
+        keys.priv,
+        '--passphrase-env',
+        'E2E_PASSPHRASE',
+        '--to',
+        target,
+        '--trust',
+        join(kd, 'db9.sign.pub.asc'),
+      ],
+      { env: { ...env, DBCRATE_TRUST: '' } },
+    );
+    expect(r.code).toBe(0);
+    // a producer without a signing key is refused before it connects
+    const none = await runCli(args.slice(0, -2), { env: { DBCRATE_SIGNING_KEY: '' } });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/signing-key/);
+  });
+
+  it('keys generate writes nothing when one of its two files cannot be written', async () => {
+    const kd = join(root, 'org-keys');
+    mkdirSync(kd);
+    writeFileSync(join(kd, 'org.key.asc'), 'OLD PRIVATE KEY');
+    const r = await runCli(['keys', 'generate', '--name', 'org', '--out', kd]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/already exists.*nothing was written/);
+    expect(readdirSync(kd)).toEqual(['org.key.asc']);
+    expect(readFileSync(join(kd, 'org.key.asc'), 'utf8')).toBe('OLD PRIVATE KEY');
   });
 });

@@ -312,6 +312,10 @@ export function gpgHome(env: PitrEnv): string {
     ],
     { input: PASSPHRASE, stdio: ['pipe', 'pipe', 'pipe'] },
   );
+  // WAL objects are signed inside: gpg checks the signature, and fails without the signer's key.
+  for (const signer of (process.env.DBCRATE_TRUST ?? '').split(',').filter(Boolean)) {
+    execFileSync('gpg', ['--homedir', home, '--batch', '--import', signer], { stdio: 'pipe' });
+  }
   return home;
 }
 

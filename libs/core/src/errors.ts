@@ -19,6 +19,7 @@ export const ErrorCodes = {
   WRONG_KEY: 'E_WRONG_KEY',
   PASSPHRASE: 'E_PASSPHRASE',
   INTEGRITY: 'E_INTEGRITY',
+  UNTRUSTED: 'E_UNTRUSTED',
   SNAPSHOT_NOT_FOUND: 'E_SNAPSHOT_NOT_FOUND',
   SNAPSHOT_INCOMPLETE: 'E_SNAPSHOT_INCOMPLETE',
   TARGET_NOT_EMPTY: 'E_TARGET_NOT_EMPTY',
@@ -56,6 +57,8 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_WRONG_KEY: 5,
   E_PASSPHRASE: 5,
   E_INTEGRITY: 6,
+  // not signed by a trusted signer key: possibly forged (docs/signing.md)
+  E_UNTRUSTED: 10,
   E_SNAPSHOT_NOT_FOUND: 7,
   E_SNAPSHOT_INCOMPLETE: 7,
   E_TARGET_NOT_EMPTY: 8,

@@ -1,4 +1,5 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { untrustedError, verifyDetached, type TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
 import {
   defaultDatabaseId,
@@ -6,23 +7,31 @@ import {
   dumpKeys,
   legacyDatabaseId,
   parseDumpKey,
+  signatureKey,
   snapshotTime,
   validateDatabaseId,
 } from './layout';
 import { parseManifest, type DumpManifest } from './manifest';
 
-export type SnapshotStatus = 'complete' | 'incomplete' | 'damaged';
+export type SnapshotStatus = 'complete' | 'incomplete' | 'damaged' | 'untrusted';
 
 export interface SnapshotEntry {
   databaseId: string;
   snapshotId: string;
   time: Date;
-  /** complete: manifest and data agree; incomplete: data without manifest (never restored); damaged: manifest without matching data. */
+  /**
+   * complete: manifest and data agree (and, when a trust policy was given, a trusted signer
+   * signed the manifest); incomplete: data without manifest (never restored); damaged:
+   * manifest without matching data; untrusted: complete, but not signed by a trusted signer.
+   */
   status: SnapshotStatus;
+  /** Fingerprint of the trusted signer whose signature was checked. */
+  signer?: string;
   reason?: string;
   dataKey?: string;
   dataSize?: number;
   manifestKey?: string;
+  signatureKey?: string;
   manifest?: DumpManifest;
   /** When storage says the manifest (else the data object) was last written. */
   storedAt?: Date;
@@ -108,7 +117,7 @@ function derivedFromName(m: DumpManifest): boolean {
 /** Every dump under the destination (or one database id), oldest first (see compareSnapshots). */
 export async function listSnapshots(
   storage: Storage,
-  opts: { databaseId?: string } = {},
+  opts: { databaseId?: string; trust?: TrustPolicy } = {},
 ): Promise<SnapshotEntry[]> {
   const prefix = opts.databaseId ? `${validateDatabaseId(opts.databaseId)}/${DUMPS_DIR}/` : '';
   await storage.checkRoot?.();
@@ -130,7 +139,8 @@ export async function listSnapshots(
     if (parsed.kind === 'manifest') {
       e.manifestKey = obj.key;
       if (obj.lastModified) e.storedAt = obj.lastModified;
-    } else {
+    } else if (parsed.kind === 'signature') e.signatureKey = obj.key;
+    else {
       e.dataKey = obj.key;
       e.dataSize = obj.size;
       if (obj.lastModified && !e.manifestKey) e.storedAt ??= obj.lastModified;
@@ -175,9 +185,28 @@ export async function listSnapshots(
       e.reason = `data object has ${e.dataSize} bytes, manifest records ${e.manifest.object.storedSize}`;
     } else {
       e.status = 'complete';
+      if (opts.trust) await checkSignature(storage, e, raw, opts.trust);
     }
   }
   return entries.sort(compareSnapshots);
+}
+
+/** The manifest's bytes as read (the ones parsed) against its `.sig` and the trusted signers. */
+async function checkSignature(
+  storage: Storage,
+  e: SnapshotEntry,
+  raw: Buffer,
+  trust: TrustPolicy,
+): Promise<void> {
+  const sigKey = e.signatureKey ?? (e.manifestKey ? signatureKey(e.manifestKey) : undefined);
+  const sig = e.signatureKey && sigKey ? (await readObject(storage, sigKey)).toString('utf8') : undefined;
+  const v = await verifyDetached(raw, sig, trust);
+  if (v.trusted) {
+    e.signer = v.signer;
+    return;
+  }
+  e.status = 'untrusted';
+  e.reason = v.reason;
 }
 
 /**
@@ -219,14 +248,14 @@ async function refuseIfMoved(
 export async function resolveSnapshot(
   storage: Storage,
   ref: string,
-  opts: { databaseId?: string } = {},
+  opts: { databaseId?: string; trust?: TrustPolicy } = {},
 ): Promise<SnapshotEntry & { manifest: DumpManifest }> {
   let databaseId = opts.databaseId;
   let snapshotId = ref;
   if (ref.includes('/')) {
     [databaseId, snapshotId] = ref.split('/', 2);
   }
-  const all = await listSnapshots(storage, { databaseId });
+  const all = await listSnapshots(storage, { databaseId, trust: opts.trust });
   const where = `${storage.displayUrl}${databaseId ? ` (database id ${databaseId})` : ''}`;
   if (snapshotId === 'latest') {
     // Incomplete ones (data, no manifest) are not backups: running or killed ones. A damaged
@@ -247,13 +276,17 @@ export async function resolveSnapshot(
     const last = intact.at(-1);
     if (newest && newest !== last) {
       const id = `${newest.databaseId}/${newest.snapshotId}`;
+      const fix =
+        newest.status === 'untrusted'
+          ? `remove ${id} if it is forged, or --trust its signer's key if it is genuine`
+          : `repair or remove ${id}`;
       throw new DbcrateError(
-        ErrorCodes.INTEGRITY,
+        newest.status === 'untrusted' ? ErrorCodes.UNTRUSTED : ErrorCodes.INTEGRITY,
         `the newest snapshot in ${where}, ${id}, is ${newest.status} (${newest.reason}); refusing to restore an older one as "latest"`,
         {
           hint: last
-            ? `the newest intact snapshot is ${last.databaseId}/${last.snapshotId} (started ${new Date(startTimeOf(last)).toISOString()}): restore it by id if that is what you want, and repair or remove ${id}`
-            : `no intact snapshot exists; repair or remove ${id}`,
+            ? `the newest intact snapshot is ${last.databaseId}/${last.snapshotId} (started ${new Date(startTimeOf(last)).toISOString()}): restore it by id if that is what you want, and ${fix}`
+            : `no intact snapshot exists; ${fix}`,
         },
       );
     }
@@ -294,6 +327,7 @@ export async function resolveSnapshot(
   }
   const e = matches[0];
   if (e.status !== 'complete') {
+    if (e.status === 'untrusted') throw untrustedError(`snapshot ${snapshotId}`, e.reason ?? 'unsigned');
     throw new DbcrateError(
       e.status === 'incomplete' ? ErrorCodes.SNAPSHOT_INCOMPLETE : ErrorCodes.INTEGRITY,
       `snapshot ${snapshotId} is ${e.status}: ${e.reason}`,

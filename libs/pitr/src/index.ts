@@ -15,3 +15,4 @@ export * from './timeline.branches';
 export * from './wal.serve';
 export * from './wal.serve.client';
 export * from './tar.scanner';
+export * from './tar.guard';

@@ -27,7 +27,8 @@ import {
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
-import { loadPrivateKey, loadRecipients } from '../key-files';
+import { loadPrivateKey, loadRecipients, loadSigning, trustPolicyFrom } from '../key-files';
+import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
 import { agentFailure, settingsVerifier } from './wal.expect';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -42,6 +43,7 @@ const pushSchema = z.object({
   compressionLevel: intSetting(1, 19).default(3),
   zstd: z.enum(['auto', 'native', 'wasm']).default('auto'),
   parallel: intSetting(1, 64).default(2),
+  ...signingSettings,
 });
 
 function required<T>(v: T | undefined, setting: string, what: string): T {
@@ -54,7 +56,7 @@ function required<T>(v: T | undefined, setting: string, what: string): T {
 }
 
 function storageAndSealFlags(cmd: Command): Command {
-  return cmd
+  return signingFlags(cmd)
     .option('--to <DEST_URL>', 'destination URL (file://, s3://, sftp://)')
     .option(
       '--recipient <PUBKEY_FILE>',
@@ -72,10 +74,11 @@ async function archiverFor(s: z.infer<typeof pushSchema>, pgdata: string) {
   const recipients = await loadRecipients(
     required(s.recipient, 'recipient', 'the public key WAL is encrypted to'),
   );
+  const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
   const systemIdentifier = await readSystemIdentifier(pgdata);
   const databaseId = s.databaseId ? validateDatabaseId(s.databaseId) : systemIdentifier;
   const storage = await openStorage(to);
-  const seal = { recipients, level: s.compressionLevel, implementation: s.zstd };
+  const seal = { recipients, level: s.compressionLevel, implementation: s.zstd, signingKey, databaseId };
   return { storage, databaseId, systemIdentifier, seal };
 }
 
@@ -90,7 +93,8 @@ export function walPushCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(s.pgdata ?? process.cwd());
-    const abs = resolve(process.cwd(), path);
+    // %p is relative to the data directory (where archive_command runs), also with --pgdata
+    const abs = resolve(pgdata, path);
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
       const g = cmd.optsWithGlobals<{ config?: string }>();
@@ -108,7 +112,7 @@ export function walPushCommand(): Command {
     }
     const a = await archiverFor(s, pgdata);
     try {
-      const archiver = new WalArchiver({ ...a, seal: (plain) => sealWal(plain, a.seal) });
+      const archiver = new WalArchiver({ ...a, seal: (plain, walFile) => sealWal(plain, a.seal, walFile) });
       const r = await archiver.push(abs, ctx.signal);
       logger().info({ walFile: r.walFile, outcome: r.outcome }, 'wal-push done');
     } finally {
@@ -182,6 +186,7 @@ const fetchSchema = z.object({
   prefetch: intSetting(0, 256).default(8),
   prefetchParallel: intSetting(1, 32).default(2),
   prefetchOnly: booleanSetting.default(false),
+  ...trustSettings,
 });
 
 /**
@@ -200,7 +205,7 @@ function fetchExitCode(e: unknown): number {
 }
 
 export function walFetchCommand(): Command {
-  return new Command('wal-fetch')
+  return trustFlags(new Command('wal-fetch'))
     .description(
       "restore one WAL file (restore_command = 'dbcrate wal-fetch %f %p …'; `dbcrate recover` writes it)",
     )
@@ -270,8 +275,9 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
           `${walFile} is not in the archive ${storage.displayUrl}`,
         );
       }
+      const trust = await trustPolicyFrom(s);
       const keys = [await loadPrivateKey(s.key, s.passphraseEnv)];
-      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys }, walFile));
+      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys, trust }, walFile));
     } finally {
       await storage.close();
     }
@@ -283,11 +289,12 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
 }
 
 async function fetchOptions(s: z.infer<typeof fetchSchema>) {
+  const trust = await trustPolicyFrom(s);
   const key = await loadPrivateKey(s.key, s.passphraseEnv);
   const storage = await openStorage(s.from);
   // recover writes --database-id into restore_command; by hand, the destination's only cluster will do.
   const databaseId = await resolveClusterId(storage, s.databaseId);
-  return { storage, databaseId, keys: [key] };
+  return { storage, databaseId, keys: [key], trust };
 }
 
 /** A detached copy of this command fetches the following segments while PostgreSQL replays. */
@@ -302,6 +309,8 @@ function startPrefetcher(
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
+  for (const t of s.trust ?? []) args.push('--trust', t);
+  if (s.allowUnsigned) args.push('--allow-unsigned');
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: 'ignore',

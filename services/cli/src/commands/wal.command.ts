@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -140,6 +141,38 @@ function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void>
   };
 }
 
+/**
+ * archive_command runs as the cluster's owner and only trusts an agent of that user (its
+ * socket and secret are private to it): an agent of another user would never be used, and
+ * archive_command would fail or fall back. Say so at once instead.
+ */
+async function requireClusterOwner(pgdata: string): Promise<void> {
+  const st = await stat(pgdata).catch((e: NodeJS.ErrnoException) => {
+    throw new DbcrateError(ErrorCodes.CONFIG, `cannot read the data directory ${pgdata}: ${e.code}`, {
+      hint: 'give the data directory of the cluster whose WAL to archive (--pgdata)',
+    });
+  });
+  const uid = process.getuid?.();
+  if (uid === undefined || st.uid === uid) return;
+  const owner = userName(st.uid);
+  throw new DbcrateError(
+    ErrorCodes.CONFIG,
+    `the agent runs as ${userName(uid)} (uid ${uid}), but ${pgdata} belongs to ${owner} (uid ${st.uid}), who runs archive_command`,
+    { hint: `start it as the cluster's owner: runuser -u ${owner} -- dbcrate agent --pgdata ${pgdata} …` },
+  );
+}
+
+function userName(uid: number): string {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(uid));
+    return line?.split(':')[0] ?? String(uid);
+  } catch {
+    return String(uid);
+  }
+}
+
 export function agentCommand(): Command {
   return storageAndSealFlags(
     new Command('agent')
@@ -153,6 +186,7 @@ export function agentCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(required(s.pgdata, 'pgdata', 'the data directory of the cluster'));
+    await requireClusterOwner(pgdata);
     const a = await archiverFor(s, pgdata);
     const agent = new WalAgent({
       ...a,

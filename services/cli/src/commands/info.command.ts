@@ -6,6 +6,7 @@ import { formatBytes, formatDuration } from '@dbcrate/pipeline';
 import { describeArchive, type DatabaseInfo } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { markRequired } from '../cli.help';
 import { trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
@@ -56,37 +57,41 @@ function print(d: DatabaseInfo): void {
 }
 
 export function infoCommand(): Command {
-  return trustFlags(new Command('info'))
-    .description(
-      'what a destination holds, per database: dumps and base backups (size, duration, LSN range, signer, status), archived WAL and restore windows',
-    )
-    .option('--from <DEST_URL>', 'destination URL')
-    .option('--database-id <ID>', 'only this database')
-    .option('--json', 'print the result as JSON')
-    .action(async (_o, cmd: Command) => {
-      const ctx = contextFor(cmd);
-      const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-      const trust = await trustPolicyFrom(s);
-      const storage = await openStorage(s.from);
-      try {
-        const info = await describeArchive(storage, { databaseId: s.databaseId, trust });
-        if (s.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
-        else if (info.databases.length === 0) process.stdout.write(`${info.destination} holds no backups\n`);
-        else info.databases.forEach(print);
-        const broken = info.databases
-          .filter((d) => d.gaps.length || d.problems.length)
-          .map((d) => d.databaseId);
-        if (broken.length) {
-          throw new DbcrateError(
-            ErrorCodes.WAL_GAP,
-            `the WAL archive of ${broken.join(', ')} has a gap or a conflict`,
-            {
-              hint: 'see the ERROR lines above; take a new base backup now, then find why archiving lost WAL',
-            },
-          );
+  return markRequired(
+    schema,
+    trustFlags(new Command('info'))
+      .description(
+        'what a destination holds, per database: dumps and base backups (size, duration, LSN range, signer, status), archived WAL and restore windows',
+      )
+      .option('--from <DEST_URL>', 'destination URL')
+      .option('--database-id <ID>', 'only this database')
+      .option('--json', 'print the result as JSON')
+      .action(async (_o, cmd: Command) => {
+        const ctx = contextFor(cmd);
+        const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+        const trust = await trustPolicyFrom(s);
+        const storage = await openStorage(s.from);
+        try {
+          const info = await describeArchive(storage, { databaseId: s.databaseId, trust });
+          if (s.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+          else if (info.databases.length === 0)
+            process.stdout.write(`${info.destination} holds no backups\n`);
+          else info.databases.forEach(print);
+          const broken = info.databases
+            .filter((d) => d.gaps.length || d.problems.length)
+            .map((d) => d.databaseId);
+          if (broken.length) {
+            throw new DbcrateError(
+              ErrorCodes.WAL_GAP,
+              `the WAL archive of ${broken.join(', ')} has a gap or a conflict`,
+              {
+                hint: 'see the ERROR lines above; take a new base backup now, then find why archiving lost WAL',
+              },
+            );
+          }
+        } finally {
+          await storage.close();
         }
-      } finally {
-        await storage.close();
-      }
-    });
+      }),
+  );
 }

@@ -25,6 +25,7 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { markRequired } from '../cli.help';
 import { loadPrivateKey, trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 import { removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
@@ -124,7 +125,8 @@ function freePort(): Promise<number> {
 }
 
 export function recoverCommand(): Command {
-  return (
+  return markRequired(
+    schema,
     trustFlags(new Command('recover'))
       .description(
         'point-in-time recovery: restore the right base backup into DIR and replay archived WAL to a target',
@@ -341,7 +343,7 @@ export function recoverCommand(): Command {
         } finally {
           await storage.close();
         }
-      })
+      }),
   );
 }
 

@@ -126,6 +126,7 @@ describe('parseConnectionString', () => {
     ['postgres://u:p@h/d?ssl=true', 'sslmode=require'],
     ['postgres://u:p@h/d?foo=bar', 'unsupported parameter "foo"'],
     ['postgres://u:p%zz@h/d', 'percent-encoding'],
+    ['postgres://u@h/caf%E9', 'database name in'],
     ['postgres://u:p@[::1/d', 'IPv6'],
     ["host=h password='unterminated", 'unterminated'],
   ])('rejects %s', (input, why) => {

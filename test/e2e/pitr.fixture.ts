@@ -104,8 +104,12 @@ export function startArchivingCluster(
  * `dbcrate agent --pgdata DIR --config YAML` as postgres, once it says it is archiving;
  * stopped by cleanup().
  */
-export async function startAgent(env: PitrEnv, dataDir: string): Promise<CliProcess> {
-  const agent = spawnCliAs(['agent', '--pgdata', dataDir, '--config', env.configFile]);
+export async function startAgent(
+  env: PitrEnv,
+  dataDir: string,
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): Promise<CliProcess> {
+  const agent = spawnCliAs(['agent', '--pgdata', dataDir, '--config', env.configFile], { env: opts.env });
   env.agents.push(agent);
   // its default socket (in pg_wal, or in the temp dir for long paths)
   env.sockets.push(agentSocketPath(dataDir));
@@ -308,6 +312,10 @@ export function gpgHome(env: PitrEnv): string {
     ],
     { input: PASSPHRASE, stdio: ['pipe', 'pipe', 'pipe'] },
   );
+  // WAL objects are signed inside: gpg checks the signature, and fails without the signer's key.
+  for (const signer of (process.env.DBCRATE_TRUST ?? '').split(',').filter(Boolean)) {
+    execFileSync('gpg', ['--homedir', home, '--batch', '--import', signer], { stdio: 'pipe' });
+  }
   return home;
 }
 

@@ -19,6 +19,7 @@ export const ErrorCodes = {
   WRONG_KEY: 'E_WRONG_KEY',
   PASSPHRASE: 'E_PASSPHRASE',
   INTEGRITY: 'E_INTEGRITY',
+  UNTRUSTED: 'E_UNTRUSTED',
   SNAPSHOT_NOT_FOUND: 'E_SNAPSHOT_NOT_FOUND',
   SNAPSHOT_INCOMPLETE: 'E_SNAPSHOT_INCOMPLETE',
   TARGET_NOT_EMPTY: 'E_TARGET_NOT_EMPTY',
@@ -32,6 +33,8 @@ export const ErrorCodes = {
   TIMELINE_BRANCHES: 'E_TIMELINE_BRANCHES',
   RECOVERY_FAILED: 'E_RECOVERY_FAILED',
   INTERRUPTED: 'E_INTERRUPTED',
+  /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
+  AGENT: 'E_AGENT',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -54,6 +57,8 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_WRONG_KEY: 5,
   E_PASSPHRASE: 5,
   E_INTEGRITY: 6,
+  // not signed by a trusted signer key: possibly forged (docs/signing.md)
+  E_UNTRUSTED: 10,
   E_SNAPSHOT_NOT_FOUND: 7,
   E_SNAPSHOT_INCOMPLETE: 7,
   E_TARGET_NOT_EMPTY: 8,
@@ -69,6 +74,7 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_TIMELINE_BRANCHES: 7,
   E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
+  E_AGENT: 4,
   E_INTERNAL: 1,
 };
 

@@ -9,3 +9,16 @@ export {
   type GeneratedKeyPair,
 } from './keys';
 export { recipientKeyIds, WILDCARD_KEY_ID } from './pgp-header.parser';
+export {
+  generateSigningKey,
+  loadSigningKey,
+  loadTrustedKeys,
+  signDetached,
+  verifyDetached,
+  untrustedError,
+  type GenerateSigningKeyOptions,
+  type SigningKey,
+  type TrustedKey,
+  type TrustPolicy,
+  type TrustVerdict,
+} from './signing';

@@ -3,7 +3,8 @@ import { appendFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
-import { completeBaseBackups } from './base.backups';
+import type { TrustPolicy } from '@dbcrate/crypto';
+import { usableBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
 import { describeLiveBranches, liveBranches } from './timeline.branches';
 import { fetchWal, fetchWalObject, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
@@ -101,7 +102,10 @@ function outOfWindow(message: string, windows: string[], hint?: string): Dbcrate
  * manifests, before anything is downloaded.
  */
 export async function planRecovery(opts: PlanOptions & { storage: Storage }): Promise<RecoveryPlan> {
-  const backups = await completeBaseBackups(opts.storage, opts.databaseId);
+  const backups = await usableBaseBackups(opts.storage, opts.databaseId, {
+    trust: opts.trust,
+    backupId: opts.backupId,
+  });
   const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const index = await indexArchive(opts.storage, opts.databaseId, segSize);
   return planFromIndex(index, backups, opts);
@@ -114,6 +118,8 @@ export interface PlanOptions {
   backupId?: string;
   /** --accept-gap: recover to the end of contiguous WAL although the archive goes on after a gap. */
   acceptGap?: boolean;
+  /** Signers to trust: untrusted base backups are refused (E_UNTRUSTED) or skipped. */
+  trust?: TrustPolicy;
 }
 
 /** planRecovery on what was listed: pure, so every refusal can be tested without storage. */

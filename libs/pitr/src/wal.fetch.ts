@@ -2,22 +2,32 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import { chown, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
-import type { DecryptionKey } from '@dbcrate/crypto';
+import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
-import { findArchived, openWal, sha256Hex } from './wal.archive';
+import { openWal, sha256Hex } from './wal.archive';
+import { walNameState } from './wal.claim';
 import { parseWalFileName, requireWalFileName, segmentNumber, walFileName } from './wal.names';
 
 export interface WalFetchOptions {
   storage: Storage;
   databaseId: string;
   keys: DecryptionKey[];
+  /** Check the signature inside each object (signer, database id, file name); the CLI always gives one. */
+  trust?: TrustPolicy;
   signal?: AbortSignal;
 }
 
 /** Download, decrypt, decompress and check one WAL file; E_WAL_NOT_FOUND when it is not archived. */
 export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<Buffer> {
   requireWalFileName(walFile);
-  const found = await findArchived(opts.storage, opts.databaseId, walFile);
+  const state = await walNameState(opts.storage, opts.databaseId, walFile);
+  const found = state.objects;
+  if (found.length === 0 && state.empty.length > 0) {
+    // Not "not archived" (exit 1 would end recovery here as if the WAL ended): damaged.
+    throw new DbcrateError(ErrorCodes.INTEGRITY, `${walFile} is archived only as an empty object`, {
+      hint: `the object ${state.empty[0].key} is damaged; recovery cannot go past this WAL file`,
+    });
+  }
   if (found.length === 0) {
     throw new DbcrateError(
       ErrorCodes.WAL_NOT_FOUND,
@@ -44,7 +54,11 @@ export async function fetchWalObject(
   sha256: string,
 ): Promise<Buffer> {
   const stored = await readObject(opts.storage, key, { signal: opts.signal });
-  const plain = await openWal(stored, opts.keys);
+  const plain = await openWal(
+    stored,
+    opts.keys,
+    opts.trust ? { trust: opts.trust, databaseId: opts.databaseId, walFile } : undefined,
+  );
   if (sha256Hex(plain) !== sha256) {
     throw new DbcrateError(
       ErrorCodes.INTEGRITY,

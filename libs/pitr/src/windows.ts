@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Storage } from '@dbcrate/storage';
-import { completeBaseBackups } from './base.backups';
+import type { TrustPolicy } from '@dbcrate/crypto';
+import { listBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
 import {
   parseWalKey,
@@ -54,7 +55,7 @@ export async function indexArchive(
   const timelines = new Set<number>();
   for await (const o of storage.list(walPrefix(databaseId))) {
     const p = parseWalKey(o.key);
-    if (!p) continue;
+    if (!p || o.size === 0) continue; // a zero-byte object is no archived copy
     const prev = files.get(p.name);
     if (prev && prev.sha256 !== p.sha256) conflicts.add(p.name);
     files.set(p.name, { ...p, lastModified: o.lastModified });
@@ -186,13 +187,23 @@ export interface DatabaseWindows {
   conflicts: string[];
   /** The newest timeline and others that kept growing after it forked (recover then needs --timeline). */
   liveBranches: LiveBranch[];
+  /** Complete base backups not signed by a trusted signer: not used for any window. */
+  untrusted?: { backupId: string; reason: string }[];
 }
 
-export async function restoreWindows(storage: Storage, databaseId: string): Promise<DatabaseWindows> {
-  const backups = await completeBaseBackups(storage, databaseId);
+export async function restoreWindows(
+  storage: Storage,
+  databaseId: string,
+  opts: { trust?: TrustPolicy } = {},
+): Promise<DatabaseWindows> {
+  const listed = await listBaseBackups(storage, databaseId, opts);
+  const backups = listed.filter((e) => e.status === 'complete').map((e) => e.manifest!);
+  const untrusted = listed
+    .filter((e) => e.status === 'untrusted')
+    .map((e) => ({ backupId: e.backupId, reason: e.reason ?? 'unsigned' }));
   const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const index = await indexArchive(storage, databaseId, segSize);
-  return windowsFromIndex(index, backups);
+  return { ...windowsFromIndex(index, backups), ...(opts.trust ? { untrusted } : {}) };
 }
 
 export function windowsFromIndex(index: WalIndex, backups: BaseManifest[]): DatabaseWindows {

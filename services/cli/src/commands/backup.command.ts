@@ -4,12 +4,14 @@ import { intSetting, resolveSettings } from '@dbcrate/config';
 import { runBackup } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadRecipients } from '../key-files';
+import { loadRecipients, loadSigning } from '../key-files';
+import { signingFlags, signingSettings } from '../signing.options';
 
 const schema = z.object({
   db: z.string().min(1, 'the PostgreSQL URL to back up, e.g. postgres://user@host:5432/dbname'),
   to: z.string().min(1, 'the destination URL (file://, s3://, sftp://)'),
   recipient: z.array(z.string()).min(1, 'at least one recipient public key file'),
+  ...signingSettings,
   databaseId: z.string().optional(),
   compressionLevel: intSetting(1, 19).default(3),
   compressionThreads: intSetting(0, 64).default(2),
@@ -21,7 +23,7 @@ const schema = z.object({
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function backupCommand(): Command {
-  return new Command('backup')
+  return signingFlags(new Command('backup'))
     .description('stream pg_dump → zstd → OpenPGP → destination; prints the snapshot id')
     .option('--db <POSTGRES_URL>', 'database to back up (password via the URL, PGPASSWORD or ~/.pgpass)')
     .option(
@@ -46,12 +48,14 @@ export function backupCommand(): Command {
       const ctx = contextFor(cmd);
       const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
       const recipients = await loadRecipients(s.recipient);
+      const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
       const storage = await openStorage(s.to);
       try {
         const r = await runBackup({
           dbUrl: s.db,
           storage,
           recipients,
+          signingKey,
           databaseId: s.databaseId,
           compression: { level: s.compressionLevel, threads: s.compressionThreads, implementation: s.zstd },
           pgBinDir: s.pgBinDir,
@@ -65,6 +69,8 @@ export function backupCommand(): Command {
               databaseId: r.manifest.databaseId,
               key: r.dataKey,
               manifest: r.manifestKey,
+              signature: r.signatureKey,
+              signer: r.manifest.signer,
               storedBytes: r.manifest.object.storedSize,
             }) + '\n',
           );

@@ -4,12 +4,14 @@ import { intSetting, resolveSettings } from '@dbcrate/config';
 import { runBaseBackup } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadRecipients } from '../key-files';
+import { loadRecipients, loadSigning } from '../key-files';
+import { signingFlags, signingSettings } from '../signing.options';
 
 const schema = z.object({
   db: z.string().min(1, 'the PostgreSQL URL of the cluster to back up (a user with REPLICATION)'),
   to: z.string().min(1, 'the destination URL (file://, s3://, sftp://)'),
   recipient: z.array(z.string()).min(1, 'at least one recipient public key file'),
+  ...signingSettings,
   databaseId: z.string().optional(),
   compressionLevel: intSetting(1, 19).default(3),
   compressionThreads: intSetting(0, 64).default(2),
@@ -21,7 +23,7 @@ const schema = z.object({
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function basebackupCommand(): Command {
-  return new Command('basebackup')
+  return signingFlags(new Command('basebackup'))
     .description(
       'physical base backup for point-in-time recovery: pg_basebackup → zstd → OpenPGP → destination; prints the backup id',
     )
@@ -54,12 +56,14 @@ export function basebackupCommand(): Command {
       const ctx = contextFor(cmd);
       const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
       const recipients = await loadRecipients(s.recipient);
+      const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
       const storage = await openStorage(s.to);
       try {
         const r = await runBaseBackup({
           dbUrl: s.db,
           storage,
           recipients,
+          signingKey,
           databaseId: s.databaseId,
           compression: { level: s.compressionLevel, threads: s.compressionThreads, implementation: s.zstd },
           pgBinDir: s.pgBinDir,
@@ -79,6 +83,8 @@ export function basebackupCommand(): Command {
               stopWalFile: m.stopWalFile,
               key: r.dataKey,
               manifest: r.manifestKey,
+              signature: r.signatureKey,
+              signer: m.signer,
               storedBytes: m.object.storedSize,
             }) + '\n',
           );

@@ -25,7 +25,8 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadPrivateKey } from '../key-files';
+import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 import { removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
 
 const execFileP = promisify(execFile);
@@ -54,6 +55,7 @@ const schema = z.object({
   passphraseEnv: z.string().optional(),
   pgBinDir: z.string().optional(),
   json: z.boolean().optional(),
+  ...trustSettings,
 });
 type Settings = z.infer<typeof schema>;
 
@@ -123,7 +125,7 @@ function freePort(): Promise<number> {
 
 export function recoverCommand(): Command {
   return (
-    new Command('recover')
+    trustFlags(new Command('recover'))
       .description(
         'point-in-time recovery: restore the right base backup into DIR and replay archived WAL to a target',
       )
@@ -170,6 +172,7 @@ export function recoverCommand(): Command {
         const dir = resolve(s.targetDir);
         const keyPath = resolve(s.key);
         await checkEmptyTarget(dir);
+        const trust = await trustPolicyFrom(s);
         const key = await loadPrivateKey(keyPath, s.passphraseEnv);
         const storage = await openStorage(s.from);
         try {
@@ -181,6 +184,7 @@ export function recoverCommand(): Command {
             timeline,
             backupId: s.baseBackup,
             acceptGap: s.acceptGap,
+            trust,
           });
           const b = plan.backup;
           process.stderr.write(
@@ -220,7 +224,7 @@ export function recoverCommand(): Command {
             fed = feedSpool({
               histories: plan.index.timelines,
               spool: new PrefetchSpool(dir),
-              fetch: { storage, databaseId, keys: [key] },
+              fetch: { storage, databaseId, keys: [key], trust },
               walFiles: plan.walFiles,
               known: plan.index.files,
               depth: s.spoolDepth,
@@ -241,12 +245,15 @@ export function recoverCommand(): Command {
 
             // With --start, this process serves WAL over a private socket and the server gets
             // neither the passphrase nor the need to read the key.
-            if (s.start) walServer = await serveWal({ storage, databaseId, key, index: plan.index, owner });
+            if (s.start)
+              walServer = await serveWal({ storage, databaseId, key, trust, index: plan.index, owner });
             const restoreCommand = restoreCommandFor({
               socketDir: walServer?.dir,
               from: s.from,
               keyPath,
               databaseId,
+              trust: s.trust,
+              allowUnsigned: s.allowUnsigned,
             });
             const port = s.start ? (s.port ?? (await freePort())) : s.port;
             const extra: Record<string, string> = {};

@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { DecryptionKey } from '@dbcrate/crypto';
+import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import {
   fetchWal,
   fetchWalObject,
@@ -27,11 +27,19 @@ export function restoreCommandFor(o: {
   from: string;
   keyPath: string;
   databaseId: string;
+  /** --trust files and --allow-unsigned, for a restore_command that fetches (and checks) itself. */
+  trust?: string[];
+  allowUnsigned?: boolean;
 }): string {
   const fetch = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
   const tail = o.socketDir
     ? ['--from-socket', o.socketDir]
     : ['--from', o.from, '--key', o.keyPath, '--database-id', o.databaseId];
+  if (!o.socketDir) {
+    for (const t of (o.trust ?? []).flatMap((p) => p.split(',')).filter(Boolean))
+      tail.push('--trust', resolve(t.trim()));
+    if (o.allowUnsigned) tail.push('--allow-unsigned');
+  }
   return (
     `f=%f; s=${PREFETCH_DIR}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
     `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
@@ -44,10 +52,16 @@ export function serveWal(o: {
   storage: Storage;
   databaseId: string;
   key: DecryptionKey;
+  trust?: TrustPolicy;
   index: WalIndex;
   owner?: { uid: number; gid: number };
 }): Promise<WalServer> {
-  const fetch: WalFetchOptions = { storage: o.storage, databaseId: o.databaseId, keys: [o.key] };
+  const fetch: WalFetchOptions = {
+    storage: o.storage,
+    databaseId: o.databaseId,
+    keys: [o.key],
+    trust: o.trust,
+  };
   return WalServer.start({
     owner: o.owner,
     fetch: (name) => {

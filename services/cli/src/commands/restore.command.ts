@@ -4,7 +4,8 @@ import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
 import { runRestore } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadPrivateKey } from '../key-files';
+import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
   from: z.string().min(1, 'the destination URL holding the backup'),
@@ -19,10 +20,11 @@ const schema = z.object({
   noOwner: booleanSetting.default(false),
   spoolDir: z.string().optional(),
   pgBinDir: z.string().optional(),
+  ...trustSettings,
 });
 
 export function restoreCommand(): Command {
-  return new Command('restore')
+  return trustFlags(new Command('restore'))
     .description('check, decrypt and restore a snapshot into a database')
     .argument('<SNAPSHOT_ID|latest>', 'snapshot id from `dbcrate snapshots`, or latest')
     .option('--from <DEST_URL>', 'destination URL holding the backup')
@@ -51,6 +53,7 @@ export function restoreCommand(): Command {
         flags: { ...flags, noOwner: flags.owner === false ? true : undefined },
         file: ctx.file,
       });
+      const trust = await trustPolicyFrom(s);
       const key = await loadPrivateKey(s.key, s.passphraseEnv);
       const storage = await openStorage(s.from);
       try {
@@ -59,6 +62,7 @@ export function restoreCommand(): Command {
           snapshot,
           databaseId: s.databaseId,
           keys: [key],
+          trust,
           targetUrl: s.to,
           jobs: s.jobs,
           clean: s.clean,

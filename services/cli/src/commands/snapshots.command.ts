@@ -4,15 +4,18 @@ import { resolveSettings } from '@dbcrate/config';
 import { formatBytes, listSnapshots } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
   from: z.string().min(1, 'the destination URL to list'),
   databaseId: z.string().optional(),
   json: z.boolean().optional(),
+  ...trustSettings,
 });
 
 export function snapshotsCommand(): Command {
-  return new Command('snapshots')
+  return trustFlags(new Command('snapshots'))
     .description('list backups in a destination; incomplete ones (no manifest) are shown and never restored')
     .option('--from <DEST_URL>', 'destination URL')
     .option('--database-id <ID>', 'only this database')
@@ -20,9 +23,10 @@ export function snapshotsCommand(): Command {
     .action(async (_o, cmd: Command) => {
       const ctx = contextFor(cmd);
       const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+      const trust = await trustPolicyFrom(s);
       const storage = await openStorage(s.from);
       try {
-        const list = await listSnapshots(storage, { databaseId: s.databaseId });
+        const list = await listSnapshots(storage, { databaseId: s.databaseId, trust });
         if (s.json) {
           const rows = list.map((e) => ({
             databaseId: e.databaseId,
@@ -38,6 +42,7 @@ export function snapshotsCommand(): Command {
             startLsn: e.manifest?.server.startLsn,
             sha256: e.manifest?.object.sha256,
             recipients: e.manifest?.encryption.recipients.map((r) => r.fingerprint),
+            signer: e.signer,
             key: e.dataKey,
           }));
           process.stdout.write(JSON.stringify(rows, null, 2) + '\n');

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -8,16 +9,17 @@ import {
   agentSocketPath,
   fetchFromWalServer,
   fetchWal,
-  findArchived,
   followingSegments,
   prefetchInto,
   PrefetchSpool,
+  pushExpect,
   readSystemIdentifier,
   requestPush,
   requireWalFileName,
   resolveClusterId,
   sealWal,
   validateDatabaseId,
+  walNameState,
   WalAgent,
   WalArchiver,
   writeAtomically,
@@ -25,7 +27,9 @@ import {
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
-import { loadPrivateKey, loadRecipients } from '../key-files';
+import { loadPrivateKey, loadRecipients, loadSigning, trustPolicyFrom } from '../key-files';
+import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
+import { agentFailure, settingsVerifier } from './wal.expect';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -39,6 +43,7 @@ const pushSchema = z.object({
   compressionLevel: intSetting(1, 19).default(3),
   zstd: z.enum(['auto', 'native', 'wasm']).default('auto'),
   parallel: intSetting(1, 64).default(2),
+  ...signingSettings,
 });
 
 function required<T>(v: T | undefined, setting: string, what: string): T {
@@ -51,7 +56,7 @@ function required<T>(v: T | undefined, setting: string, what: string): T {
 }
 
 function storageAndSealFlags(cmd: Command): Command {
-  return cmd
+  return signingFlags(cmd)
     .option('--to <DEST_URL>', 'destination URL (file://, s3://, sftp://)')
     .option(
       '--recipient <PUBKEY_FILE>',
@@ -69,10 +74,11 @@ async function archiverFor(s: z.infer<typeof pushSchema>, pgdata: string) {
   const recipients = await loadRecipients(
     required(s.recipient, 'recipient', 'the public key WAL is encrypted to'),
   );
+  const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
   const systemIdentifier = await readSystemIdentifier(pgdata);
   const databaseId = s.databaseId ? validateDatabaseId(s.databaseId) : systemIdentifier;
   const storage = await openStorage(to);
-  const seal = { recipients, level: s.compressionLevel, implementation: s.zstd };
+  const seal = { recipients, level: s.compressionLevel, implementation: s.zstd, signingKey, databaseId };
   return { storage, databaseId, systemIdentifier, seal };
 }
 
@@ -87,10 +93,18 @@ export function walPushCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(s.pgdata ?? process.cwd());
-    const abs = resolve(process.cwd(), path);
+    // %p is relative to the data directory (where archive_command runs), also with --pgdata
+    const abs = resolve(pgdata, path);
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
-      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs);
+      const g = cmd.optsWithGlobals<{ config?: string }>();
+      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const expect = pushExpect({ ...flags, config: g.config });
+      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
+        (e: unknown) => {
+          throw agentFailure(e);
+        },
+      );
       if (reply?.ok) return;
       if (reply && !reply.ok)
         throw new DbcrateError(reply.code as never, reply.message, { hint: reply.hint });
@@ -98,13 +112,32 @@ export function walPushCommand(): Command {
     }
     const a = await archiverFor(s, pgdata);
     try {
-      const archiver = new WalArchiver({ ...a, seal: (plain) => sealWal(plain, a.seal) });
+      const archiver = new WalArchiver({ ...a, seal: (plain, walFile) => sealWal(plain, a.seal, walFile) });
       const r = await archiver.push(abs, ctx.signal);
       logger().info({ walFile: r.walFile, outcome: r.outcome }, 'wal-push done');
     } finally {
       await a.storage.close();
     }
   });
+}
+
+/**
+ * DBCRATE_TEST_HANG_IN_PUT=<file> (tests only): the agent's first WAL upload stops right
+ * before its commit step, with its bytes written, after writing the WAL file's name to
+ * <file>; so a test can kill the agent inside a put, deterministically.
+ */
+function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void> } | undefined {
+  const marker = process.env.DBCRATE_TEST_HANG_IN_PUT;
+  if (!marker) return undefined;
+  let hung = false;
+  return {
+    beforeCommit: async (walFile) => {
+      if (hung) return;
+      hung = true;
+      writeFileSync(marker, walFile + '\n');
+      await new Promise<never>(() => undefined);
+    },
+  };
 }
 
 export function agentCommand(): Command {
@@ -126,6 +159,13 @@ export function agentCommand(): Command {
       pgdata,
       socketPath: s.socket ?? agentSocketPath(pgdata),
       parallel: s.parallel,
+      hooks: hangInPutForTests(),
+      verifyExpect: settingsVerifier({
+        displayUrl: a.storage.displayUrl,
+        databaseId: a.databaseId,
+        systemIdentifier: a.systemIdentifier,
+        recipients: a.seal.recipients,
+      }),
     });
     await agent.start();
     process.stderr.write(
@@ -146,6 +186,7 @@ const fetchSchema = z.object({
   prefetch: intSetting(0, 256).default(8),
   prefetchParallel: intSetting(1, 32).default(2),
   prefetchOnly: booleanSetting.default(false),
+  ...trustSettings,
 });
 
 /**
@@ -164,7 +205,7 @@ function fetchExitCode(e: unknown): number {
 }
 
 export function walFetchCommand(): Command {
-  return new Command('wal-fetch')
+  return trustFlags(new Command('wal-fetch'))
     .description(
       "restore one WAL file (restore_command = 'dbcrate wal-fetch %f %p …'; `dbcrate recover` writes it)",
     )
@@ -227,15 +268,16 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
     const storage = await openStorage(s.from);
     try {
       const databaseId = await resolveClusterId(storage, s.databaseId);
-      const found = await findArchived(storage, databaseId, walFile);
-      if (found.length === 0) {
+      const found = await walNameState(storage, databaseId, walFile);
+      if (found.objects.length === 0 && found.empty.length === 0) {
         throw new DbcrateError(
           ErrorCodes.WAL_NOT_FOUND,
           `${walFile} is not in the archive ${storage.displayUrl}`,
         );
       }
+      const trust = await trustPolicyFrom(s);
       const keys = [await loadPrivateKey(s.key, s.passphraseEnv)];
-      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys }, walFile));
+      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys, trust }, walFile));
     } finally {
       await storage.close();
     }
@@ -247,11 +289,12 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
 }
 
 async function fetchOptions(s: z.infer<typeof fetchSchema>) {
+  const trust = await trustPolicyFrom(s);
   const key = await loadPrivateKey(s.key, s.passphraseEnv);
   const storage = await openStorage(s.from);
   // recover writes --database-id into restore_command; by hand, the destination's only cluster will do.
   const databaseId = await resolveClusterId(storage, s.databaseId);
-  return { storage, databaseId, keys: [key] };
+  return { storage, databaseId, keys: [key], trust };
 }
 
 /** A detached copy of this command fetches the following segments while PostgreSQL replays. */
@@ -266,6 +309,8 @@ function startPrefetcher(
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
+  for (const t of s.trust ?? []) args.push('--trust', t);
+  if (s.allowUnsigned) args.push('--allow-unsigned');
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: 'ignore',

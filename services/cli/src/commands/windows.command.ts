@@ -12,11 +12,14 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
   from: z.string().min(1, 'the destination URL holding base backups and WAL'),
   databaseId: z.string().optional(),
   json: z.boolean().optional(),
+  ...trustSettings,
 });
 
 function print(w: DatabaseWindows): void {
@@ -34,10 +37,11 @@ function print(w: DatabaseWindows): void {
   for (const tli of w.unreachable) out(`  timeline ${tli}: WAL archived but no base backup can reach it`);
   for (const c of w.conflicts) out(`  ERROR: ${c} is archived twice with different content`);
   if (w.liveBranches.length) out(`  ERROR: ${describeLiveBranches(w.liveBranches)}`);
+  for (const u of w.untrusted ?? []) out(`  base backup ${u.backupId}: untrusted (${u.reason}); not used`);
 }
 
 export function windowsCommand(): Command {
-  return new Command('windows')
+  return trustFlags(new Command('windows'))
     .description(
       'restore windows per database: earliest base backup → last archived WAL, and any gap in the WAL',
     )
@@ -47,13 +51,14 @@ export function windowsCommand(): Command {
     .action(async (_o, cmd: Command) => {
       const ctx = contextFor(cmd);
       const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+      const trust = await trustPolicyFrom(s);
       const storage = await openStorage(s.from);
       try {
         const ids = s.databaseId
           ? [await resolveClusterId(storage, s.databaseId)]
           : await listClusterIds(storage);
         const all: DatabaseWindows[] = [];
-        for (const id of ids) all.push(await restoreWindows(storage, id));
+        for (const id of ids) all.push(await restoreWindows(storage, id, { trust }));
         if (s.json) process.stdout.write(JSON.stringify({ databases: all }, null, 2) + '\n');
         else {
           if (all.length === 0)

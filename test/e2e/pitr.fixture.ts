@@ -191,7 +191,7 @@ export async function recover(
   label: string,
   target: string[],
   extra: string[] = [],
-  opts: { timeoutMs?: number; port?: number } = {},
+  opts: { timeoutMs?: number; port?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Recovered> {
   const targetDir = join(env.root, `recovered-${label}`);
   const port = opts.port ?? (await freePort());
@@ -213,7 +213,7 @@ export async function recover(
       '--json',
       ...extra,
     ],
-    { timeoutMs: opts.timeoutMs ?? 90_000 },
+    { timeoutMs: opts.timeoutMs ?? 90_000, env: opts.env },
   );
   let json: RecoverJson | undefined;
   try {

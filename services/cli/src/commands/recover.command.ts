@@ -142,7 +142,7 @@ export function recoverCommand(): Command {
       .option('--immediate', 'stop as soon as the base backup is consistent')
       .option(
         '--timeline <TLI>',
-        'latest | current | N: the timeline to follow (default latest, as PostgreSQL; for a point on an older branch give its number)',
+        'latest | current | N: the timeline to follow (default latest, as PostgreSQL, refused while two timelines grow: then name one; for a point on an older branch give its number)',
       )
       .option('--inclusive', 'stop just after the target (default)')
       .addOption(new Option('--exclusive', 'stop just before the target').implies({ inclusive: false }))
@@ -274,6 +274,10 @@ export function recoverCommand(): Command {
             });
 
             if (!s.start) {
+              process.stderr.write(
+                `dbcrate: warning: restore_command reads ${keyPath} itself: the server's OS user, and any superuser ` +
+                  `(pg_read_file), can read the key; --start serves WAL without that\n`,
+              );
               const out = {
                 databaseId,
                 backupId: b.backupId,

@@ -126,7 +126,6 @@ describe('parseConnectionString', () => {
     ['postgres://u:p@h/d?ssl=true', 'sslmode=require'],
     ['postgres://u:p@h/d?foo=bar', 'unsupported parameter "foo"'],
     ['postgres://u:p%zz@h/d', 'percent-encoding'],
-    ['postgres://u@h/caf%E9', 'database name in'],
     ['postgres://u:p@[::1/d', 'IPv6'],
     ["host=h password='unterminated", 'unterminated'],
   ])('rejects %s', (input, why) => {
@@ -135,6 +134,14 @@ describe('parseConnectionString', () => {
     expect(e.code).toBe('E_BAD_URL');
     expect(e.message).toContain(why);
     expect(e.hint).toContain('postgres://USER:PASSWORD@HOST:PORT/DBNAME');
+  });
+
+  it('says a percent-encoded name that is not UTF-8 is not UTF-8 (not "does not exist" later)', () => {
+    const e = badUrl('postgres://u@h/caf%E9');
+    expect(e.code).toBe('E_BAD_URL');
+    expect(e.message).toContain('the database name in');
+    expect(e.message).toContain('is not valid UTF-8');
+    expect(e.hint).toContain('RENAME TO');
   });
 
   it('never puts the password of a rejected URL in the error', () => {

@@ -26,7 +26,7 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { loadPrivateKey, trustPaths, trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
 const execFileP = promisify(execFile);
@@ -213,9 +213,7 @@ export function recoverCommand(): Command {
           const tail = ['--from', s.from, '--key', keyPath, '--database-id', databaseId];
           if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
           // restore_command checks WAL signatures as this command does (it runs in the data directory).
-          for (const t of (s.trust ?? []).flatMap((p) => p.split(',')).filter(Boolean)) {
-            tail.push('--trust', resolve(t.trim()));
-          }
+          for (const t of trustPaths(s.trust)) tail.push('--trust', resolve(t));
           if (s.allowUnsigned) tail.push('--allow-unsigned');
           // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
           const word = (a: string) => shellQuote(a).replace(/%/g, '%%');

@@ -24,7 +24,7 @@ import {
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
-import { loadPrivateKey, loadRecipients, loadSigning, trustPolicyFrom } from '../key-files';
+import { loadPrivateKey, loadRecipients, loadSigning, trustPaths, trustPolicyFrom } from '../key-files';
 import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -261,7 +261,7 @@ function startPrefetcher(
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
-  for (const t of s.trust ?? []) args.push('--trust', t);
+  for (const t of trustPaths(s.trust)) args.push('--trust', resolve(t));
   if (s.allowUnsigned) args.push('--allow-unsigned');
   const child = spawn(process.execPath, args, {
     detached: true,

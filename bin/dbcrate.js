@@ -33,6 +33,7 @@ function fastWalPush(argv) {
   let file;
   let socket = process.env.DBCRATE_SOCKET;
   let pgdata = process.env.DBCRATE_PGDATA;
+  const flags = { recipient: [] };
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i];
     const eq = a.indexOf('=');
@@ -41,6 +42,11 @@ function fastWalPush(argv) {
     if (WITH_VALUE.has(name)) {
       if (name === '--socket') socket = value;
       if (name === '--pgdata') pgdata = value;
+      // the settings the agent must be serving (it refuses the push otherwise)
+      if (name === '--to') flags.to = value;
+      if (name === '--recipient') flags.recipient.push(value);
+      if (name === '--database-id') flags.databaseId = value;
+      if (name === '--config') flags.config = value;
       if (eq < 0) i++;
     } else if (a.startsWith('-')) {
       return undefined; // an option this parser does not know: let the CLI handle it
@@ -53,7 +59,9 @@ function fastWalPush(argv) {
   if (!file) return undefined;
   const protocol = require(path.join(dist, 'libs', 'pitr', 'src', 'agent.protocol.js'));
   const sock = socket || protocol.agentSocketPath(pgdata || process.cwd());
-  return protocol.requestPush(sock, path.resolve(process.cwd(), file));
+  return protocol.requestPush(sock, path.resolve(process.cwd(), file), {
+    expect: protocol.pushExpect(flags),
+  });
 }
 
 const fast = fastWalPush(process.argv.slice(2));
@@ -69,9 +77,8 @@ if (fast === undefined) {
       process.exit(reply.exitCode || 1);
     },
     (e) => {
-      process.stderr.write(
-        `dbcrate: error: ${e.message} [E_AGENT]\n  hint: PostgreSQL keeps the WAL file and retries\n`,
-      );
+      const hint = e.hint || 'PostgreSQL keeps the WAL file and retries';
+      process.stderr.write(`dbcrate: error: ${e.message} [E_AGENT]\n  hint: ${hint}\n`);
       process.exit(4);
     },
   );

@@ -22,6 +22,7 @@ import {
   explain,
   filesUnder,
   gpgHome,
+  lsnValue,
   openWithGpg,
   PASSPHRASE,
   PASSPHRASE_ENV,
@@ -147,8 +148,13 @@ describe('point-in-time recovery: faults', () => {
     for (const s of outageSegments) expect(have).toContain(s);
   });
 
-  it('agent killed (SIGKILL) mid-push: no partial object is ever visible, archiving goes on without it', async () => {
+  it('agent killed (SIGKILL) inside a put: nothing acknowledged, no partial object visible, a retry archives it', async () => {
     expect(agent.child.exitCode).toBeNull();
+    // An agent whose first upload stops inside the put, its bytes sent, before the commit
+    // step: the kill below lands there every time, not between two puts.
+    await agent.stop('SIGTERM');
+    const marker = join(env.root, 'hung-in-put');
+    agent = await startAgent(env, pg.dataDir, { env: { DBCRATE_TEST_HANG_IN_PUT: marker } });
     const objectsBefore = walObjects(env.destDir, systemId).length;
     // ~30 MB of WAL in one go: several segments become ready while the agent pushes ahead.
     const load = pg.psql(
@@ -158,26 +164,20 @@ describe('point-in-time recovery: faults', () => {
        SELECT pg_switch_wal();`,
       DB,
     );
-    // Kill it the moment a put is in flight (its temp file is visible), or failing that
-    // while it is pushing ahead (an object appeared and segments are still ready).
-    let caughtMidPut: boolean;
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      caughtMidPut = walLeftovers(env.destDir, systemId).length > 0;
-      if (caughtMidPut) break;
-      const grown = walObjects(env.destDir, systemId).length > objectsBefore + 1;
-      if (grown && readyFiles(pg.dataDir).length > 0) break;
-      if (Date.now() > deadline) throw new Error('the agent never started pushing the bulk load');
-      await sleep(2);
-    }
+    await until('the agent to stop inside a put', () => fs.existsSync(marker), 90_000);
+    const hung = fs.readFileSync(marker, 'utf8').trim();
+    expect(hung).toMatch(SEGMENT);
+    // the bytes are in the put's hidden temp file; nothing is visible under the WAL name …
+    expect(walLeftovers(env.destDir, systemId).filter((n) => n.startsWith(`.${hung}-`))).toHaveLength(1);
+    expect(walObjects(env.destDir, systemId).map((o) => o.walName)).not.toContain(hung);
+    // … and PostgreSQL was not told it is archived
+    const done = join(pg.dataDir, 'pg_wal', 'archive_status', `${hung}.done`);
+    expect(fs.existsSync(done)).toBe(false);
     process.kill(agent.pid, 'SIGKILL');
     const { signal } = await agent.exited;
     expect(signal).toBe('SIGKILL');
     await load;
-    console.log(
-      `agent killed ${caughtMidPut ? 'with a put in flight' : 'while pushing ahead'}; ` +
-        `leftovers: ${walLeftovers(env.destDir, systemId).join(', ') || 'none'}`,
-    );
+    expect(walObjects(env.destDir, systemId).map((o) => o.walName)).not.toContain(hung);
 
     // archive_command goes on alone (a stale agent socket must not block it)
     await workloadStep(pg, DB, 5);
@@ -189,6 +189,10 @@ describe('point-in-time recovery: faults', () => {
     const home = gpgHome(env);
     const objects = walObjects(env.destDir, systemId);
     expect(objects.length).toBeGreaterThan(objectsBefore);
+    // the retry (archive_command alone) archived the segment the kill interrupted, once,
+    // and removed the claim the killed push had left
+    expect(objects.filter((o) => o.walName === hung)).toHaveLength(1);
+    expect(walLeftovers(env.destDir, systemId).filter((n) => n.includes('.claim-'))).toEqual([]);
     for (const o of objects) {
       const plain = openWithGpg(home, o.file);
       expect({ object: o.walName, sha256: sha256(plain) }).toEqual({ object: o.walName, sha256: o.sha256 });
@@ -334,8 +338,8 @@ describe('point-in-time recovery: faults', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(filesUnder(target)).toEqual([]);
 
-    // a target before the gap is still fine
-    const ok = await cli([
+    // --latest across the gap: exit 7 naming the gap and the reachable end, nothing downloaded
+    const latest = await cli([
       'recover',
       '--from',
       gapDest,
@@ -344,13 +348,95 @@ describe('point-in-time recovery: faults', () => {
       '--passphrase-env',
       PASSPHRASE_ENV,
       '--target-dir',
-      join(env.root, 'before-gap'),
+      join(env.root, 'gap-latest'),
+      '--latest',
+    ]);
+    expect({ code: latest.code, out: explain(latest) }).toEqual(expect.objectContaining({ code: 7 }));
+    expect(latest.stderr).toContain(gap);
+    expect(latest.stderr).toContain(tl1!.to.lsn);
+    expect(latest.stderr).toContain('--accept-gap');
+    expect(latest.stderr).not.toMatch(/\n\s+at /);
+    expect(filesUnder(join(env.root, 'gap-latest'))).toEqual([]);
+
+    // a target LSN equal to the end of contiguous WAL: refused before anything is downloaded
+    const atEnd = await cli([
+      'recover',
+      '--from',
+      gapDest,
+      '--key',
+      env.keys.priv,
+      '--passphrase-env',
+      PASSPHRASE_ENV,
+      '--target-dir',
+      join(env.root, 'gap-at-end'),
+      '--to-lsn',
+      tl1!.to.lsn,
+    ]);
+    expect({ code: atEnd.code, out: explain(atEnd) }).toEqual(expect.objectContaining({ code: 7 }));
+    expect(atEnd.stderr).toMatch(/at the end of the contiguous archived WAL/);
+    expect(atEnd.stderr).toMatch(/recoverable from .+ to .+/);
+    expect(filesUnder(join(env.root, 'gap-at-end'))).toEqual([]);
+
+    // a zone-less --to-time: a usage error, nothing downloaded
+    const zoneless = await cli([
+      'recover',
+      '--from',
+      gapDest,
+      '--key',
+      env.keys.priv,
+      '--passphrase-env',
+      PASSPHRASE_ENV,
+      '--target-dir',
+      join(env.root, 'gap-zoneless'),
+      '--to-time',
+      '2026-11-25 14:03:12',
+    ]);
+    expect({ code: zoneless.code, out: explain(zoneless) }).toEqual(expect.objectContaining({ code: 2 }));
+    expect(zoneless.stderr).toMatch(/no time zone/);
+    expect(filesUnder(join(env.root, 'gap-zoneless'))).toEqual([]);
+
+    // --accept-gap: recovers to the end of contiguous WAL, and says so
+    const accepted = await recover({ ...env, dest: gapDest }, pg, 'accept-gap', ['--latest', '--accept-gap']);
+    expect({ code: accepted.result.code, out: explain(accepted.result, accepted.server) }).toEqual(
+      expect.objectContaining({ code: 0 }),
+    );
+    expect(accepted.result.stderr).toMatch(/--accept-gap: recovering to the end of contiguous WAL/);
+    expect(accepted.result.stderr).toContain(gap);
+    expect(accepted.json).toEqual(
+      expect.objectContaining({
+        state: 'promoted',
+        endLsn: tl1!.to.lsn,
+        acceptedGap: expect.objectContaining({ firstMissing: gap }),
+      }),
+    );
+    expect(lsnValue(accepted.json!.lsn!)).toBeLessThan(lsnValue(tl1!.to.lsn));
+    await accepted.server.stop();
+
+    // without --start, --passphrase-env is refused: the server would have to hold the passphrase
+    const noStart = await cli([
+      'recover',
+      '--from',
+      gapDest,
+      '--key',
+      env.keys.priv,
+      '--passphrase-env',
+      PASSPHRASE_ENV,
+      '--target-dir',
+      join(env.root, 'no-start'),
       '--to-lsn',
       lsnAfterBackup,
     ]);
-    expect({ code: ok.code, out: explain(ok) }).toEqual(expect.objectContaining({ code: 0 }));
-    expect(fs.existsSync(join(env.root, 'before-gap', 'PG_VERSION'))).toBe(true);
-    expect(fs.existsSync(join(env.root, 'before-gap', 'recovery.signal'))).toBe(true);
+    expect({ code: noStart.code, out: explain(noStart) }).toEqual(expect.objectContaining({ code: 2 }));
+    expect(noStart.stderr).toMatch(/--passphrase-env needs --start/);
+    expect(filesUnder(join(env.root, 'no-start'))).toEqual([]);
+
+    // a target before the gap is still fine
+    const ok = await recover({ ...env, dest: gapDest }, pg, 'before-gap', ['--to-lsn', lsnAfterBackup]);
+    expect({ code: ok.result.code, out: explain(ok.result, ok.server) }).toEqual(
+      expect.objectContaining({ code: 0 }),
+    );
+    expect(ok.json?.state).toBe('promoted');
+    await ok.server.stop();
   });
 
   it("recover --start onto a port in use fails with the server's reason, promptly", async () => {

@@ -104,8 +104,12 @@ export function startArchivingCluster(
  * `dbcrate agent --pgdata DIR --config YAML` as postgres, once it says it is archiving;
  * stopped by cleanup().
  */
-export async function startAgent(env: PitrEnv, dataDir: string): Promise<CliProcess> {
-  const agent = spawnCliAs(['agent', '--pgdata', dataDir, '--config', env.configFile]);
+export async function startAgent(
+  env: PitrEnv,
+  dataDir: string,
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): Promise<CliProcess> {
+  const agent = spawnCliAs(['agent', '--pgdata', dataDir, '--config', env.configFile], { env: opts.env });
   env.agents.push(agent);
   // its default socket (in pg_wal, or in the temp dir for long paths)
   env.sockets.push(agentSocketPath(dataDir));
@@ -162,6 +166,9 @@ export interface RecoverJson {
   timeline?: number;
   walFilesRestored: number;
   logFile: string;
+  /** --accept-gap: the end of contiguous WAL and the gap recovery stopped at. */
+  endLsn?: string;
+  acceptedGap?: { timeline: number; firstMissing: string; missing: number; resumesAt: string };
 }
 
 export interface Recovered {

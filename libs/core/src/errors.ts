@@ -30,8 +30,11 @@ export const ErrorCodes = {
   WAL_NOT_FOUND: 'E_WAL_NOT_FOUND',
   WAL_GAP: 'E_WAL_GAP',
   OUT_OF_WINDOW: 'E_OUT_OF_WINDOW',
+  TIMELINE_BRANCHES: 'E_TIMELINE_BRANCHES',
   RECOVERY_FAILED: 'E_RECOVERY_FAILED',
   INTERRUPTED: 'E_INTERRUPTED',
+  /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
+  AGENT: 'E_AGENT',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -67,8 +70,11 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_WAL_NOT_FOUND: 1,
   E_WAL_GAP: 7,
   E_OUT_OF_WINDOW: 7,
+  // two timelines kept growing after a fork: --timeline must say which
+  E_TIMELINE_BRANCHES: 7,
   E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
+  E_AGENT: 4,
   E_INTERNAL: 1,
 };
 

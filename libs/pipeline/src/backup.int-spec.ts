@@ -288,5 +288,41 @@ describe('logical backups: no false success', () => {
       await storage.delete(target.manifestKey);
       await storage.delete(target.dataKey);
     });
+
+    it('"latest" of an old id is refused once newer dumps of that database live under its new id', async () => {
+      const moved = await fsStorage('moved-ids');
+      const fresh = await runBackup({
+        dbUrl: pg.url('a/b'),
+        storage: moved,
+        recipients: [recipient],
+      });
+      // the same database's dump as an older version stored it: old id, no databaseIdFrom
+      const snapshotId = snapshotIdFor(new Date(Date.now() - 86_400_000), 'eeeeeeee');
+      const target = dumpKeys('a_b', snapshotId, ['zst', 'pgp']);
+      const m = JSON.parse((await readObject(moved, fresh.manifestKey)).toString());
+      delete m.databaseIdFrom;
+      await moved.put(target.dataKey, await moved.get(fresh.dataKey));
+      await moved.put(
+        target.manifestKey,
+        Readable.from([
+          Buffer.from(
+            JSON.stringify({
+              ...m,
+              databaseId: 'a_b',
+              snapshotId,
+              object: { ...m.object, key: target.dataKey },
+            }),
+          ),
+        ]),
+      );
+      const e = await caught(resolveSnapshot(moved, 'latest', { databaseId: 'a_b' }));
+      expect(e.code).toBe(ErrorCodes.USAGE);
+      expect(e.message).toContain('stale');
+      expect(e.message).toContain(fresh.manifest.databaseId);
+      expect((await resolveSnapshot(moved, `a_b/${snapshotId}`)).snapshotId).toBe(snapshotId);
+      expect(
+        (await resolveSnapshot(moved, 'latest', { databaseId: fresh.manifest.databaseId })).snapshotId,
+      ).toBe(fresh.manifest.snapshotId);
+    });
   });
 });

@@ -33,6 +33,8 @@ export interface SnapshotEntry {
   manifestKey?: string;
   signatureKey?: string;
   manifest?: DumpManifest;
+  /** When storage says the manifest (else the data object) was last written. */
+  storedAt?: Date;
 }
 
 function lsnValue(lsn: string): bigint {
@@ -44,33 +46,39 @@ function lsnValue(lsn: string): bigint {
 function startTimeOf(e: SnapshotEntry): number {
   const m = e.manifest;
   const t = m ? Date.parse(m.server.startTime ?? m.startedAt) : NaN;
-  return Number.isNaN(t) ? e.time.getTime() : t;
+  if (!Number.isNaN(t)) return t;
+  // No readable manifest: when it was stored is a better guess than the id, which the
+  // writer's clock chose.
+  return (e.storedAt ?? e.time).getTime();
 }
 
 /**
- * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md):
- * 1. two dumps of one server (same system identifier) that both recorded the server's WAL
- *    position at their start are ordered by it: it only grows, whatever the clocks say;
- * 2. otherwise by the server's clock at the dump's start (`server.startTime`); manifests
- *    written before it was recorded use their `startedAt` (the client's clock), and an
- *    unreadable manifest the time in the snapshot id;
- * 3. ties by snapshot id.
+ * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md): by
+ * the server's clock at the dump's start (`server.startTime`), so a client with a wrong
+ * clock cannot reorder them; manifests written before it was recorded use their `startedAt`
+ * (the client's clock), an unreadable manifest the time its object was stored. Ties (one
+ * millisecond) go to the server's WAL position at the start, for dumps of one server, then
+ * to the microseconds the Date lost, then to the snapshot id. One key per entry, compared
+ * field by field, so the order is a total order whatever mix of servers and manifests.
  */
 export function compareSnapshots(a: SnapshotEntry, b: SnapshotEntry): number {
-  const sa = a.manifest?.server;
-  const sb = b.manifest?.server;
-  if (sa?.startLsn && sb?.startLsn && sa.systemIdentifier && sa.systemIdentifier === sb.systemIdentifier) {
-    const la = lsnValue(sa.startLsn);
-    const lb = lsnValue(sb.startLsn);
-    if (la !== lb) return la < lb ? -1 : 1;
+  const ka = sortKey(a);
+  const kb = sortKey(b);
+  for (let i = 0; i < ka.length; i++) {
+    if (ka[i] !== kb[i]) return ka[i] < kb[i] ? -1 : 1;
   }
-  const ta = startTimeOf(a);
-  const tb = startTimeOf(b);
-  if (ta !== tb) return ta - tb;
-  const ka = sa?.startTime ?? '';
-  const kb = sb?.startTime ?? '';
-  if (ka !== kb) return ka < kb ? -1 : 1; // microseconds the Date lost
-  return a.snapshotId < b.snapshotId ? -1 : a.snapshotId > b.snapshotId ? 1 : 0;
+  return 0;
+}
+
+function sortKey(e: SnapshotEntry): [number, string, bigint, string, string] {
+  const s = e.manifest?.server;
+  return [
+    startTimeOf(e),
+    s?.systemIdentifier ?? '',
+    s?.startLsn ? lsnValue(s.startLsn) : -1n,
+    s?.startTime ?? '',
+    e.snapshotId,
+  ];
 }
 
 /**
@@ -112,6 +120,7 @@ export async function listSnapshots(
   opts: { databaseId?: string; trust?: TrustPolicy } = {},
 ): Promise<SnapshotEntry[]> {
   const prefix = opts.databaseId ? `${validateDatabaseId(opts.databaseId)}/${DUMPS_DIR}/` : '';
+  await storage.checkRoot?.();
   const byId = new Map<string, SnapshotEntry>();
   for await (const obj of storage.list(prefix)) {
     const parsed = parseDumpKey(obj.key);
@@ -127,11 +136,14 @@ export async function listSnapshots(
       };
       byId.set(id, e);
     }
-    if (parsed.kind === 'manifest') e.manifestKey = obj.key;
-    else if (parsed.kind === 'signature') e.signatureKey = obj.key;
+    if (parsed.kind === 'manifest') {
+      e.manifestKey = obj.key;
+      if (obj.lastModified) e.storedAt = obj.lastModified;
+    } else if (parsed.kind === 'signature') e.signatureKey = obj.key;
     else {
       e.dataKey = obj.key;
       e.dataSize = obj.size;
+      if (obj.lastModified && !e.manifestKey) e.storedAt ??= obj.lastModified;
     }
   }
   const entries = [...byId.values()].sort(
@@ -146,6 +158,15 @@ export async function listSnapshots(
     let raw: Buffer;
     try {
       raw = await readObject(storage, e.manifestKey);
+    } catch (err) {
+      // A storage that cannot be reached or read now says nothing about the snapshot; only
+      // a manifest that is gone, or was read and is wrong, makes it damaged.
+      if (!(err instanceof DbcrateError) || err.code !== ErrorCodes.STORAGE_NOT_FOUND) throw err;
+      e.status = 'damaged';
+      e.reason = `manifest ${e.manifestKey} vanished while listing`;
+      continue;
+    }
+    try {
       e.manifest = parseManifest(raw, e.manifestKey);
     } catch (err) {
       e.status = 'damaged';
@@ -186,6 +207,38 @@ async function checkSignature(
   }
   e.status = 'untrusted';
   e.reason = v.reason;
+}
+
+/**
+ * Dumps of a database whose name is not a valid id were stored, before ids were made
+ * collision-free, under the old derived id (`a/b` → `a_b`); new dumps of it go to the new id
+ * (`a_b-<hash>`). "latest" of the old id would then silently be a stale dump: refuse it when
+ * the new id holds complete dumps of the same server's database.
+ */
+async function refuseIfMoved(
+  storage: Storage,
+  last: SnapshotEntry & { manifest: DumpManifest },
+): Promise<void> {
+  const m = last.manifest;
+  if (m.databaseIdFrom) return; // written by a version that already used the new ids
+  const name = m.server.database;
+  const moved = defaultDatabaseId(name);
+  if (moved === last.databaseId || legacyDatabaseId(name) !== last.databaseId) return;
+  const newer = (await listSnapshots(storage, { databaseId: moved })).filter(
+    (e) =>
+      e.status === 'complete' &&
+      e.manifest?.server.database === name &&
+      e.manifest.server.systemIdentifier === m.server.systemIdentifier,
+  );
+  if (!newer.length) return;
+  const newest = newer.at(-1)!;
+  throw new DbcrateError(
+    ErrorCodes.USAGE,
+    `"latest" of database id ${last.databaseId} would be a stale dump: newer dumps of database ${JSON.stringify(name)} are stored under database id ${moved} (the newest is ${moved}/${newest.snapshotId})`,
+    {
+      hint: `restore latest --database-id ${moved}, or restore ${last.databaseId}/${last.snapshotId} by its id if the old one is what you want`,
+    },
+  );
 }
 
 /**
@@ -258,6 +311,7 @@ export async function resolveSnapshot(
         },
       );
     }
+    await refuseIfMoved(storage, last as SnapshotEntry & { manifest: DumpManifest });
     return last as SnapshotEntry & { manifest: DumpManifest };
   }
   const matches = all.filter((e) => e.snapshotId === snapshotId);

@@ -1,6 +1,7 @@
 export * from './wal.names';
 export * from './pitr.layout';
 export * from './wal.archive';
+export * from './wal.claim';
 export * from './agent.protocol';
 export * from './wal.agent';
 export * from './base.manifest';
@@ -9,5 +10,9 @@ export * from './base.backups';
 export * from './wal.fetch';
 export * from './windows';
 export * from './recover';
+export * from './recover.start';
+export * from './timeline.branches';
+export * from './wal.serve';
+export * from './wal.serve.client';
 export * from './tar.scanner';
 export * from './tar.guard';

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
@@ -85,9 +86,12 @@ export function timelineKey(databaseId: string, timeline: number): string {
   return `${databaseId}/${TIMELINES_DIR}/${timeline.toString(16).toUpperCase().padStart(8, '0')}.json`;
 }
 
+/** 1: flat wal/; 2: WAL in partitions (wal/<timeline+log>/, wal/history/). Both are read. */
+export const CLUSTER_FORMAT_VERSION = 1;
+
 export const ClusterIdentitySchema = z.object({
   format: z.literal('dbcrate.cluster'),
-  formatVersion: z.literal(1),
+  formatVersion: z.union([z.literal(1), z.literal(2)]),
   databaseId: z.string(),
   systemIdentifier: z.string().regex(/^\d+$/),
   walSegmentSize: z.number().int().positive(),
@@ -149,47 +153,105 @@ function mismatch(
   );
 }
 
+export const CLAIMS_DIR = 'claims';
+const CLUSTER_CLAIM = /^cluster-(\d+)-[0-9a-f]{16}\.json$/;
+
+async function clusterClaims(
+  storage: Storage,
+  databaseId: string,
+): Promise<{ key: string; sysid: string }[]> {
+  const out: { key: string; sysid: string }[] = [];
+  for await (const o of storage.list(`${databaseId}/${CLAIMS_DIR}/`)) {
+    const m = CLUSTER_CLAIM.exec(o.key.slice(o.key.lastIndexOf('/') + 1));
+    if (m) out.push({ key: o.key, sysid: m[1] });
+  }
+  return out;
+}
+
+function claimMismatch(
+  databaseId: string,
+  storage: Storage,
+  claim: { key: string; sysid: string },
+  sysid: string,
+) {
+  return new DbcrateError(
+    ErrorCodes.CLUSTER_MISMATCH,
+    `database id "${databaseId}" in ${storage.displayUrl} is being claimed by the cluster with system identifier ${claim.sysid}, not ${sysid}`,
+    {
+      hint: `two clusters must never share WAL under one id: give this cluster its own --database-id. If no other cluster archives there, delete ${claim.key} (left by an interrupted first push)`,
+    },
+  );
+}
+
 /**
  * Bind a database id to one cluster: the first writer creates cluster.json, every later
  * writer must match it. Guards against two clusters mixing WAL under one prefix.
+ * Creating it races like a WAL name (wal.claim.ts): a claim `<db>/claims/cluster-<sysid>-<random>.json`
+ * first, then the claims are listed and cluster.json re-read, so that of two clusters racing
+ * on an empty prefix at most one succeeds, also where conditional writes are ignored.
+ * Without `walSegmentSize` (a history file, which does not tell) nothing is created:
+ * undefined when there is no cluster.json yet.
  */
 export async function ensureClusterIdentity(
   storage: Storage,
   databaseId: string,
-  cluster: { systemIdentifier: string; walSegmentSize: number },
-): Promise<ClusterIdentity> {
-  const existing = await readClusterIdentity(storage, databaseId);
-  if (existing) {
-    if (existing.systemIdentifier !== cluster.systemIdentifier)
-      throw mismatch(databaseId, storage, existing, cluster.systemIdentifier);
-    return existing;
-  }
-  const identity: ClusterIdentity = {
-    format: 'dbcrate.cluster',
-    formatVersion: 1,
-    databaseId,
-    systemIdentifier: cluster.systemIdentifier,
-    walSegmentSize: cluster.walSegmentSize,
-    createdAt: new Date().toISOString(),
+  cluster: { systemIdentifier: string; walSegmentSize?: number },
+  hooks: { beforeClaimCheck?: () => Promise<void> } = {},
+): Promise<ClusterIdentity | undefined> {
+  const sysid = cluster.systemIdentifier;
+  const check = (have: ClusterIdentity): ClusterIdentity => {
+    if (have.systemIdentifier !== sysid) throw mismatch(databaseId, storage, have, sysid);
+    return have;
   };
+  const existing = await readClusterIdentity(storage, databaseId);
+  if (existing) return check(existing);
+  if (!cluster.walSegmentSize) return undefined;
+  const foreign = (await clusterClaims(storage, databaseId)).find((c) => c.sysid !== sysid);
+  if (foreign) throw claimMismatch(databaseId, storage, foreign, sysid);
+  const claimKey = `${databaseId}/${CLAIMS_DIR}/cluster-${sysid}-${randomBytes(8).toString('hex')}.json`;
+  await storage.put(claimKey, Readable.from([JSON.stringify({ systemIdentifier: sysid }) + '\n']), {
+    ifNotExists: true,
+  });
   try {
-    await storage.put(clusterKey(databaseId), Readable.from([JSON.stringify(identity, null, 2) + '\n']), {
-      ifNotExists: true,
-    });
-    return identity;
-  } catch (e) {
-    // Another writer won the race: compare with what it wrote.
-    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+    await hooks.beforeClaimCheck?.();
+    const claims = [
+      ...(await clusterClaims(storage, databaseId)),
+      ...(await clusterClaims(storage, databaseId)),
+    ];
+    const other = claims.find((c) => c.sysid !== sysid);
+    if (other) throw claimMismatch(databaseId, storage, other, sysid);
     const now = await readClusterIdentity(storage, databaseId);
-    if (!now) throw e;
-    if (now.systemIdentifier !== cluster.systemIdentifier)
-      throw mismatch(databaseId, storage, now, cluster.systemIdentifier);
-    return now;
+    if (now) return check(now);
+    const identity: ClusterIdentity = {
+      format: 'dbcrate.cluster',
+      formatVersion: CLUSTER_FORMAT_VERSION,
+      databaseId,
+      systemIdentifier: sysid,
+      walSegmentSize: cluster.walSegmentSize,
+      createdAt: new Date().toISOString(),
+    };
+    try {
+      await storage.put(clusterKey(databaseId), Readable.from([JSON.stringify(identity, null, 2) + '\n']), {
+        ifNotExists: true,
+      });
+    } catch (e) {
+      // Another writer of this cluster won the race: compare with what it wrote.
+      if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+      const after = await readClusterIdentity(storage, databaseId);
+      if (!after) throw e;
+      return check(after);
+    }
+    for (const c of new Set(claims.filter((x) => x.key !== claimKey).map((x) => x.key)))
+      await storage.delete(c).catch(() => undefined);
+    return identity;
+  } finally {
+    await storage.delete(claimKey).catch(() => undefined);
   }
 }
 
 /** Database ids under the root that hold a cluster.json (physical backups / WAL). */
 export async function listClusterIds(storage: Storage): Promise<string[]> {
+  await storage.checkRoot?.();
   const ids = new Set<string>();
   for await (const o of storage.list('')) {
     const parts = o.key.split('/');
@@ -202,6 +264,7 @@ export async function listClusterIds(storage: Storage): Promise<string[]> {
 export async function resolveClusterId(storage: Storage, given?: string): Promise<string> {
   if (given) {
     validateDatabaseId(given);
+    await storage.checkRoot?.();
     if (!(await readClusterIdentity(storage, given))) {
       throw new DbcrateError(
         ErrorCodes.SNAPSHOT_NOT_FOUND,

@@ -1,12 +1,27 @@
 import { existsSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, readdir, stat, unlink } from 'node:fs/promises';
+import { chmod, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, join, resolve } from 'node:path';
 import { Piscina } from 'piscina';
 import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
-import { requestPush, type AgentReply, type PushRequest } from './agent.protocol';
-import { sealWal, WalArchiver, type PushResult, type WalSealOptions } from './wal.archive';
+import {
+  agentSecretPath,
+  checkSocketDir,
+  newAgentSecret,
+  pingAgent,
+  replyMac,
+  type AgentReply,
+  type PushExpect,
+  type PushRequest,
+} from './agent.protocol';
+import {
+  sealWal,
+  WalArchiver,
+  type PushResult,
+  type WalArchiverOptions,
+  type WalSealOptions,
+} from './wal.archive';
 import { parseWalFileName } from './wal.names';
 
 export interface WalAgentOptions {
@@ -20,6 +35,13 @@ export interface WalAgentOptions {
   parallel?: number;
   /** How often pg_wal/archive_status is rescanned besides the watcher's events. */
   scanIntervalMs?: number;
+  /**
+   * Check the settings a push was configured with against this agent's own; throw (a
+   * DbcrateError) to refuse the push. Without it, pushes that carry settings are refused.
+   */
+  verifyExpect?: (expect: PushExpect) => Promise<void>;
+  /** Tests: passed to the archiver (barriers, or a hang inside a put). */
+  hooks?: WalArchiverOptions['hooks'];
 }
 
 interface Entry {
@@ -56,6 +78,7 @@ export class WalAgent {
   private scanning = false;
   private rescan = false;
   private stopped = false;
+  private secret = '';
 
   constructor(private readonly opts: WalAgentOptions) {
     this.parallel = Math.max(1, opts.parallel ?? 2);
@@ -72,6 +95,7 @@ export class WalAgent {
       databaseId: opts.databaseId,
       systemIdentifier: opts.systemIdentifier,
       seal: (plain, walFile) => sealWal(plain, opts.seal, walFile),
+      hooks: opts.hooks,
       hashAndSeal: pool
         ? async (plain, walFile) =>
             (await pool.run(
@@ -112,23 +136,34 @@ export class WalAgent {
     await Promise.allSettled([...this.entries.values()].map((e) => e.promise));
     await this.pool?.destroy();
     await unlink(this.opts.socketPath).catch(() => undefined);
+    await unlink(agentSecretPath(this.opts.socketPath)).catch(() => undefined);
   }
 
   private async listen(): Promise<void> {
     const path = this.opts.socketPath;
+    try {
+      checkSocketDir(path, { create: true });
+    } catch (e) {
+      throw new DbcrateError(ErrorCodes.CONFIG, (e as Error).message, {
+        hint: (e as { hint?: string }).hint,
+      });
+    }
     if (existsSync(path)) {
       // A live agent answers; a socket file left by a killed one does not.
-      const alive = await requestPush(path, '', 2000).then(
-        (r) => r !== undefined,
-        () => true,
-      );
-      if (alive) {
+      if (await pingAgent(path)) {
         throw new DbcrateError(ErrorCodes.CONFIG, `an agent is already listening on ${path}`, {
           hint: 'run one agent per data directory (or give this one another --socket)',
         });
       }
       await unlink(path);
     }
+    // The secret authenticates our answers (agent.protocol.ts); written before we listen.
+    this.secret = newAgentSecret();
+    const secretPath = agentSecretPath(path);
+    const tmp = `${secretPath}.${process.pid}.tmp`;
+    await writeFile(tmp, this.secret + '\n', { mode: 0o600, flag: 'w' });
+    await chmod(tmp, 0o600);
+    await rename(tmp, secretPath);
     this.server = createServer((sock) => this.serve(sock));
     await new Promise<void>((res, rej) => {
       this.server!.once('error', rej);
@@ -139,29 +174,51 @@ export class WalAgent {
 
   private serve(sock: Socket): void {
     let buf = '';
+    let nonce = '';
+    let handled = false;
+    const answer = (r: AgentReply): void => {
+      const line = JSON.stringify(r);
+      sock.end(`${line}\n${replyMac(this.secret, nonce, line)}\n`);
+    };
     sock.setEncoding('utf8');
     sock.on('error', () => undefined);
     sock.on('data', (d: string) => {
+      if (handled) return;
       buf += d;
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
+      handled = true;
       let req: PushRequest;
       try {
         req = JSON.parse(buf.slice(0, nl)) as PushRequest;
       } catch {
-        sock.end(JSON.stringify(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request'))) + '\n');
+        answer(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request')));
         return;
       }
-      if (!req.path) {
-        sock.end(JSON.stringify({ ok: true, outcome: 'alive' }) + '\n');
+      nonce = typeof req.nonce === 'string' ? req.nonce : '';
+      if (req.op === 'ping' || !req.path) {
+        answer({ ok: true, outcome: 'alive' });
         return;
       }
-      void this.pushOnRequest(req.path).then(
-        (r) =>
-          sock.end(JSON.stringify({ ok: true, outcome: r.outcome, key: r.key } satisfies AgentReply) + '\n'),
-        (e: unknown) => sock.end(JSON.stringify(reply(e)) + '\n'),
-      );
+      void this.checkExpect(req.expect)
+        .then(() => this.pushOnRequest(req.path))
+        .then(
+          (r) => answer({ ok: true, outcome: r.outcome, key: r.key }),
+          (e: unknown) => answer(reply(e)),
+        );
     });
+  }
+
+  private async checkExpect(expect: PushExpect | undefined): Promise<void> {
+    const given =
+      expect && (expect.config || expect.to || expect.recipient || expect.databaseId || expect.env);
+    if (!given) return; // a push that names no settings relies on the agent's
+    if (!this.opts.verifyExpect) {
+      throw new DbcrateError(ErrorCodes.CONFIG, 'this agent cannot check the settings wal-push was given', {
+        hint: 'run the agent with `dbcrate agent`, or wal-push --no-agent',
+      });
+    }
+    await this.opts.verifyExpect(expect);
   }
 
   /** archive_command asked for this file: answer from a push ahead when it is the same file, else push now. */

@@ -14,13 +14,12 @@ import {
 import type { ObjectInfo, Storage } from '@dbcrate/storage';
 import {
   ensureClusterIdentity,
-  parseWalKey,
   timelineKey,
   walKey,
-  walLookupPrefix,
   type ClusterIdentity,
   type ParsedWalKey,
 } from './pitr.layout';
+import { claimAndWrite, conflictError, walNameState, type ClaimHooks } from './wal.claim';
 import {
   parseTimelineHistory,
   readSegmentHeader,
@@ -103,18 +102,13 @@ export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Every archived copy of one WAL file (normally zero or one). */
+/** Every archived copy of one WAL file (normally zero or one); zero-byte objects never count. */
 export async function findArchived(
   storage: Storage,
   databaseId: string,
   walFile: string,
 ): Promise<ParsedWalKey[]> {
-  const out: ParsedWalKey[] = [];
-  for await (const o of storage.list(walLookupPrefix(databaseId, walFile))) {
-    const p = parseWalKey(o.key);
-    if (p && p.name === walFile) out.push(p);
-  }
-  return out;
+  return (await walNameState(storage, databaseId, walFile)).objects;
 }
 
 export type PushOutcome = 'archived' | 'already-archived';
@@ -155,6 +149,8 @@ export interface WalArchiverOptions {
    * may transfer `plain` away). Used for segments, which are almost always new.
    */
   hashAndSeal?: (plain: Buffer, walFile: string) => Promise<{ sha256: string; sealed: Uint8Array }>;
+  /** Tests: barriers inside the race of two pushers (wal.claim.ts; PutOptions.beforeCommit). */
+  hooks?: ClaimHooks & { beforeCommit?: (walFile: string) => Promise<void> };
 }
 
 /**
@@ -163,7 +159,7 @@ export interface WalArchiverOptions {
  * Resolves only once the object is durable (the storage put has completed).
  */
 export class WalArchiver {
-  private identity?: Promise<ClusterIdentity>;
+  private identity?: Promise<ClusterIdentity | undefined>;
 
   constructor(private readonly opts: WalArchiverOptions) {}
 
@@ -171,15 +167,24 @@ export class WalArchiver {
     return this.opts.databaseId;
   }
 
-  private ensureIdentity(segSize: number): Promise<ClusterIdentity> {
-    this.identity ??= ensureClusterIdentity(this.opts.storage, this.opts.databaseId, {
+  /** `segSize` only from a segment's header: a history file's length is not a segment size. */
+  private ensureIdentity(segSize: number | undefined): Promise<ClusterIdentity | undefined> {
+    if (this.identity) return this.identity;
+    const p = ensureClusterIdentity(this.opts.storage, this.opts.databaseId, {
       systemIdentifier: this.opts.systemIdentifier,
       walSegmentSize: segSize,
-    }).catch((e: unknown) => {
-      this.identity = undefined;
-      throw e;
-    });
-    return this.identity;
+    }).then(
+      (id) => {
+        if (!id) this.identity = undefined; // not created yet: the first segment will
+        return id;
+      },
+      (e: unknown) => {
+        this.identity = undefined;
+        throw e;
+      },
+    );
+    this.identity = p;
+    return p;
   }
 
   async push(path: string, signal?: AbortSignal): Promise<PushResult> {
@@ -198,54 +203,70 @@ export class WalArchiver {
     }
     const segSize = this.checkContent(name, plain);
     // A malformed history file is refused before anything is stored.
-    const history = name.kind === 'history' ? parseTimelineHistory(plain.toString('utf8')) : undefined;
+    const history = name.kind === 'history' ? checkHistory(name, plain) : undefined;
     await this.ensureIdentity(segSize);
     const plainBytes = plain.length;
     const offload = this.opts.hashAndSeal && name.kind === 'segment' ? this.opts.hashAndSeal : undefined;
     const early = offload ? await offload(plain, name.name) : undefined;
     const sha = early?.sha256 ?? sha256Hex(plain);
-    const existing = await this.alreadyArchived(name.name, sha, plainBytes);
-    if (existing) {
+    const pre = await walNameState(this.opts.storage, this.opts.databaseId, name.name);
+    const other = pre.objects.find((o) => o.sha256 !== sha) ?? pre.claims.find((c) => c.sha256 !== sha);
+    if (other)
+      throw conflictError(this.opts.storage, this.opts.databaseId, name.name, sha, other, !('size' in other));
+    const same = pre.objects.find((o) => o.sha256 === sha);
+    if (same) {
       // A retry after the timeline record failed to be written must still write it.
       if (history) await this.recordTimeline(name, history);
-      return existing;
+      return { walFile: name.name, outcome: 'already-archived', key: same.key, plainBytes, storedBytes: 0 };
     }
+    const key = walKey(this.opts.databaseId, name.name, sha);
+    // A zero-byte object under our name is not an archived copy: replace it.
+    if (pre.empty.some((e) => e.key === key)) await this.opts.storage.delete(key);
 
     const sealed = early?.sealed ?? (await this.opts.seal(plain, name.name));
-    const key = walKey(this.opts.databaseId, name.name, sha);
     let stored = true;
-    try {
-      await this.opts.storage.put(
-        key,
-        Readable.from([Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength)]),
-        {
-          ifNotExists: true,
-          signal,
-        },
-      );
-    } catch (e) {
-      // Someone (an agent pushing ahead, a retry) stored the same name meanwhile.
-      if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
-      stored = false;
-    }
-    // A racing writer with different content would have picked another name; catch it now.
-    const after = await this.alreadyArchived(name.name, sha, plainBytes);
-    if (!after)
-      throw new DbcrateError(
-        ErrorCodes.STORAGE_IO,
-        `${name.name} was stored but is not listed in ${this.opts.storage.displayUrl}`,
-      );
+    await claimAndWrite(
+      this.opts.storage,
+      this.opts.databaseId,
+      name.name,
+      sha,
+      async () => {
+        try {
+          await this.opts.storage.put(
+            key,
+            Readable.from([Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength)]),
+            { ifNotExists: true, signal, beforeCommit: this.beforeCommit(name.name) },
+          );
+        } catch (e) {
+          // A pusher of the same content (an agent pushing ahead, a retry) stored it meanwhile.
+          if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+          stored = false;
+        }
+      },
+      this.opts.hooks,
+    );
     if (history) await this.recordTimeline(name, history);
     logger().debug(
       { walFile: name.name, key, plainBytes: plain.length, storedBytes: sealed.byteLength },
       'WAL archived',
     );
-    return stored ? { ...after, outcome: 'archived', storedBytes: sealed.byteLength } : after;
+    return {
+      walFile: name.name,
+      outcome: stored ? 'archived' : 'already-archived',
+      key,
+      plainBytes,
+      storedBytes: stored ? sealed.byteLength : 0,
+    };
+  }
+
+  private beforeCommit(walFile: string): (() => Promise<void>) | undefined {
+    const hook = this.opts.hooks?.beforeCommit;
+    return hook ? () => hook(walFile) : undefined;
   }
 
   /** Size, page header, system identifier: refuse what is not this cluster's WAL. */
-  private checkContent(name: WalFileName, plain: Buffer): number {
-    if (name.kind !== 'segment' && name.kind !== 'partial') return this.opts.walSegmentSize ?? plain.length;
+  private checkContent(name: WalFileName, plain: Buffer): number | undefined {
+    if (name.kind !== 'segment' && name.kind !== 'partial') return this.opts.walSegmentSize;
     const header = readSegmentHeader(plain);
     if (!header || header.magic === 0) {
       throw new DbcrateError(ErrorCodes.INTEGRITY, `${name.name} does not start with a WAL page header`, {
@@ -259,7 +280,8 @@ export class WalArchiver {
         { hint: 'WAL from another cluster was handed to wal-push; nothing was archived' },
       );
     }
-    if (name.kind === 'segment' && plain.length !== header.segmentSize) {
+    // A .partial is a whole segment too (zeros after the switch point): shorter is truncated.
+    if (plain.length !== header.segmentSize) {
       throw new DbcrateError(
         ErrorCodes.INTEGRITY,
         `${name.name} is ${plain.length} bytes; its header says segments are ${header.segmentSize}`,
@@ -269,31 +291,6 @@ export class WalArchiver {
       );
     }
     return header.segmentSize;
-  }
-
-  private async alreadyArchived(
-    walFile: string,
-    sha: string,
-    plainBytes: number,
-  ): Promise<PushResult | undefined> {
-    const found = await findArchived(this.opts.storage, this.opts.databaseId, walFile);
-    const other = found.find((f) => f.sha256 !== sha);
-    if (other) {
-      throw new DbcrateError(
-        ErrorCodes.WAL_CONFLICT,
-        `${walFile} is already archived in ${this.opts.storage.displayUrl} with different content ` +
-          `(archived sha256 ${other.sha256.slice(0, 16)}…, this file ${sha.slice(0, 16)}…); refusing to overwrite it`,
-        {
-          hint:
-            'two servers are archiving to one database id (a restored copy that kept archive_command?). ' +
-            'PostgreSQL keeps the file and retries; stop archiving from the server that should not, or give it its own --database-id',
-        },
-      );
-    }
-    const same = found.find((f) => f.sha256 === sha);
-    return same
-      ? { walFile, outcome: 'already-archived', key: same.key, plainBytes, storedBytes: 0 }
-      : undefined;
   }
 
   /** Timeline ancestry in plaintext, so `windows` needs no private key. */
@@ -313,6 +310,22 @@ export class WalArchiver {
       if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
     }
   }
+}
+
+/** An empty or malformed .history file is refused before anything is stored. */
+function checkHistory(name: WalFileName, plain: Buffer): TimelineHistoryEntry[] {
+  const entries = parseTimelineHistory(plain.toString('utf8'));
+  const ascending = entries.every(
+    (e, i) => e.timeline < name.timeline && (i === 0 || entries[i - 1].timeline < e.timeline),
+  );
+  if (entries.length === 0 || !ascending) {
+    throw new DbcrateError(
+      ErrorCodes.INTEGRITY,
+      `${name.name} is not a valid timeline history: ${entries.length === 0 ? 'it lists no parent timeline' : 'its parent timelines are not ascending and below ' + name.timeline}`,
+      { hint: 'PostgreSQL writes one line per parent timeline; nothing was archived' },
+    );
+  }
+  return entries;
 }
 
 export type { ObjectInfo };

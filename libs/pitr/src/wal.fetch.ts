@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
-import { findArchived, openWal, sha256Hex } from './wal.archive';
+import { openWal, sha256Hex } from './wal.archive';
+import { walNameState } from './wal.claim';
 import { parseWalFileName, requireWalFileName, segmentNumber, walFileName } from './wal.names';
 
 export interface WalFetchOptions {
@@ -19,7 +20,14 @@ export interface WalFetchOptions {
 /** Download, decrypt, decompress and check one WAL file; E_WAL_NOT_FOUND when it is not archived. */
 export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<Buffer> {
   requireWalFileName(walFile);
-  const found = await findArchived(opts.storage, opts.databaseId, walFile);
+  const state = await walNameState(opts.storage, opts.databaseId, walFile);
+  const found = state.objects;
+  if (found.length === 0 && state.empty.length > 0) {
+    // Not "not archived" (exit 1 would end recovery here as if the WAL ended): damaged.
+    throw new DbcrateError(ErrorCodes.INTEGRITY, `${walFile} is archived only as an empty object`, {
+      hint: `the object ${state.empty[0].key} is damaged; recovery cannot go past this WAL file`,
+    });
+  }
   if (found.length === 0) {
     throw new DbcrateError(
       ErrorCodes.WAL_NOT_FOUND,

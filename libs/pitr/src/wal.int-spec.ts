@@ -398,7 +398,7 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
     });
 
     it('answers wal-push for a segment it pushed ahead: ok, with the key', async () => {
-      const reply = await requestPush(socket, walPath(segs[0]), 60_000);
+      const reply = await requestPush(socket, walPath(segs[0]), { timeoutMs: 60_000 });
       const sha = sha256Hex(await readFile(walPath(segs[0])));
       expect(reply).toEqual({
         ok: true,
@@ -409,13 +409,13 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
     });
 
     it('answers ok:false E_WAL_CONFLICT for a file whose content differs from the archived one', async () => {
-      const reply = await requestPush(socket, join(work, 'conflict', segs[0]), 60_000);
+      const reply = await requestPush(socket, join(work, 'conflict', segs[0]), { timeoutMs: 60_000 });
       expect(reply).toMatchObject({ ok: false, code: ErrorCodes.WAL_CONFLICT, exitCode: 9 });
       expect(await findArchived(agentStore, DB, segs[0])).toHaveLength(1);
     });
 
     it('answers ok:false for a path that does not exist', async () => {
-      const reply = await requestPush(socket, join(work, 'nowhere', segs[0]), 60_000);
+      const reply = await requestPush(socket, join(work, 'nowhere', segs[0]), { timeoutMs: 60_000 });
       expect(reply).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
     });
 
@@ -435,7 +435,7 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
     it('stop() removes the socket; wal-push then finds no agent', async () => {
       await agent.stop();
       expect(existsSync(socket)).toBe(false);
-      expect(await requestPush(socket, walPath(segs[0]), 5000)).toBeUndefined();
+      expect(await requestPush(socket, walPath(segs[0]), { timeoutMs: 5000 })).toBeUndefined();
     });
   });
 

@@ -21,6 +21,7 @@ import {
   walFileName,
   type TimelineHistoryEntry,
 } from './wal.names';
+import { liveBranches, type LiveBranch } from './timeline.branches';
 
 export interface ArchivedWalFile extends ParsedWalKey {
   lastModified?: Date;
@@ -54,7 +55,7 @@ export async function indexArchive(
   const timelines = new Set<number>();
   for await (const o of storage.list(walPrefix(databaseId))) {
     const p = parseWalKey(o.key);
-    if (!p) continue;
+    if (!p || o.size === 0) continue; // a zero-byte object is no archived copy
     const prev = files.get(p.name);
     if (prev && prev.sha256 !== p.sha256) conflicts.add(p.name);
     files.set(p.name, { ...p, lastModified: o.lastModified });
@@ -184,6 +185,8 @@ export interface DatabaseWindows {
   /** Timelines with WAL but no base backup that can reach them. */
   unreachable: number[];
   conflicts: string[];
+  /** The newest timeline and others that kept growing after it forked (recover then needs --timeline). */
+  liveBranches: LiveBranch[];
   /** Complete base backups not signed by a trusted signer: not used for any window. */
   untrusted?: { backupId: string; reason: string }[];
 }
@@ -246,6 +249,7 @@ export function windowsFromIndex(index: WalIndex, backups: BaseManifest[]): Data
     timelines: out,
     unreachable,
     conflicts: index.conflicts,
+    liveBranches: timelines.size ? liveBranches(index, Math.max(...timelines)) : [],
   };
 }
 

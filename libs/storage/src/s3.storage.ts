@@ -456,6 +456,7 @@ class PartUpload {
     }
     await Promise.all(this.inflight);
     this.throwIfFailed();
+    await this.opts.beforeCommit?.();
     this.parts.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
     const uploadId = this.uploadId;
     await s.sendConditional(this.opts.ifNotExists === true, (conditional) =>
@@ -515,6 +516,7 @@ class PartUpload {
 
   private async putSingle(data: Buffer): Promise<void> {
     const { s } = this;
+    await this.opts.beforeCommit?.();
     await s.sendConditional(this.opts.ifNotExists === true, (conditional) =>
       s.s3.send(
         new PutObjectCommand({

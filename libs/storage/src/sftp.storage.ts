@@ -127,9 +127,9 @@ interface Session {
 /**
  * An SFTP folder over ssh2-sftp-client. A put writes a hidden temp file, fsyncs it
  * (fsync@openssh.com) and renames it into place: posix-rename@openssh.com replaces atomically;
- * for ifNotExists, hardlink@openssh.com (like link(2)) refuses an existing name. The
- * directory itself cannot be fsynced over SFTP; OpenSSH servers on journaling file systems
- * make the rename durable soon after. The host key is always verified: a pinned fingerprint
+ * for ifNotExists, hardlink@openssh.com (like link(2)) refuses an existing name. Then the
+ * directory is opened and fsynced the same way (OpenSSH's sftp-server opens directories like
+ * files). A server without fsync@openssh.com fails the put unless the URL says fsync=skip. The host key is always verified: a pinned fingerprint
  * or a matching known_hosts entry, nothing else.
  */
 export class SftpStorage implements Storage {
@@ -339,8 +339,10 @@ export class SftpStorage implements Storage {
       handle = undefined;
       await call((cb) => s!.sftp.close(h, cb));
       if (opts.signal?.aborted) throw interrupted(what);
+      await opts.beforeCommit?.();
       await this.moveIntoPlace(s, tmp, final, key, opts.ifNotExists === true);
       tmp = undefined;
+      await this.fsyncDir(s, dir);
       return { size };
     } catch (e) {
       discard(body);
@@ -393,13 +395,41 @@ export class SftpStorage implements Storage {
     return pos;
   }
 
-  private async fsync(sftp: SFTPWrapper, handle: Buffer): Promise<void> {
+  private async fsync(sftp: SFTPWrapper, handle: Buffer, what = 'the uploaded file'): Promise<void> {
+    if (this.cfg.fsync === 'skip') return;
     try {
       await call((cb) => sftp.ext_openssh_fsync(handle, cb));
     } catch (e) {
-      // Servers without fsync@openssh.com: the close is all we can ask for.
-      if (/does not support/i.test(causeText(e))) return;
-      throw e;
+      if (!/does not support/i.test(causeText(e))) throw e;
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_IO,
+        `the SFTP server ${this.cfg.host} does not support fsync@openssh.com: ${what} cannot be made durable, so it is not acknowledged`,
+        {
+          hint: 'use a server that has it (OpenSSH does), or accept that a crash of the server may lose acknowledged uploads: add fsync=skip to the URL',
+        },
+      );
+    }
+  }
+
+  /** After the rename: the directory entry must be durable too (OpenSSH opens and fsyncs a directory). */
+  private async fsyncDir(s: Session, dir: string): Promise<void> {
+    if (this.cfg.fsync === 'skip') return;
+    let handle: Buffer;
+    try {
+      handle = await call<Buffer>((cb) => s.sftp.open(dir, 'r', cb));
+    } catch (e) {
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_IO,
+        `cannot sync the directory ${dir} on the SFTP server ${this.cfg.host} (${causeText(e)}): the upload is not acknowledged as durable`,
+        {
+          hint: 'accept that a crash of the server may lose acknowledged uploads: add fsync=skip to the URL',
+        },
+      );
+    }
+    try {
+      await this.fsync(s.sftp, handle, `the directory ${dir}`);
+    } finally {
+      await call((cb) => s.sftp.close(handle, cb)).catch(() => undefined);
     }
   }
 
@@ -446,6 +476,24 @@ export class SftpStorage implements Storage {
     return new DbcrateError(ErrorCodes.STORAGE_CONFLICT, `"${key}" already exists in ${this.displayUrl}`, {
       hint: 'objects are never overwritten; choose another name or delete the existing object first',
     });
+  }
+
+  async checkRoot(): Promise<void> {
+    let st: Stats | undefined;
+    try {
+      st = await this.statOf(await this.conn(), this.pathOf(''));
+    } catch (e) {
+      throw mapSftpError(e, 'list', 'the root folder', this.displayUrl);
+    }
+    if (!st?.isDirectory()) {
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_NOT_FOUND,
+        st
+          ? `the path of ${this.displayUrl} is a file, not a folder`
+          : `the folder of ${this.displayUrl} does not exist`,
+        { hint: 'check the path in the sftp:// URL' },
+      );
+    }
   }
 
   private async statOf(s: Session, path: string): Promise<Stats | undefined> {
@@ -524,7 +572,19 @@ export class SftpStorage implements Storage {
     yield* this.walk(s, start, prefix);
   }
 
-  private async *walk(s: Session, rel: string, prefix: string): AsyncGenerator<ObjectInfo> {
+  /**
+   * Folders and files reached through symlinks are listed like real ones. SFTP has no inode
+   * numbers, so a linked folder is resolved with realpath and skipped when it is the folder
+   * being walked or one of its parents (a loop) or was walked already.
+   */
+  private async *walk(
+    s: Session,
+    rel: string,
+    prefix: string,
+    walked: { linked: Set<string>; root?: string } = { linked: new Set() },
+    /** The real path of `rel` once a link was followed to reach it; else root's + rel. */
+    physical?: string,
+  ): AsyncGenerator<ObjectInfo> {
     let entries: FileEntryWithStats[];
     try {
       entries = await call<FileEntryWithStats[]>((cb) => s.sftp.readdir(this.pathOf(rel), cb));
@@ -535,10 +595,28 @@ export class SftpStorage implements Storage {
     for (const ent of entries) {
       if (ent.filename === '.' || ent.filename === '..') continue;
       const key = rel ? `${rel}/${ent.filename}` : ent.filename;
-      if (ent.attrs.isDirectory()) {
-        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(s, key, prefix);
-      } else if (ent.attrs.isFile() && !isTempName(ent.filename) && key.startsWith(prefix)) {
-        yield { key, size: ent.attrs.size, lastModified: new Date(ent.attrs.mtime * 1000) };
+      let attrs = ent.attrs;
+      let childPhysical = physical === undefined ? undefined : posix.join(physical, ent.filename);
+      if (attrs.isSymbolicLink()) {
+        const target = await call<Stats>((cb) => s.sftp.stat(this.pathOf(key), cb)).catch(() => undefined);
+        if (!target) continue; // dangling
+        attrs = target;
+        if (attrs.isDirectory()) {
+          const to = await call<string>((cb) => s.sftp.realpath(this.pathOf(key), cb));
+          walked.root ??= await call<string>((cb) => s.sftp.realpath(this.pathOf(''), cb));
+          const here = physical ?? posix.join(walked.root, rel);
+          // a link to this folder or a parent is a loop; one walked already is a repeat
+          if (walked.linked.has(to) || `${here}/`.startsWith(`${to}/`)) continue;
+          walked.linked.add(to);
+          childPhysical = to;
+        }
+      }
+      if (attrs.isDirectory()) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) {
+          yield* this.walk(s, key, prefix, walked, childPhysical);
+        }
+      } else if (attrs.isFile() && !isTempName(ent.filename) && key.startsWith(prefix)) {
+        yield { key, size: attrs.size, lastModified: new Date(attrs.mtime * 1000) };
       }
     }
   }

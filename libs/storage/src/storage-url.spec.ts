@@ -132,6 +132,7 @@ describe('parseStorageUrl', () => {
         hostKeys: [fp],
         knownHostsFile: `${homedir()}/.ssh/known_hosts`,
         identityFile: '/k/id',
+        fsync: 'require',
         displayUrl: `sftp://backup@db.example.com:2222/srv/backups/?host_key=${fp}&identity=/k/id`,
       });
     });

@@ -7,7 +7,7 @@ import { DbcrateError, ErrorCodes, redact } from '@dbcrate/core';
 export const STORAGE_URL_FORMS = [
   'file:///absolute/path',
   's3://bucket/prefix[?endpoint=https://host:port&region=us-east-1&path_style=true&profile=NAME&part_size=105MiB&queue_size=1&checksums=when_required]',
-  'sftp://user@host[:port]/path[?host_key=SHA256:…|known_hosts=/path&identity=/path/to/key]',
+  'sftp://user@host[:port]/path[?host_key=SHA256:…|known_hosts=/path&identity=/path/to/key&fsync=require|skip]',
 ].join('\n  ');
 
 export type ChecksumMode = 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
@@ -46,6 +46,11 @@ export interface SftpStorageConfig {
   hostKeys: string[];
   knownHostsFile: string;
   identityFile?: string;
+  /**
+   * require (default): a put fsyncs the file and its directory (fsync@openssh.com) and
+   * fails on a server without it; skip: the user accepts uploads that a server crash may lose.
+   */
+  fsync?: 'require' | 'skip';
   displayUrl: string;
 }
 
@@ -316,7 +321,10 @@ function parseSftp(u: URL, raw: string, env: NodeJS.ProcessEnv): SftpStorageConf
   const user = u.username ? decodeURIComponent(u.username) : safeUsername();
   if (!user) throw badUrl('the user is missing', raw, 'write sftp://user@host:port/path');
 
-  const q = queryOf(u, raw, ['host_key', 'known_hosts', 'identity'], ['host_key']);
+  const q = queryOf(u, raw, ['host_key', 'known_hosts', 'identity', 'fsync'], ['host_key']);
+  const fsync = q.get('fsync')?.[0] ?? 'require';
+  if (fsync !== 'require' && fsync !== 'skip')
+    throw badUrl(`fsync=${fsync} is not require or skip`, raw, 'fsync=require (the default) or fsync=skip');
   const hostKeys = (q.get('host_key') ?? []).flatMap((v) => v.split(',')).map((v) => v.trim());
   for (const k of hostKeys) {
     if (!FINGERPRINT.test(k)) {
@@ -351,6 +359,7 @@ function parseSftp(u: URL, raw: string, env: NodeJS.ProcessEnv): SftpStorageConf
     hostKeys,
     knownHostsFile: knownHosts ?? join(homedir(), '.ssh', 'known_hosts'),
     identityFile: identity,
+    fsync,
     displayUrl: displayUrl(raw),
   };
 }

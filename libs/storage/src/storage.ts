@@ -12,6 +12,13 @@ export interface PutOptions {
   signal?: AbortSignal;
   /** Refuse with E_STORAGE_CONFLICT when the key already exists. */
   ifNotExists?: boolean;
+  /**
+   * Called once the body is written (and, with ifNotExists, the early existence check has
+   * passed), right before the step that makes the object visible (link/rename, PutObject,
+   * CompleteMultipartUpload). For tests: two racers waiting on one barrier here reach the
+   * atomic no-replace step together, which the early check would otherwise hide.
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 /**
@@ -35,6 +42,13 @@ export interface Storage {
    * empty; anything else is left alone. Only storages with real folders (file, SFTP) have it.
    */
   removeEmptyDir?(dir: string): Promise<void>;
+  /**
+   * Throw E_STORAGE_NOT_FOUND when the root folder does not exist, or is a file (storages
+   * with real folders). A listing treats a missing folder as empty, so commands that only
+   * read (snapshots, windows, info) call this first: a mistyped path is an error, not an
+   * empty archive.
+   */
+  checkRoot?(): Promise<void>;
   close(): Promise<void>;
 }
 

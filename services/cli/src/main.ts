@@ -44,8 +44,11 @@ export function buildProgram(): Command {
   }
   program.exitOverride();
   for (const c of program.commands) {
-    c.exitOverride();
-    for (const sub of c.commands) sub.exitOverride();
+    for (const sub of [c, ...c.commands]) {
+      sub.exitOverride();
+      // --config, --log-level and --progress work on every command: show them there too
+      sub.configureHelp({ showGlobalOptions: true });
+    }
   }
   return program;
 }

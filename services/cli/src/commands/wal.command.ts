@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -6,17 +7,19 @@ import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   agentSocketPath,
+  fetchFromWalServer,
   fetchWal,
-  findArchived,
   followingSegments,
   prefetchInto,
   PrefetchSpool,
+  pushExpect,
   readSystemIdentifier,
   requestPush,
   requireWalFileName,
   resolveClusterId,
   sealWal,
   validateDatabaseId,
+  walNameState,
   WalAgent,
   WalArchiver,
   writeAtomically,
@@ -26,6 +29,7 @@ import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
 import { loadPrivateKey, loadRecipients, loadSigning, trustPaths, trustPolicyFrom } from '../key-files';
 import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
+import { agentFailure, settingsVerifier } from './wal.expect';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -89,10 +93,18 @@ export function walPushCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(s.pgdata ?? process.cwd());
-    const abs = resolve(process.cwd(), path);
+    // %p is relative to the data directory (where archive_command runs), also with --pgdata
+    const abs = resolve(pgdata, path);
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
-      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs);
+      const g = cmd.optsWithGlobals<{ config?: string }>();
+      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const expect = pushExpect({ ...flags, config: g.config });
+      const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
+        (e: unknown) => {
+          throw agentFailure(e);
+        },
+      );
       if (reply?.ok) return;
       if (reply && !reply.ok)
         throw new DbcrateError(reply.code as never, reply.message, { hint: reply.hint });
@@ -107,6 +119,25 @@ export function walPushCommand(): Command {
       await a.storage.close();
     }
   });
+}
+
+/**
+ * DBCRATE_TEST_HANG_IN_PUT=<file> (tests only): the agent's first WAL upload stops right
+ * before its commit step, with its bytes written, after writing the WAL file's name to
+ * <file>; so a test can kill the agent inside a put, deterministically.
+ */
+function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void> } | undefined {
+  const marker = process.env.DBCRATE_TEST_HANG_IN_PUT;
+  if (!marker) return undefined;
+  let hung = false;
+  return {
+    beforeCommit: async (walFile) => {
+      if (hung) return;
+      hung = true;
+      writeFileSync(marker, walFile + '\n');
+      await new Promise<never>(() => undefined);
+    },
+  };
 }
 
 export function agentCommand(): Command {
@@ -128,6 +159,13 @@ export function agentCommand(): Command {
       pgdata,
       socketPath: s.socket ?? agentSocketPath(pgdata),
       parallel: s.parallel,
+      hooks: hangInPutForTests(),
+      verifyExpect: settingsVerifier({
+        displayUrl: a.storage.displayUrl,
+        databaseId: a.databaseId,
+        systemIdentifier: a.systemIdentifier,
+        recipients: a.seal.recipients,
+      }),
     });
     await agent.start();
     process.stderr.write(
@@ -177,6 +215,10 @@ export function walFetchCommand(): Command {
     .option('--key <PRIVKEY_FILE>', 'organisation private key')
     .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
     .option('--database-id <ID>', 'database id in the destination')
+    .option(
+      '--from-socket <DIR>',
+      'ask the `dbcrate recover --start` process serving WAL in DIR (no key needed; recover writes this)',
+    )
     .option('--pgdata <DIR>', 'data directory being recovered (default: the current directory)')
     .option('--prefetch <N>', 'following segments to fetch ahead in the background (default 8, 0 = off)')
     .option('--prefetch-parallel <N>', 'parallel downloads of the prefetcher (default 2)')
@@ -193,6 +235,12 @@ export function walFetchCommand(): Command {
 }
 
 async function walFetch(walFile: string, path: string, cmd: Command): Promise<void> {
+  const fromSocket = cmd.opts<{ fromSocket?: string }>().fromSocket;
+  if (fromSocket) {
+    requireWalFileName(walFile);
+    await writeAtomically(resolve(process.cwd(), path), await fetchFromWalServer(fromSocket, walFile));
+    return;
+  }
   const ctx = contextFor(cmd);
   const s = resolveSettings(fetchSchema, { flags: cmd.opts(), file: ctx.file });
   requireWalFileName(walFile);
@@ -220,8 +268,8 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
     const storage = await openStorage(s.from);
     try {
       const databaseId = await resolveClusterId(storage, s.databaseId);
-      const found = await findArchived(storage, databaseId, walFile);
-      if (found.length === 0) {
+      const found = await walNameState(storage, databaseId, walFile);
+      if (found.objects.length === 0 && found.empty.length === 0) {
         throw new DbcrateError(
           ErrorCodes.WAL_NOT_FOUND,
           `${walFile} is not in the archive ${storage.displayUrl}`,

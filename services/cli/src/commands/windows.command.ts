@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import {
+  describeLiveBranches,
   describeWindow,
   listClusterIds,
   resolveClusterId,
@@ -35,6 +36,7 @@ function print(w: DatabaseWindows): void {
   }
   for (const tli of w.unreachable) out(`  timeline ${tli}: WAL archived but no base backup can reach it`);
   for (const c of w.conflicts) out(`  ERROR: ${c} is archived twice with different content`);
+  if (w.liveBranches.length) out(`  ERROR: ${describeLiveBranches(w.liveBranches)}`);
   for (const u of w.untrusted ?? []) out(`  base backup ${u.backupId}: untrusted (${u.reason}); not used`);
 }
 
@@ -67,6 +69,17 @@ export function windowsCommand(): Command {
           d.timelines.flatMap((t) => t.gaps.map((g) => `${d.databaseId}: ${g.firstMissing}`)),
         );
         const conflicts = all.flatMap((d) => d.conflicts);
+        const branches = all.filter((d) => d.liveBranches.length);
+        if (branches.length && !gaps.length && !conflicts.length) {
+          const d = branches[0];
+          throw new DbcrateError(
+            ErrorCodes.TIMELINE_BRANCHES,
+            `${d.databaseId}: ${describeLiveBranches(d.liveBranches)}`,
+            {
+              hint: `recover needs an explicit --timeline (${[d.liveBranches[0].timeline, ...d.liveBranches.map((b) => b.other)].join(' or ')}); a recovered copy archiving here (recover --archive) makes such a branch`,
+            },
+          );
+        }
         if (gaps.length || conflicts.length) {
           throw new DbcrateError(
             ErrorCodes.WAL_GAP,

@@ -98,7 +98,12 @@ export function walPushCommand(): Command {
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
       const g = cmd.optsWithGlobals<{ config?: string }>();
-      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const flags = cmd.opts<{
+        to?: string;
+        recipient?: string[];
+        databaseId?: string;
+        signingKey?: string;
+      }>();
       const expect = pushExpect({ ...flags, config: g.config });
       const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
         (e: unknown) => {
@@ -165,6 +170,7 @@ export function agentCommand(): Command {
         databaseId: a.databaseId,
         systemIdentifier: a.systemIdentifier,
         recipients: a.seal.recipients,
+        signer: a.seal.signingKey.fingerprint,
       }),
     });
     await agent.start();

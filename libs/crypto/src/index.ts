@@ -12,6 +12,7 @@ export { recipientKeyIds, WILDCARD_KEY_ID } from './pgp-header.parser';
 export {
   generateSigningKey,
   loadSigningKey,
+  signingKeyFingerprint,
   loadTrustedKeys,
   signDetached,
   verifyDetached,

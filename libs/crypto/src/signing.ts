@@ -159,6 +159,14 @@ export async function loadSigningKey(armored: string, passphrase?: string): Prom
   return { fingerprint: fpr(priv), armored: priv.armor() };
 }
 
+/** The fingerprint of a signing key file, without unlocking it (the agent compares it with its own). */
+export async function signingKeyFingerprint(armored: string): Promise<string> {
+  const keys = await readAll(armored, 'signing key');
+  if (keys.length !== 1)
+    throw new DbcrateError(ErrorCodes.KEY_INVALID, `the signing key file holds ${keys.length} keys`);
+  return fpr(keys[0]);
+}
+
 /** Signer keys to trust: public keys (a private key's public part is used). */
 export async function loadTrustedKeys(texts: string[]): Promise<TrustedKey[]> {
   const out: TrustedKey[] = [];

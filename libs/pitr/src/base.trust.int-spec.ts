@@ -37,6 +37,7 @@ import { serializeBaseManifest, type BaseManifest } from './base.manifest';
 import { runBaseBackup, type BaseBackupResult } from './basebackup.pipeline';
 import { baseBackupKeys, clusterKey } from './pitr.layout';
 import { buildTar } from './tar.guard.fixture';
+import { restoreWindows } from './windows';
 
 async function caught(p: Promise<unknown>): Promise<DbcrateError> {
   try {
@@ -154,6 +155,10 @@ describe('signed base backups', () => {
     expect((await usableBaseBackups(storage, id, { trust: signer.trust })).map((m) => m.backupId)).toEqual([
       real.manifest.backupId,
     ]);
+    // windows lists it as untrusted and builds no window on it
+    const w = await restoreWindows(storage, id, { trust: signer.trust });
+    expect(w.untrusted?.map((u) => u.backupId)).toContain(forged.backupId);
+    expect(w.baseBackups.map((b) => b.backupId)).toEqual([real.manifest.backupId]);
     // signed by someone else: refused too
     const other = await testSigning('other-signer');
     try {

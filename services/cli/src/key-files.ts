@@ -136,6 +136,14 @@ export async function loadSigning(path: string, passphraseEnv: string | undefine
   return loadSigningKey(await readKeyFile(path, 'signing key'), passphraseFrom(passphraseEnv));
 }
 
+/** --trust values as files: each may be a comma- or colon-separated list (DBCRATE_TRUST=a.asc:b.asc). */
+export function trustPaths(values: string[] | undefined): string[] {
+  return (values ?? [])
+    .flatMap((p) => p.split(/[,:]/))
+    .map((p) => p.trim())
+    .filter(Boolean);
+}
+
 /**
  * What a reader trusts: the signer keys of --trust (files; DBCRATE_TRUST is a comma list),
  * or with --allow-unsigned also objects without a signature. Neither is refused: silently
@@ -145,10 +153,7 @@ export async function trustPolicyFrom(s: {
   trust?: string[];
   allowUnsigned?: boolean;
 }): Promise<TrustPolicy> {
-  const paths = (s.trust ?? [])
-    .flatMap((p) => p.split(','))
-    .map((p) => p.trim())
-    .filter(Boolean);
+  const paths = trustPaths(s.trust);
   if (paths.length === 0 && !s.allowUnsigned) {
     throw new DbcrateError(
       ErrorCodes.CONFIG,

@@ -14,7 +14,8 @@ export const signingSettings = {
 };
 
 export const trustSettings = {
-  trust: z.array(z.string()).optional(),
+  // a list (flags, `trust: [...]`), or one string: a file, or a comma- or colon-separated list
+  trust: z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.string())).optional(),
   allowUnsigned: booleanSetting.default(false),
 };
 
@@ -31,7 +32,7 @@ export function trustFlags(cmd: Command): Command {
   return cmd
     .option(
       '--trust <SIGNER_PUBKEY_FILE>',
-      'public key of a producer whose signatures to accept (repeat for several; DBCRATE_TRUST: comma list)',
+      'public key of a producer whose signatures to accept (repeat for several; DBCRATE_TRUST: a comma- or colon-separated list)',
       collect,
     )
     .option(

@@ -11,6 +11,7 @@ import {
   type WalIndex,
 } from '@dbcrate/pitr';
 import type { Storage } from '@dbcrate/storage';
+import { trustPaths } from '../key-files';
 
 /** PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %. */
 const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
@@ -36,8 +37,7 @@ export function restoreCommandFor(o: {
     ? ['--from-socket', o.socketDir]
     : ['--from', o.from, '--key', o.keyPath, '--database-id', o.databaseId];
   if (!o.socketDir) {
-    for (const t of (o.trust ?? []).flatMap((p) => p.split(',')).filter(Boolean))
-      tail.push('--trust', resolve(t.trim()));
+    for (const t of trustPaths(o.trust)) tail.push('--trust', resolve(t));
     if (o.allowUnsigned) tail.push('--allow-unsigned');
   }
   return (

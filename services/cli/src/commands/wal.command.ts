@@ -28,7 +28,7 @@ import {
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
-import { loadPrivateKey, loadRecipients, loadSigning, trustPolicyFrom } from '../key-files';
+import { loadPrivateKey, loadRecipients, loadSigning, trustPaths, trustPolicyFrom } from '../key-files';
 import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
 import { agentFailure, settingsVerifier } from './wal.expect';
 
@@ -99,7 +99,12 @@ export function walPushCommand(): Command {
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
       const g = cmd.optsWithGlobals<{ config?: string }>();
-      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const flags = cmd.opts<{
+        to?: string;
+        recipient?: string[];
+        databaseId?: string;
+        signingKey?: string;
+      }>();
       const expect = pushExpect({ ...flags, config: g.config });
       const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
         (e: unknown) => {
@@ -199,6 +204,7 @@ export function agentCommand(): Command {
         databaseId: a.databaseId,
         systemIdentifier: a.systemIdentifier,
         recipients: a.seal.recipients,
+        signer: a.seal.signingKey.fingerprint,
       }),
     });
     await agent.start();
@@ -343,7 +349,7 @@ function startPrefetcher(
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
-  for (const t of s.trust ?? []) args.push('--trust', t);
+  for (const t of trustPaths(s.trust)) args.push('--trust', resolve(t));
   if (s.allowUnsigned) args.push('--allow-unsigned');
   const child = spawn(process.execPath, args, {
     detached: true,

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -16,6 +17,7 @@ import {
   requestPush,
   requireWalFileName,
   resolveClusterId,
+  segmentSizeOfLength,
   sealWal,
   validateDatabaseId,
   walNameState,
@@ -181,6 +183,7 @@ const fetchSchema = z.object({
   prefetch: intSetting(0, 256).default(8),
   prefetchParallel: intSetting(1, 32).default(2),
   prefetchOnly: booleanSetting.default(false),
+  walSegmentSize: intSetting(1 << 20, 1 << 30).optional(),
 });
 
 /**
@@ -213,6 +216,7 @@ export function walFetchCommand(): Command {
     .option('--prefetch <N>', 'following segments to fetch ahead in the background (default 8, 0 = off)')
     .option('--prefetch-parallel <N>', 'parallel downloads of the prefetcher (default 2)')
     .addOption(new Option('--prefetch-only').hideHelp())
+    .addOption(new Option('--wal-segment-size <BYTES>').hideHelp())
     .exitOverride()
     .action(async (walFile: string, path: string, _o, cmd: Command) => {
       try {
@@ -231,9 +235,9 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
   const pgdata = resolve(s.pgdata ?? process.cwd());
   const dest = resolve(process.cwd(), path);
   const spool = new PrefetchSpool(pgdata);
-  const following = followingSegments(walFile, s.prefetch);
 
   if (s.prefetchOnly) {
+    const following = followingSegments(walFile, s.prefetch, s.walSegmentSize);
     if (!spool.tryLock()) return;
     try {
       const opts = await fetchOptions(s);
@@ -265,9 +269,12 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
       await storage.close();
     }
   }
+  // The segment size is the restored segment's length (not always 16 MiB: initdb --wal-segsize).
+  const segSize = s.walSegmentSize ?? segmentSizeOfLength((await stat(dest)).size);
+  const following = followingSegments(walFile, s.prefetch, segSize);
   if (following.length > 0) {
-    await spool.prune(walFile);
-    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, s);
+    await spool.prune(walFile, segSize);
+    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, { ...s, walSegmentSize: segSize });
   }
 }
 
@@ -290,6 +297,7 @@ function startPrefetcher(
   if (s.databaseId) args.push('--database-id', s.databaseId);
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
+  if (s.walSegmentSize) args.push('--wal-segment-size', String(s.walSegmentSize));
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
   const child = spawn(process.execPath, args, {
     detached: true,

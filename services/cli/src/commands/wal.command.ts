@@ -18,6 +18,7 @@ import {
   requestPush,
   requireWalFileName,
   resolveClusterId,
+  segmentSizeOfLength,
   sealWal,
   validateDatabaseId,
   walNameState,
@@ -227,6 +228,7 @@ const fetchSchema = z.object({
   prefetchParallel: intSetting(1, 32).default(2),
   prefetchOnly: booleanSetting.default(false),
   ...trustSettings,
+  walSegmentSize: intSetting(1 << 20, 1 << 30).optional(),
 });
 
 /**
@@ -263,6 +265,7 @@ export function walFetchCommand(): Command {
     .option('--prefetch <N>', 'following segments to fetch ahead in the background (default 8, 0 = off)')
     .option('--prefetch-parallel <N>', 'parallel downloads of the prefetcher (default 2)')
     .addOption(new Option('--prefetch-only').hideHelp())
+    .addOption(new Option('--wal-segment-size <BYTES>').hideHelp())
     .exitOverride()
     .action(async (walFile: string, path: string, _o, cmd: Command) => {
       try {
@@ -287,9 +290,9 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
   const pgdata = resolve(s.pgdata ?? process.cwd());
   const dest = resolve(process.cwd(), path);
   const spool = new PrefetchSpool(pgdata);
-  const following = followingSegments(walFile, s.prefetch);
 
   if (s.prefetchOnly) {
+    const following = followingSegments(walFile, s.prefetch, s.walSegmentSize);
     if (!spool.tryLock()) return;
     try {
       const opts = await fetchOptions(s);
@@ -322,9 +325,12 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
       await storage.close();
     }
   }
+  // The segment size is the restored segment's length (not always 16 MiB: initdb --wal-segsize).
+  const segSize = s.walSegmentSize ?? segmentSizeOfLength((await stat(dest)).size);
+  const following = followingSegments(walFile, s.prefetch, segSize);
   if (following.length > 0) {
-    await spool.prune(walFile);
-    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, s);
+    await spool.prune(walFile, segSize);
+    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, { ...s, walSegmentSize: segSize });
   }
 }
 
@@ -348,6 +354,7 @@ function startPrefetcher(
   if (s.databaseId) args.push('--database-id', s.databaseId);
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
+  if (s.walSegmentSize) args.push('--wal-segment-size', String(s.walSegmentSize));
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
   for (const t of trustPaths(s.trust)) args.push('--trust', resolve(t));
   if (s.allowUnsigned) args.push('--allow-unsigned');

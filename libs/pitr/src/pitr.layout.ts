@@ -264,6 +264,8 @@ export async function ensureClusterIdentity(
     return identity;
   } finally {
     await storage.delete(claimKey).catch(() => undefined);
+    // On file and SFTP the claims folder would stay behind, empty (rmdir only removes it so).
+    await storage.removeEmptyDir?.(`${databaseId}/${CLAIMS_DIR}`).catch(() => undefined);
   }
 }
 

@@ -100,4 +100,26 @@ describe('folders (file, sftp)', () => {
     const ok = await openStorage(`file://${dir}`);
     await expect(ok.checkRoot!()).resolves.toBeUndefined();
   });
+
+  it.each(['file', 'sftp'])(
+    '%s: a put into a folder removed since (by us or another writer) makes it again',
+    async (kind) => {
+      const url = kind === 'file' ? `file://${join(dir, 'again')}` : sshd.url('again');
+      const root = kind === 'file' ? join(dir, 'again') : join(sshd.root, 'again');
+      const s = await openStorage(url);
+      try {
+        const put = (k: string) => s.put(k, Readable.from([Buffer.from(k)]), { ifNotExists: true });
+        await put('db/claims/one');
+        await s.delete('db/claims/one');
+        await s.removeEmptyDir!('db/claims');
+        await put('db/claims/two'); // this session's own cleanup
+        await s.delete('db/claims/two');
+        rmSync(join(root, 'db', 'claims'), { recursive: true }); // another writer's cleanup
+        await put('db/claims/three');
+        expect(await keys(s)).toEqual(['db/claims/three']);
+      } finally {
+        await s.close();
+      }
+    },
+  );
 });

@@ -129,7 +129,13 @@ export class FsStorage implements Storage {
       // Early refusal saves writing the whole object only to find the name taken.
       if (opts.ifNotExists && (await this.exists(final))) throw this.conflict(key);
       tmp = join(dir, tempNameFor(baseName(key)));
-      fh = await open(tmp, 'wx', 0o600);
+      const name = tmp;
+      fh = await open(name, 'wx', 0o600).catch(async (e: unknown) => {
+        // Removed since (another writer's cleanup of an empty folder): make it again, once.
+        if (errno(e) !== 'ENOENT') throw e;
+        await this.mkdirs(dir);
+        return open(name, 'wx', 0o600);
+      });
       let size = 0;
       for await (const chunk of chunksOf(body, opts.signal, what)) {
         await writeAll(fh, chunk);

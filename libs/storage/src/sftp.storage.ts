@@ -132,6 +132,11 @@ interface Session {
  * files). A server without fsync@openssh.com fails the put unless the URL says fsync=skip. The host key is always verified: a pinned fingerprint
  * or a matching known_hosts entry, nothing else.
  */
+/** Drop `dir` and everything under it from the session's cache of folders known to exist. */
+function forgetDirs(s: Session, dir: string): void {
+  for (const d of s.dirs) if (d === dir || d.startsWith(`${dir}/`)) s.dirs.delete(d);
+}
+
 export class SftpStorage implements Storage {
   readonly displayUrl: string;
   private session?: Promise<Session>;
@@ -332,7 +337,14 @@ export class SftpStorage implements Storage {
       await this.mkdirs(s, dir);
       if (opts.ifNotExists && (await this.statOf(s, final))) throw this.conflict(key);
       tmp = posix.join(dir, tempNameFor(baseName(key)));
-      handle = await call<Buffer>((cb) => s!.sftp.open(tmp!, 'wx', 0o600, cb));
+      handle = await call<Buffer>((cb) => s!.sftp.open(tmp!, 'wx', 0o600, cb)).catch(async (e: unknown) => {
+        // The folder was removed since it was made or cached (another writer's cleanup of an
+        // empty folder): make it again, once.
+        if (sftpCode(e) !== FX_NO_SUCH_FILE) throw e;
+        forgetDirs(s!, dir);
+        await this.mkdirs(s!, dir);
+        return call<Buffer>((cb) => s!.sftp.open(tmp!, 'wx', 0o600, cb));
+      });
       const size = await this.writeAll(s.sftp, handle, body, opts.signal, what);
       await this.fsync(s.sftp, handle);
       const h = handle;
@@ -641,7 +653,11 @@ export class SftpStorage implements Storage {
       throw mapSftpError(e, 'delete', `"${dir}/"`, this.displayUrl);
     }
     // SSH_FXP_RMDIR only removes an empty directory; a non-empty or missing one is left as it is.
-    await call((cb) => s.sftp.rmdir(this.pathOf(dir), cb)).catch(() => undefined);
+    const path = this.pathOf(dir);
+    await call((cb) => s.sftp.rmdir(path, cb)).then(
+      () => forgetDirs(s, path),
+      () => undefined,
+    );
   }
 
   async close(): Promise<void> {

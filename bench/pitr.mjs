@@ -1206,7 +1206,8 @@ done`;
           if (tool === 'dbcrate') {
             const d = walDir();
             try {
-              listing = d ? readdirSync(d) : [];
+              // format 2: wal/<timeline+log>/<segment>-…; format 1: flat wal/
+              listing = d ? readdirSync(d, { recursive: true }).map((f) => String(f).split('/').pop()) : [];
             } catch {
               listing = [];
             }

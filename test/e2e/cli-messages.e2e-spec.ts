@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '@dbcrate/testing';
@@ -73,5 +74,22 @@ describe('CLI messages', () => {
     ]);
     expect(r.code).not.toBe(0);
     expect(`${r.stdout}${r.stderr}`).not.toMatch(/S3CR3TKEY|S1GNATURE/);
+  });
+
+  it('an agent started as another user than the cluster owner says so at once (exit 2)', async () => {
+    expect(process.getuid?.()).toBe(0);
+    const data = join(dir, 'pgdata');
+    mkdirSync(data);
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    chownSync(data, uid, uid);
+    const r = await runCli(
+      ['agent', '--pgdata', data, '--to', `file://${dir}/wal`, '--recipient', '/nonexistent.asc'],
+      {
+        timeoutMs: 20_000,
+      },
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`belongs to postgres (uid ${uid}), who runs archive_command`);
+    expect(r.stderr).toContain('runuser -u postgres -- dbcrate agent');
   });
 });

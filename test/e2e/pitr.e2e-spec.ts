@@ -248,8 +248,10 @@ describe('point-in-time recovery', () => {
 
   // Each recovery is promoted but archives nothing (no --archive), so the archive keeps one
   // timeline and every recovery follows it.
-  it('recover --latest replays everything, the DROP TABLE included', async () => {
-    const rec = await recover(env, pg, 'latest', ['--latest']);
+  it('recover --latest replays everything, the DROP TABLE included (a server that would log in German)', async () => {
+    // lc_messages 'C.utf8' (from the source) plus LANGUAGE=de: gettext translates the log, and
+    // recover --start, which follows it, would wait for English lines until its deadline.
+    const rec = await recover(env, pg, 'latest', ['--latest'], [], { env: { LANGUAGE: 'de' } });
     await expectRecovered(env, systemId, rec, atEnd);
     expect(rec.json!.timeline).toBe(2);
     await rec.server.stop();

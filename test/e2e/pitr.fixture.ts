@@ -191,7 +191,7 @@ export async function recover(
   label: string,
   target: string[],
   extra: string[] = [],
-  opts: { timeoutMs?: number; port?: number } = {},
+  opts: { timeoutMs?: number; port?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Recovered> {
   const targetDir = join(env.root, `recovered-${label}`);
   const port = opts.port ?? (await freePort());
@@ -213,7 +213,7 @@ export async function recover(
       '--json',
       ...extra,
     ],
-    { timeoutMs: opts.timeoutMs ?? 90_000 },
+    { timeoutMs: opts.timeoutMs ?? 90_000, env: opts.env },
   );
   let json: RecoverJson | undefined;
   try {
@@ -270,14 +270,8 @@ const WAL_OBJECT =
 /** The archived WAL objects of one database id (temp files and anything else left out), sorted by name. */
 export function walObjects(destDir: string, databaseId: string): WalObject[] {
   const dir = join(destDir, databaseId, 'wal');
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names
-    .map((n) => ({ n, m: WAL_OBJECT.exec(n) }))
+  return walFiles(dir)
+    .map((n) => ({ n, m: WAL_OBJECT.exec(n.split('/').pop()!) }))
     .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
     .map(({ n, m }) => ({ file: join(dir, n), walName: m[1], sha256: m[2] }))
     .sort((a, b) => (a.walName < b.walName ? -1 : a.walName > b.walName ? 1 : 0));
@@ -285,9 +279,17 @@ export function walObjects(destDir: string, databaseId: string): WalObject[] {
 
 /** Everything in the wal/ folder that is not an archived object (temp files of interrupted puts). */
 export function walLeftovers(destDir: string, databaseId: string): string[] {
-  const dir = join(destDir, databaseId, 'wal');
+  return walFiles(join(destDir, databaseId, 'wal'))
+    .map((n) => n.split('/').pop()!)
+    .filter((n) => !WAL_OBJECT.test(n));
+}
+
+/** Files under wal/, relative to it: wal/<timeline+log>/…, wal/history/… (format 2) or flat (format 1). */
+function walFiles(dir: string): string[] {
   try {
-    return fs.readdirSync(dir).filter((n) => !WAL_OBJECT.test(n));
+    return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) =>
+      fs.statSync(join(dir, f)).isFile(),
+    );
   } catch {
     return [];
   }

@@ -35,6 +35,7 @@ export const ErrorCodes = {
   INTERRUPTED: 'E_INTERRUPTED',
   /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
   AGENT: 'E_AGENT',
+  ARCHIVE_CHECK: 'E_ARCHIVE_CHECK',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -75,6 +76,8 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
   E_AGENT: 4,
+  // `dbcrate check`: archiving is off, or the switched segment did not arrive in time
+  E_ARCHIVE_CHECK: 11,
   E_INTERNAL: 1,
 };
 

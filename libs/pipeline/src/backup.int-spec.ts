@@ -40,13 +40,15 @@ async function keysUnder(storage: Storage, prefix = ''): Promise<string[]> {
 }
 
 /** A real storage whose put of one kind of key fails (a manifest write refused by the destination). */
-function failingPuts(storage: Storage, matches: (key: string) => boolean): Storage {
+/** A real storage whose puts of matching keys fail: before writing, or (`afterCommit`) once written. */
+function failingPuts(storage: Storage, matches: (key: string) => boolean, afterCommit = false): Storage {
   return new Proxy(storage, {
     get(target, prop, receiver) {
       if (prop === 'put') {
         return async (key: string, body: Readable, opts?: unknown) => {
           if (matches(key)) {
-            body.resume();
+            if (afterCommit) await target.put(key, body, opts as never);
+            else body.resume();
             throw new DbcrateError(ErrorCodes.STORAGE_IO, `cannot write "${key}": injected failure`);
           }
           return target.put(key, body, opts as never);
@@ -151,6 +153,20 @@ describe('logical backups: no false success', () => {
     expect(e.message).toContain('injected failure');
     expect(await keysUnder(storage)).toEqual([]);
     expect(await listSnapshots(storage)).toEqual([]);
+  });
+
+  it('a manifest write that committed but reported a failure leaves no manifest pointing at deleted data', async () => {
+    const storage = await fsStorage('manifest-lost-answer');
+    const e = await caught(
+      runBackup({
+        dbUrl: source,
+        storage: failingPuts(storage, (k) => k.endsWith('.manifest.json'), true),
+        recipients: [recipient],
+        databaseId: 'mla',
+      }),
+    );
+    expect(e.message).toContain('injected failure');
+    expect(await keysUnder(storage)).toEqual([]);
   });
 
   it('"latest" follows the server, not a client clock set years ahead', async () => {

@@ -167,7 +167,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     });
   } catch (e) {
     // Without its manifest the data is no backup: remove what this run wrote (the data key
-    // is this run's own, storeToolOutput created it with ifNotExists).
+    // is this run's own, storeToolOutput created it with ifNotExists). A put can fail after it
+    // committed (the answer was lost): remove the manifest first, unless the name was another
+    // writer's (a conflict), so no manifest is left pointing at deleted data.
+    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
+      await opts.storage.delete(keys.manifestKey).catch(() => undefined);
+    }
     await opts.storage.delete(keys.dataKey).catch(() => undefined);
     if (sigWritten && sigKey) await opts.storage.delete(sigKey).catch(() => undefined);
     throw e;

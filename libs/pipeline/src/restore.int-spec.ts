@@ -177,6 +177,33 @@ describe('restore: clear failures, no plaintext left behind', () => {
     expect(await readdir(spool)).toEqual([]);
   }, 30_000);
 
+  it('a signal that lands after pg_restore committed does not turn the success into "interrupted"', async () => {
+    // pg_restore that has read the whole dump, then gets SIGTERM, ignores it and exits 0 (committed).
+    const tools = await findClientTools(15);
+    const bin = join(dir, 'stubborn-bin');
+    mkdirSync(bin);
+    for (const t of ['pg_dump', 'psql', 'pg_basebackup']) symlinkSync(join(tools.binDir, t), join(bin, t));
+    const ready = join(dir, 'stubborn.ready');
+    const go = join(dir, 'stubborn.go');
+    writeFileSync(
+      join(bin, 'pg_restore'),
+      `#!/bin/sh\ntrap '' TERM\ncat > /dev/null\ntouch '${ready}'\nwhile [ ! -e '${go}' ]; do sleep 0.05; done\nexit 0\n`,
+    );
+    chmodSync(join(bin, 'pg_restore'), 0o755);
+    const ac = new AbortController();
+    const running = restore({
+      snapshot: `plain/${plain.manifest.snapshotId}`,
+      jobs: 1,
+      pgBinDir: bin,
+      signal: ac.signal,
+    });
+    while (!existsSync(ready)) await new Promise((r) => setTimeout(r, 20));
+    ac.abort(new Error('SIGTERM received'));
+    writeFileSync(go, '');
+    const r = await running;
+    expect(r.manifest.snapshotId).toBe(plain.manifest.snapshotId);
+  }, 30_000);
+
   it('a spool left by a killed restore is swept by the next one; live and unmarked ones are left alone', async () => {
     const spool = spoolDir();
     const dead = spawnSync('/bin/true').pid!;

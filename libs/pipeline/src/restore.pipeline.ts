@@ -58,7 +58,9 @@ async function withTool(
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
-  if (signal?.aborted) throw interrupted();
+  // A signal that came after pg_restore finished cleanly interrupted nothing: the restore is
+  // complete, and saying otherwise would send the user to redo it.
+  if (signal?.aborted && (feedError !== undefined || toolError !== undefined)) throw interrupted();
   const brokenPipe = BROKEN_PIPE.has((feedError as { code?: string } | undefined)?.code ?? '');
   if (feedError !== undefined && !(brokenPipe && toolError !== undefined)) throw feedError;
   if (toolError !== undefined) throw toolError;

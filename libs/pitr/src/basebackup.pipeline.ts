@@ -369,7 +369,12 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
       ifNotExists: true,
     });
   } catch (e) {
-    // No manifest, no backup: remove this run's data object and its folder.
+    // No manifest, no backup: remove this run's data object and its folder. A put can fail
+    // after it committed (the answer was lost): the manifest goes first, unless the name was
+    // another writer's.
+    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
+      await opts.storage.delete(keys.manifestKey).catch(() => undefined);
+    }
     await opts.storage.delete(keys.dataKey).catch(() => undefined);
     if (sigWritten && sigKey) await opts.storage.delete(sigKey).catch(() => undefined);
     for (const d of ownDirs) await opts.storage.removeEmptyDir?.(d).catch(() => undefined);

@@ -16,3 +16,5 @@ export * from './wal.serve';
 export * from './wal.serve.client';
 export * from './tar.scanner';
 export * from './tar.guard';
+export * from './archive.info';
+export * from './archive.check';

@@ -6,6 +6,7 @@ import {
   timelineKey,
   walKey,
   walLookupPrefix,
+  walPartition,
   walPrefix,
 } from './pitr.layout';
 
@@ -21,7 +22,8 @@ describe('WAL object keys', () => {
     ['history', '00000002.history', 2, undefined],
   ])('walKey / parseWalKey round-trip a %s', (kind, name, timeline, segmentName) => {
     const key = walKey(DB, name, SHA);
-    expect(key).toBe(`${DB}/wal/${name}-${SHA}.zst.pgp`);
+    const part = segmentName ? segmentName.slice(0, 16) : 'history';
+    expect(key).toBe(`${DB}/wal/${part}/${name}-${SHA}.zst.pgp`);
     expect(key.startsWith(walLookupPrefix(DB, name))).toBe(true);
     expect(key.startsWith(walPrefix(DB))).toBe(true);
     const p = parseWalKey(key);
@@ -38,9 +40,23 @@ describe('WAL object keys', () => {
 
   it('the lookup prefix of a segment does not match its .partial or .backup siblings', () => {
     const prefix = walLookupPrefix(DB, '000000010000000000000003');
-    expect(prefix).toBe(`${DB}/wal/000000010000000000000003-`);
+    expect(prefix).toBe(`${DB}/wal/0000000100000000/000000010000000000000003-`);
     expect(walKey(DB, '000000010000000000000003.partial', SHA).startsWith(prefix)).toBe(false);
     expect(walKey(DB, '000000010000000000000003.00000028.backup', SHA).startsWith(prefix)).toBe(false);
+  });
+
+  it('format 1 (flat wal/) keys stay readable', () => {
+    const flat = walKey(DB, '000000010000000000000003', SHA, 1);
+    expect(flat).toBe(`${DB}/wal/000000010000000000000003-${SHA}.zst.pgp`);
+    expect(walLookupPrefix(DB, '00000002.history', 1)).toBe(`${DB}/wal/00000002.history-`);
+    expect(parseWalKey(flat)).toMatchObject({ name: '000000010000000000000003', sha256: SHA, key: flat });
+  });
+
+  it('one partition per timeline and log (256 segments of 16 MiB); history files apart', () => {
+    expect(walPartition('0000000200000003000000FF')).toBe('0000000200000003');
+    expect(walPartition('000000020000000300000001.partial')).toBe('0000000200000003');
+    expect(walPartition('000000020000000300000001.00000028.backup')).toBe('0000000200000003');
+    expect(walPartition('00000002.history')).toBe('history');
   });
 
   it('works with a named database id', () => {
@@ -56,7 +72,9 @@ describe('WAL object keys', () => {
       `${DB}/wal/.000000010000000000000003-${SHA}.zst.pgp.tmp-0123456789abcdef`,
     ],
     ['wrong directory', `${DB}/base/000000010000000000000003-${SHA}.zst.pgp`],
-    ['nested too deep', `${DB}/wal/x/000000010000000000000003-${SHA}.zst.pgp`],
+    ['nested too deep', `${DB}/wal/0000000100000000/x/000000010000000000000003-${SHA}.zst.pgp`],
+    ['in the wrong partition', `${DB}/wal/0000000100000001/000000010000000000000003-${SHA}.zst.pgp`],
+    ['a segment among the history files', `${DB}/wal/history/000000010000000000000003-${SHA}.zst.pgp`],
     ['no database id', `wal/000000010000000000000003-${SHA}.zst.pgp`],
     ['sha too short', `${DB}/wal/000000010000000000000003-${SHA.slice(1)}.zst.pgp`],
     ['sha too long', `${DB}/wal/000000010000000000000003-${SHA}0.zst.pgp`],

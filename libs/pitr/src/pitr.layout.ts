@@ -10,7 +10,8 @@ import { parseWalFileName, type WalFileName } from './wal.names';
  * Where physical backups and WAL live, relative to the destination root (docs/pitr.md):
  *   <db>/cluster.json
  *   <db>/base/<backup-id>/base.tar.zst.pgp, backup.manifest.json (written last)
- *   <db>/wal/<wal-file-name>-<sha256 of plaintext>.zst.pgp
+ *   <db>/wal/<timeline+log (16 hex)>/<wal-file-name>-<sha256 of plaintext>.zst.pgp
+ *   <db>/wal/history/<TLI>.history-<sha256>.zst.pgp      (format 2; format 1: flat wal/)
  *   <db>/timelines/<TLI>.json
  */
 export const CLUSTER_FILE = 'cluster.json';
@@ -54,13 +55,28 @@ export function walPrefix(databaseId: string): string {
   return `${databaseId}/${WAL_DIR}/`;
 }
 
-/** Listing this prefix finds every archived copy of one WAL file (there should be at most one). */
-export function walLookupPrefix(databaseId: string, walFile: string): string {
-  return `${walPrefix(databaseId)}${walFile}-`;
+/** WAL layout of an archive: 1 flat `wal/`, 2 partitioned (cluster.json formatVersion). */
+export type WalLayout = 1 | 2;
+export const WAL_HISTORY_DIR = 'history';
+
+/**
+ * Layout 2: `wal/<timeline + log, the first 16 hex of the segment name>/` (one folder per
+ * 4 GiB of WAL: 256 segments of 16 MiB, like pgBackRest), `wal/history/` for history files.
+ * A push or a fetch lists one folder, whatever the size of the archive.
+ */
+export function walPartition(walFile: string): string {
+  const p = parseWalFileName(walFile);
+  return p?.segmentName ? p.segmentName.slice(0, 16) : WAL_HISTORY_DIR;
 }
 
-export function walKey(databaseId: string, walFile: string, sha256: string): string {
-  return `${walLookupPrefix(databaseId, walFile)}${sha256}.${OBJECT_EXTENSIONS.join('.')}`;
+/** Listing this prefix finds every archived copy of one WAL file (there should be at most one). */
+export function walLookupPrefix(databaseId: string, walFile: string, layout: WalLayout = 2): string {
+  const dir = layout === 1 ? walPrefix(databaseId) : `${walPrefix(databaseId)}${walPartition(walFile)}/`;
+  return `${dir}${walFile}-`;
+}
+
+export function walKey(databaseId: string, walFile: string, sha256: string, layout: WalLayout = 2): string {
+  return `${walLookupPrefix(databaseId, walFile, layout)}${sha256}.${OBJECT_EXTENSIONS.join('.')}`;
 }
 
 export interface ParsedWalKey extends WalFileName {
@@ -71,14 +87,16 @@ export interface ParsedWalKey extends WalFileName {
 
 const WAL_OBJECT = /^([0-9A-F.a-z]+)-([0-9a-f]{64})\.([a-z0-9.]+)$/;
 
-/** Recognise an archived WAL object key (relative to the root); temp files and others → undefined. */
+/** Recognise an archived WAL object key (relative to the root), in either layout; temp files and others → undefined. */
 export function parseWalKey(key: string): ParsedWalKey | undefined {
   const parts = key.split('/');
-  if (parts.length !== 3 || parts[1] !== WAL_DIR) return undefined;
-  const m = WAL_OBJECT.exec(parts[2]);
+  if ((parts.length !== 3 && parts.length !== 4) || parts[1] !== WAL_DIR) return undefined;
+  const m = WAL_OBJECT.exec(parts[parts.length - 1]);
   if (!m) return undefined;
   const name = parseWalFileName(m[1]);
   if (!name) return undefined;
+  // in layout 2, only in the partition it belongs to
+  if (parts.length === 4 && parts[2] !== walPartition(name.name)) return undefined;
   return { ...name, key, sha256: m[2], extensions: m[3].split('.') };
 }
 
@@ -87,7 +105,7 @@ export function timelineKey(databaseId: string, timeline: number): string {
 }
 
 /** 1: flat wal/; 2: WAL in partitions (wal/<timeline+log>/, wal/history/). Both are read. */
-export const CLUSTER_FORMAT_VERSION = 1;
+export const CLUSTER_FORMAT_VERSION: WalLayout = 2;
 
 export const ClusterIdentitySchema = z.object({
   format: z.literal('dbcrate.cluster'),

@@ -278,7 +278,7 @@ export async function startRecovery(opts: {
       if (opts.signal?.aborted) {
         throw new DbcrateError(
           ErrorCodes.INTERRUPTED,
-          `interrupted; the server on ${opts.dir} keeps running (pg_ctl -D ${opts.dir} stop)`,
+          `interrupted; the server on ${opts.dir} is left running, but recovery stops at the next WAL file it needs (pg_ctl -D ${opts.dir} stop)`,
         );
       }
       if (Date.now() > deadline) {

@@ -13,6 +13,7 @@ import {
 } from '@dbcrate/crypto';
 import type { ObjectInfo, Storage } from '@dbcrate/storage';
 import {
+  CLUSTER_FORMAT_VERSION,
   ensureClusterIdentity,
   timelineKey,
   walKey,
@@ -204,12 +205,12 @@ export class WalArchiver {
     const segSize = this.checkContent(name, plain);
     // A malformed history file is refused before anything is stored.
     const history = name.kind === 'history' ? checkHistory(name, plain) : undefined;
-    await this.ensureIdentity(segSize);
+    const layout = (await this.ensureIdentity(segSize))?.formatVersion ?? CLUSTER_FORMAT_VERSION;
     const plainBytes = plain.length;
     const offload = this.opts.hashAndSeal && name.kind === 'segment' ? this.opts.hashAndSeal : undefined;
     const early = offload ? await offload(plain, name.name) : undefined;
     const sha = early?.sha256 ?? sha256Hex(plain);
-    const pre = await walNameState(this.opts.storage, this.opts.databaseId, name.name);
+    const pre = await walNameState(this.opts.storage, this.opts.databaseId, name.name, layout);
     const other = pre.objects.find((o) => o.sha256 !== sha) ?? pre.claims.find((c) => c.sha256 !== sha);
     if (other)
       throw conflictError(this.opts.storage, this.opts.databaseId, name.name, sha, other, !('size' in other));
@@ -219,7 +220,7 @@ export class WalArchiver {
       if (history) await this.recordTimeline(name, history);
       return { walFile: name.name, outcome: 'already-archived', key: same.key, plainBytes, storedBytes: 0 };
     }
-    const key = walKey(this.opts.databaseId, name.name, sha);
+    const key = walKey(this.opts.databaseId, name.name, sha, layout);
     // A zero-byte object under our name is not an archived copy: replace it.
     if (pre.empty.some((e) => e.key === key)) await this.opts.storage.delete(key);
 
@@ -243,7 +244,7 @@ export class WalArchiver {
           stored = false;
         }
       },
-      this.opts.hooks,
+      { ...this.opts.hooks, layout },
     );
     if (history) await this.recordTimeline(name, history);
     logger().debug(

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
-import { parseWalKey, walLookupPrefix, type ParsedWalKey } from './pitr.layout';
+import { parseWalKey, walLookupPrefix, type ParsedWalKey, type WalLayout } from './pitr.layout';
 
 /**
  * At most one content per WAL name, on any backend (docs/format.md, "One content per WAL
@@ -29,8 +29,13 @@ export interface WalClaim {
 
 const CLAIM = /^(.+)-([0-9a-f]{64})\.claim-([0-9a-f]{16})$/;
 
-export function walClaimKey(databaseId: string, walFile: string, sha256: string): string {
-  return `${walLookupPrefix(databaseId, walFile)}${sha256}.claim-${randomBytes(8).toString('hex')}`;
+export function walClaimKey(
+  databaseId: string,
+  walFile: string,
+  sha256: string,
+  layout: WalLayout = 2,
+): string {
+  return `${walLookupPrefix(databaseId, walFile, layout)}${sha256}.claim-${randomBytes(8).toString('hex')}`;
 }
 
 export function parseWalClaim(key: string, walFile: string): WalClaim | undefined {
@@ -46,19 +51,25 @@ export interface WalNameState {
   claims: WalClaim[];
 }
 
-/** Everything stored under one WAL name: one listing of its prefix. */
+/**
+ * Everything stored under one WAL name: one listing of its prefix in `layout`; without a
+ * layout (a reader that does not know the archive's), both: partitioned, then flat.
+ */
 export async function walNameState(
   storage: Storage,
   databaseId: string,
   walFile: string,
+  layout?: WalLayout,
 ): Promise<WalNameState> {
   const state: WalNameState = { objects: [], empty: [], claims: [] };
-  for await (const o of storage.list(walLookupPrefix(databaseId, walFile))) {
-    const p = parseWalKey(o.key);
-    if (p && p.name === walFile) (o.size > 0 ? state.objects : state.empty).push({ ...p, size: o.size });
-    else {
-      const c = parseWalClaim(o.key, walFile);
-      if (c) state.claims.push(c);
+  for (const l of layout ? [layout] : ([2, 1] as const)) {
+    for await (const o of storage.list(walLookupPrefix(databaseId, walFile, l))) {
+      const p = parseWalKey(o.key);
+      if (p && p.name === walFile) (o.size > 0 ? state.objects : state.empty).push({ ...p, size: o.size });
+      else {
+        const c = parseWalClaim(o.key, walFile);
+        if (c) state.claims.push(c);
+      }
     }
   }
   return state;
@@ -87,6 +98,11 @@ export function conflictError(
   );
 }
 
+export interface ClaimOptions extends ClaimHooks {
+  /** Where the archive keeps WAL (cluster.json formatVersion); default 2. */
+  layout?: WalLayout;
+}
+
 export interface ClaimHooks {
   /** Tests: after the first listing found the name free, before the claim is written. */
   afterPrecheck?: () => Promise<void>;
@@ -101,10 +117,11 @@ export async function claimAndWrite(
   walFile: string,
   sha: string,
   write: () => Promise<void>,
-  hooks: ClaimHooks = {},
+  hooks: ClaimOptions = {},
 ): Promise<void> {
+  const layout = hooks.layout ?? 2;
   await hooks.afterPrecheck?.();
-  const claimKey = walClaimKey(databaseId, walFile, sha);
+  const claimKey = walClaimKey(databaseId, walFile, sha, layout);
   const body = JSON.stringify({
     sha256: sha,
     host: hostname(),
@@ -117,8 +134,8 @@ export async function claimAndWrite(
     // Two listings: a directory read (file, SFTP) is no snapshot, and a winner's object may
     // appear behind the cursor while its claim goes ahead of it; the second listing, begun
     // after the first ended, then sees the object.
-    const first = await walNameState(storage, databaseId, walFile);
-    const second = await walNameState(storage, databaseId, walFile);
+    const first = await walNameState(storage, databaseId, walFile, layout);
+    const second = await walNameState(storage, databaseId, walFile, layout);
     const state: WalNameState = {
       objects: [...first.objects, ...second.objects],
       empty: [],

@@ -5,8 +5,15 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
 import { openWal, sha256Hex } from './wal.archive';
+import type { WalLayout } from './pitr.layout';
 import { walNameState } from './wal.claim';
-import { parseWalFileName, requireWalFileName, segmentNumber, walFileName } from './wal.names';
+import {
+  DEFAULT_WAL_SEGMENT_SIZE,
+  parseWalFileName,
+  requireWalFileName,
+  segmentNumber,
+  walFileName,
+} from './wal.names';
 
 export interface WalFetchOptions {
   storage: Storage;
@@ -15,12 +22,14 @@ export interface WalFetchOptions {
   /** Check the signature inside each object (signer, database id, file name); the CLI always gives one. */
   trust?: TrustPolicy;
   signal?: AbortSignal;
+  /** The archive's WAL layout (cluster.json formatVersion), when known: one listing instead of two. */
+  layout?: WalLayout;
 }
 
 /** Download, decrypt, decompress and check one WAL file; E_WAL_NOT_FOUND when it is not archived. */
 export async function fetchWal(opts: WalFetchOptions, walFile: string): Promise<Buffer> {
   requireWalFileName(walFile);
-  const state = await walNameState(opts.storage, opts.databaseId, walFile);
+  const state = await walNameState(opts.storage, opts.databaseId, walFile, opts.layout);
   const found = state.objects;
   if (found.length === 0 && state.empty.length > 0) {
     // Not "not archived" (exit 1 would end recovery here as if the WAL ended): damaged.
@@ -135,13 +144,13 @@ export class PrefetchSpool {
   }
 
   /** Drop what recovery has gone past (older segments of any timeline) and leftovers. */
-  async prune(current: string): Promise<void> {
+  async prune(current: string, segSize = DEFAULT_WAL_SEGMENT_SIZE): Promise<void> {
     const cur = parseWalFileName(current);
     if (!cur?.segmentName) return;
-    const seg = segmentNumber(cur.segmentName);
+    const seg = segmentNumber(cur.segmentName, segSize);
     for (const f of await readdir(this.dir).catch(() => [] as string[])) {
       const p = parseWalFileName(f);
-      if (f.endsWith('.dbcrate-tmp') || (p?.segmentName && segmentNumber(p.segmentName) <= seg)) {
+      if (f.endsWith('.dbcrate-tmp') || (p?.segmentName && segmentNumber(p.segmentName, segSize) <= seg)) {
         await rm(join(this.dir, f), { force: true });
       }
     }
@@ -197,11 +206,21 @@ function isAlive(pid: number): boolean {
 }
 
 /** The segments after `walFile` on its timeline, for prefetch. */
-export function followingSegments(walFile: string, count: number): string[] {
+export function followingSegments(
+  walFile: string,
+  count: number,
+  segSize = DEFAULT_WAL_SEGMENT_SIZE,
+): string[] {
   const p = parseWalFileName(walFile);
   if (p?.kind !== 'segment' || !p.segmentName) return [];
-  const seg = segmentNumber(p.segmentName);
-  return Array.from({ length: count }, (_, i) => walFileName(p.timeline, seg + BigInt(i + 1)));
+  const seg = segmentNumber(p.segmentName, segSize);
+  return Array.from({ length: count }, (_, i) => walFileName(p.timeline, seg + BigInt(i + 1), segSize));
+}
+
+/** The segment size a restored segment shows (its length), when it is a valid one. */
+export function segmentSizeOfLength(bytes: number): number | undefined {
+  const valid = bytes >= 1 << 20 && bytes <= 1 << 30 && (bytes & (bytes - 1)) === 0;
+  return valid ? bytes : undefined;
 }
 
 /**

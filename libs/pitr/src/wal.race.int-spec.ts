@@ -24,6 +24,7 @@ import { startS3rver, startSshd, type S3rverHarness, type SshdHarness } from '@d
 import { clusterKey, ensureClusterIdentity, readClusterIdentity, walKey } from './pitr.layout';
 import { sealWal, sha256Hex, WalArchiver, type WalArchiverOptions } from './wal.archive';
 import { fetchWal } from './wal.fetch';
+import { indexArchive } from './windows';
 import { DEFAULT_WAL_SEGMENT_SIZE } from './wal.names';
 
 const SYSID = '7400000000000000042';
@@ -283,5 +284,70 @@ describe.each(backends)('races on %s', (name, open) => {
       walSegmentSize: DEFAULT_WAL_SEGMENT_SIZE,
       systemIdentifier: SYSID,
     });
+  });
+
+  it('format 1 archives (flat wal/) stay readable, and keep their layout for new pushes', async () => {
+    const db = `race${++n}`;
+    const legacy = {
+      format: 'dbcrate.cluster',
+      formatVersion: 1,
+      databaseId: db,
+      systemIdentifier: SYSID,
+      walSegmentSize: DEFAULT_WAL_SEGMENT_SIZE,
+      createdAt: new Date().toISOString(),
+    };
+    await storage.put(clusterKey(db), Readable.from([JSON.stringify(legacy)]));
+    const old = fakeSegment(11);
+    const oldName = '000000010000000000000002';
+    await storage.put(
+      walKey(db, oldName, sha256Hex(old), 1),
+      Readable.from([Buffer.from(await sealWal(old, { recipients }))]),
+    );
+    expect((await fetchWal({ storage, databaseId: db, keys }, oldName)).equals(old)).toBe(true);
+    const d = join(dir, db);
+    await mkdir(d, { recursive: true });
+    const next = fakeSegment(12);
+    await writeFile(join(d, '000000010000000000000003'), next);
+    const r = await archiver(db).push(join(d, '000000010000000000000003'));
+    expect(r.key).toBe(walKey(db, '000000010000000000000003', sha256Hex(next), 1));
+    // a different file under the old name is still refused
+    await writeFile(join(d, oldName), fakeSegment(13));
+    await expect(archiver(db).push(join(d, oldName))).rejects.toMatchObject({
+      code: ErrorCodes.WAL_CONFLICT,
+    });
+    const index = await indexArchive(storage, db);
+    expect([...index.files.keys()].sort()).toEqual([oldName, '000000010000000000000003']);
+  });
+
+  it('format 2: a push lists only the partition of its WAL file, however big the archive', async () => {
+    const db = `race${++n}`;
+    const d = join(dir, db);
+    await mkdir(d, { recursive: true });
+    const prefixes: string[] = [];
+    const counting = new Proxy(storage, {
+      get(target, prop, recv) {
+        if (prop === 'list')
+          return (prefix: string) => {
+            prefixes.push(prefix);
+            return target.list(prefix);
+          };
+        const v = Reflect.get(target, prop, recv) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const a = new WalArchiver({
+      storage: counting,
+      databaseId: db,
+      systemIdentifier: SYSID,
+      seal: (plain) => sealWal(plain, { recipients }),
+    });
+    await writeFile(join(d, SEG), fakeSegment(21));
+    await a.push(join(d, SEG));
+    prefixes.length = 0;
+    const second = '0000000100000000000000A7';
+    await writeFile(join(d, second), fakeSegment(22));
+    expect((await a.push(join(d, second))).key).toMatch(new RegExp(`^${db}/wal/0000000100000000/${second}-`));
+    expect(prefixes).toEqual(Array(3).fill(`${db}/wal/0000000100000000/${second}-`));
+    expect(await readClusterIdentity(storage, db)).toMatchObject({ formatVersion: 2 });
   });
 });

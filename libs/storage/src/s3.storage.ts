@@ -56,6 +56,8 @@ const MiB = 1024 * 1024;
  */
 export const S3_DEFAULT_PART_SIZE = 105 * MiB;
 export const S3_DEFAULT_QUEUE_SIZE = 1;
+/** Bodies up to this size are sent as one PutObject without a part buffer (every WAL segment). */
+export const S3_SMALL_PUT = 20 * MiB;
 
 export interface S3StorageOptions {
   /** Programmatic credentials (e.g. fetched per job); otherwise the SDK default chain. */
@@ -428,6 +430,22 @@ class PartUpload {
 
   async run(): Promise<number> {
     const { s, fullKey } = this;
+    // A small body (a WAL segment, a manifest) is one PutObject from what was read, without
+    // reserving a whole part buffer; a bigger one continues as part 1 of a multipart upload.
+    const small = Math.min(s.partSize, S3_SMALL_PUT);
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    while (headBytes <= small) {
+      const r = await this.source.next();
+      if (r.done) {
+        const data = head.length === 1 ? head[0] : Buffer.concat(head);
+        await this.putSingle(data);
+        return data.length;
+      }
+      head.push(r.value);
+      headBytes += r.value.length;
+    }
+    this.carry = Buffer.concat(head);
     let partNumber = 0;
     let total = 0;
     for (;;) {

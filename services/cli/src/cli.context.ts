@@ -12,7 +12,8 @@ export interface CliContext {
 
 const controller = new AbortController();
 let interrupted = false;
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+// SIGHUP: the terminal went away (ssh dropped); stop and clean up as for ^C.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(sig, () => {
     if (interrupted) process.exit(130); // second ^C: leave now
     interrupted = true;

@@ -25,6 +25,7 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { markRequired } from '../cli.help';
 import { loadPrivateKey, trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 import { removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
@@ -124,7 +125,8 @@ function freePort(): Promise<number> {
 }
 
 export function recoverCommand(): Command {
-  return (
+  return markRequired(
+    schema,
     trustFlags(new Command('recover'))
       .description(
         'point-in-time recovery: restore the right base backup into DIR and replay archived WAL to a target',
@@ -140,7 +142,7 @@ export function recoverCommand(): Command {
       .option('--immediate', 'stop as soon as the base backup is consistent')
       .option(
         '--timeline <TLI>',
-        'latest | current | N: the timeline to follow (default latest, as PostgreSQL; for a point on an older branch give its number)',
+        'latest | current | N: the timeline to follow (default latest, as PostgreSQL, refused while two timelines grow: then name one; for a point on an older branch give its number)',
       )
       .option('--inclusive', 'stop just after the target (default)')
       .addOption(new Option('--exclusive', 'stop just before the target').implies({ inclusive: false }))
@@ -272,6 +274,10 @@ export function recoverCommand(): Command {
             });
 
             if (!s.start) {
+              process.stderr.write(
+                `dbcrate: warning: restore_command reads ${keyPath} itself: the server's OS user, and any superuser ` +
+                  `(pg_read_file), can read the key; --start serves WAL without that\n`,
+              );
               const out = {
                 databaseId,
                 backupId: b.backupId,
@@ -341,7 +347,7 @@ export function recoverCommand(): Command {
         } finally {
           await storage.close();
         }
-      })
+      }),
   );
 }
 

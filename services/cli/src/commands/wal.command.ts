@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
@@ -17,6 +18,7 @@ import {
   requestPush,
   requireWalFileName,
   resolveClusterId,
+  segmentSizeOfLength,
   sealWal,
   validateDatabaseId,
   walNameState,
@@ -145,6 +147,38 @@ function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void>
   };
 }
 
+/**
+ * archive_command runs as the cluster's owner and only trusts an agent of that user (its
+ * socket and secret are private to it): an agent of another user would never be used, and
+ * archive_command would fail or fall back. Say so at once instead.
+ */
+async function requireClusterOwner(pgdata: string): Promise<void> {
+  const st = await stat(pgdata).catch((e: NodeJS.ErrnoException) => {
+    throw new DbcrateError(ErrorCodes.CONFIG, `cannot read the data directory ${pgdata}: ${e.code}`, {
+      hint: 'give the data directory of the cluster whose WAL to archive (--pgdata)',
+    });
+  });
+  const uid = process.getuid?.();
+  if (uid === undefined || st.uid === uid) return;
+  const owner = userName(st.uid);
+  throw new DbcrateError(
+    ErrorCodes.CONFIG,
+    `the agent runs as ${userName(uid)} (uid ${uid}), but ${pgdata} belongs to ${owner} (uid ${st.uid}), who runs archive_command`,
+    { hint: `start it as the cluster's owner: runuser -u ${owner} -- dbcrate agent --pgdata ${pgdata} …` },
+  );
+}
+
+function userName(uid: number): string {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(uid));
+    return line?.split(':')[0] ?? String(uid);
+  } catch {
+    return String(uid);
+  }
+}
+
 export function agentCommand(): Command {
   return storageAndSealFlags(
     new Command('agent')
@@ -158,6 +192,7 @@ export function agentCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(required(s.pgdata, 'pgdata', 'the data directory of the cluster'));
+    await requireClusterOwner(pgdata);
     const a = await archiverFor(s, pgdata);
     const agent = new WalAgent({
       ...a,
@@ -193,6 +228,7 @@ const fetchSchema = z.object({
   prefetchParallel: intSetting(1, 32).default(2),
   prefetchOnly: booleanSetting.default(false),
   ...trustSettings,
+  walSegmentSize: intSetting(1 << 20, 1 << 30).optional(),
 });
 
 /**
@@ -229,6 +265,7 @@ export function walFetchCommand(): Command {
     .option('--prefetch <N>', 'following segments to fetch ahead in the background (default 8, 0 = off)')
     .option('--prefetch-parallel <N>', 'parallel downloads of the prefetcher (default 2)')
     .addOption(new Option('--prefetch-only').hideHelp())
+    .addOption(new Option('--wal-segment-size <BYTES>').hideHelp())
     .exitOverride()
     .action(async (walFile: string, path: string, _o, cmd: Command) => {
       try {
@@ -253,9 +290,9 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
   const pgdata = resolve(s.pgdata ?? process.cwd());
   const dest = resolve(process.cwd(), path);
   const spool = new PrefetchSpool(pgdata);
-  const following = followingSegments(walFile, s.prefetch);
 
   if (s.prefetchOnly) {
+    const following = followingSegments(walFile, s.prefetch, s.walSegmentSize);
     if (!spool.tryLock()) return;
     try {
       const opts = await fetchOptions(s);
@@ -288,9 +325,12 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
       await storage.close();
     }
   }
+  // The segment size is the restored segment's length (not always 16 MiB: initdb --wal-segsize).
+  const segSize = s.walSegmentSize ?? segmentSizeOfLength((await stat(dest)).size);
+  const following = followingSegments(walFile, s.prefetch, segSize);
   if (following.length > 0) {
-    await spool.prune(walFile);
-    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, s);
+    await spool.prune(walFile, segSize);
+    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, { ...s, walSegmentSize: segSize });
   }
 }
 
@@ -314,6 +354,7 @@ function startPrefetcher(
   if (s.databaseId) args.push('--database-id', s.databaseId);
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
+  if (s.walSegmentSize) args.push('--wal-segment-size', String(s.walSegmentSize));
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
   for (const t of trustPaths(s.trust)) args.push('--trust', resolve(t));
   if (s.allowUnsigned) args.push('--allow-unsigned');

@@ -12,6 +12,7 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { markRequired } from '../cli.help';
 import { trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
@@ -41,58 +42,61 @@ function print(w: DatabaseWindows): void {
 }
 
 export function windowsCommand(): Command {
-  return trustFlags(new Command('windows'))
-    .description(
-      'restore windows per database: earliest base backup → last archived WAL, and any gap in the WAL',
-    )
-    .option('--from <DEST_URL>', 'destination URL holding base backups and WAL')
-    .option('--database-id <ID>', 'only this database')
-    .option('--json', 'print the result as JSON')
-    .action(async (_o, cmd: Command) => {
-      const ctx = contextFor(cmd);
-      const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-      const trust = await trustPolicyFrom(s);
-      const storage = await openStorage(s.from);
-      try {
-        const ids = s.databaseId
-          ? [await resolveClusterId(storage, s.databaseId)]
-          : await listClusterIds(storage);
-        const all: DatabaseWindows[] = [];
-        for (const id of ids) all.push(await restoreWindows(storage, id, { trust }));
-        if (s.json) process.stdout.write(JSON.stringify({ databases: all }, null, 2) + '\n');
-        else {
-          if (all.length === 0)
-            process.stdout.write(`${storage.displayUrl} holds no physical backups or WAL\n`);
-          all.forEach(print);
-        }
-        const gaps = all.flatMap((d) =>
-          d.timelines.flatMap((t) => t.gaps.map((g) => `${d.databaseId}: ${g.firstMissing}`)),
-        );
-        const conflicts = all.flatMap((d) => d.conflicts);
-        const branches = all.filter((d) => d.liveBranches.length);
-        if (branches.length && !gaps.length && !conflicts.length) {
-          const d = branches[0];
-          throw new DbcrateError(
-            ErrorCodes.TIMELINE_BRANCHES,
-            `${d.databaseId}: ${describeLiveBranches(d.liveBranches)}`,
-            {
-              hint: `recover needs an explicit --timeline (${[d.liveBranches[0].timeline, ...d.liveBranches.map((b) => b.other)].join(' or ')}); a recovered copy archiving here (recover --archive) makes such a branch`,
-            },
+  return markRequired(
+    schema,
+    trustFlags(new Command('windows'))
+      .description(
+        'restore windows per database: earliest base backup → last archived WAL, and any gap in the WAL',
+      )
+      .option('--from <DEST_URL>', 'destination URL holding base backups and WAL')
+      .option('--database-id <ID>', 'only this database')
+      .option('--json', 'print the result as JSON')
+      .action(async (_o, cmd: Command) => {
+        const ctx = contextFor(cmd);
+        const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+        const trust = await trustPolicyFrom(s);
+        const storage = await openStorage(s.from);
+        try {
+          const ids = s.databaseId
+            ? [await resolveClusterId(storage, s.databaseId)]
+            : await listClusterIds(storage);
+          const all: DatabaseWindows[] = [];
+          for (const id of ids) all.push(await restoreWindows(storage, id, { trust }));
+          if (s.json) process.stdout.write(JSON.stringify({ databases: all }, null, 2) + '\n');
+          else {
+            if (all.length === 0)
+              process.stdout.write(`${storage.displayUrl} holds no physical backups or WAL\n`);
+            all.forEach(print);
+          }
+          const gaps = all.flatMap((d) =>
+            d.timelines.flatMap((t) => t.gaps.map((g) => `${d.databaseId}: ${g.firstMissing}`)),
           );
+          const conflicts = all.flatMap((d) => d.conflicts);
+          const branches = all.filter((d) => d.liveBranches.length);
+          if (branches.length && !gaps.length && !conflicts.length) {
+            const d = branches[0];
+            throw new DbcrateError(
+              ErrorCodes.TIMELINE_BRANCHES,
+              `${d.databaseId}: ${describeLiveBranches(d.liveBranches)}`,
+              {
+                hint: `recover needs an explicit --timeline (${[d.liveBranches[0].timeline, ...d.liveBranches.map((b) => b.other)].join(' or ')}); a recovered copy archiving here (recover --archive) makes such a branch`,
+              },
+            );
+          }
+          if (gaps.length || conflicts.length) {
+            throw new DbcrateError(
+              ErrorCodes.WAL_GAP,
+              gaps.length
+                ? `the WAL archive has a gap (${gaps.join(', ')}): restore windows end before it`
+                : `WAL archived twice with different content: ${conflicts.join(', ')}`,
+              {
+                hint: 'take a new base backup now: recovery past a gap is impossible; then find why archiving lost WAL',
+              },
+            );
+          }
+        } finally {
+          await storage.close();
         }
-        if (gaps.length || conflicts.length) {
-          throw new DbcrateError(
-            ErrorCodes.WAL_GAP,
-            gaps.length
-              ? `the WAL archive has a gap (${gaps.join(', ')}): restore windows end before it`
-              : `WAL archived twice with different content: ${conflicts.join(', ')}`,
-            {
-              hint: 'take a new base backup now: recovery past a gap is impossible; then find why archiving lost WAL',
-            },
-          );
-        }
-      } finally {
-        await storage.close();
-      }
-    });
+      }),
+  );
 }

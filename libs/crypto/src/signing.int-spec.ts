@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GpgHome, testSigning, type TestSigning } from '@dbcrate/testing';
-import { signDetached } from './signing';
+import { loadSigningKey, loadTrustedKeys, signDetached, verifyDetached } from './signing';
 
 let gpg: GpgHome;
 let signer: TestSigning;
@@ -37,4 +37,25 @@ it('gpg --verify checks a detached manifest signature, and refuses changed bytes
   const bad = await gpg.run(['--verify', join(dir, 'm.json.sig'), join(dir, 'm.json')]);
   expect(bad.stderr).toMatch(/BAD signature/);
   expect(bad.code).not.toBe(0);
+});
+
+it('a key made by gpg with a signing subkey signs, and the signer is named by its primary fingerprint', async () => {
+  const made = await gpg.run(['--passphrase', '', '--quick-gen-key', 'gpg-host', 'ed25519', 'cert', 'never']);
+  expect(made.code).toBe(0);
+  const listed = (await gpg.run(['--with-colons', '--list-keys', 'gpg-host'])).stdout.toString();
+  const primary = /^fpr:+([0-9A-F]{40}):/m.exec(listed)![1];
+  expect(
+    (await gpg.run(['--passphrase', '', '--quick-add-key', primary, 'ed25519', 'sign', 'never'])).code,
+  ).toBe(0);
+  const secret = (await gpg.run(['--armor', '--export-secret-keys', primary])).stdout.toString();
+  const pub = (await gpg.run(['--armor', '--export', primary])).stdout.toString();
+  const key = await loadSigningKey(secret);
+  const trusted = await loadTrustedKeys([pub]);
+  const data = Buffer.from('manifest bytes\n');
+  const v = await verifyDetached(data, await signDetached(data, key), { trusted });
+  expect(v).toEqual({ trusted: true, signer: primary });
+  // and gpg agrees
+  writeFileSync(join(dir, 'g.json'), data);
+  writeFileSync(join(dir, 'g.json.sig'), await signDetached(data, key));
+  expect((await gpg.run(['--verify', join(dir, 'g.json.sig'), join(dir, 'g.json')])).code).toBe(0);
 });

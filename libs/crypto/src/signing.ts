@@ -203,6 +203,13 @@ export async function trustedKeyObjects(keys: TrustedKey[]): Promise<PublicKey[]
   return Promise.all(keys.map(async (k) => (await keyObject(k.armored)) as PublicKey));
 }
 
+/** The primary fingerprint of the trusted key that made a signature (it may be a signing subkey's). */
+async function signerOf(keyID: { toHex(): string }, trusted: TrustedKey[]): Promise<string> {
+  const objects = await trustedKeyObjects(trusted);
+  const i = objects.findIndex((k) => k.getKeys(keyID as Parameters<Key['getKeys']>[0]).length > 0);
+  return i >= 0 ? trusted[i].fingerprint : keyID.toHex().toUpperCase();
+}
+
 /** A detached, armored signature of exactly `data` (what `gpg --verify data.sig data` checks). */
 export async function signDetached(data: Uint8Array, key: SigningKey): Promise<string> {
   return sign({
@@ -248,8 +255,7 @@ export async function verifyDetached(
     for (const s of result.signatures) {
       try {
         await s.verified;
-        const id = s.keyID.toHex().toUpperCase();
-        const signer = policy.trusted.find((t) => t.fingerprint.endsWith(id))?.fingerprint ?? id;
+        const signer = await signerOf(s.keyID, policy.trusted);
         return { trusted: true, signer };
       } catch (e) {
         errors.push(message(e));
@@ -317,8 +323,7 @@ export async function checkInsideSignatures(
       );
       continue;
     }
-    const id = s.keyID.toHex().toUpperCase();
-    return opts.trust.trusted.find((t) => t.fingerprint.endsWith(id))?.fingerprint ?? id;
+    return signerOf(s.keyID, opts.trust.trusted);
   }
   throw untrustedError(opts.what, problems.join('; '));
 }

@@ -9,7 +9,7 @@ import { booleanSetting } from '@dbcrate/config';
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export const signingSettings = {
-  signingKey: z.string().min(1, "this host's signing key file (from dbcrate keys generate-signing)"),
+  signingKey: z.string().min(1, "this host's signing key file, made by dbcrate keys generate-signing"),
   signingPassphraseEnv: z.string().optional(),
 };
 

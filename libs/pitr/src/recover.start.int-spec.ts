@@ -60,7 +60,15 @@ describe('startRecovery', () => {
 
   const run = (mode: string, extra: Partial<Parameters<typeof startRecovery>[0]> = {}) => {
     process.env.FAKE_MODE = mode;
-    return startRecovery({ dir, binDir, port: 54999, action: 'promote', timeoutMs: 60_000, ...extra });
+    return startRecovery({
+      dir,
+      binDir,
+      port: 54999,
+      action: 'promote',
+      timeoutMs: 60_000,
+      keepEnv: ['FAKE_MODE'],
+      ...extra,
+    });
   };
 
   it('asks for lc_messages=C and keeps the named variables out of the server environment', async () => {

@@ -75,13 +75,25 @@ describe('the recovered server', () => {
     expect(recoveryServerOptions(5433)).toMatch(/^-p 5433 /);
   });
 
-  it('does not inherit the variables named (the passphrase)', () => {
-    process.env.DBCRATE_TEST_SECRET_VAR = 'x';
+  it('inherits only an allowlist: no passphrase, storage credential or password', () => {
+    const secrets = [
+      'DBCRATE_TEST_SECRET_VAR',
+      'AWS_SECRET_ACCESS_KEY',
+      'AWS_SESSION_TOKEN',
+      'PGPASSWORD',
+      'DBCRATE_SFTP_PASSWORD',
+    ];
+    for (const k of secrets) process.env[k] = `value-of-${k}`;
     try {
-      expect(serverEnvironment(['DBCRATE_TEST_SECRET_VAR']).DBCRATE_TEST_SECRET_VAR).toBeUndefined();
-      expect(serverEnvironment().DBCRATE_TEST_SECRET_VAR).toBe('x');
+      const env = serverEnvironment();
+      for (const k of secrets) expect(env[k]).toBeUndefined();
+      expect(env.PATH).toBe(process.env.PATH);
+      expect(serverEnvironment([], ['DBCRATE_TEST_SECRET_VAR']).DBCRATE_TEST_SECRET_VAR).toBe(
+        'value-of-DBCRATE_TEST_SECRET_VAR',
+      );
+      expect(serverEnvironment(['PATH']).PATH).toBeUndefined();
     } finally {
-      delete process.env.DBCRATE_TEST_SECRET_VAR;
+      for (const k of secrets) delete process.env[k];
     }
   });
 });

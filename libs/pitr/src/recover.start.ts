@@ -173,10 +173,21 @@ export function recoveryServerOptions(port: number): string {
   return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C`;
 }
 
-/** The environment the recovered server gets: without the variables named (the passphrase's, say). */
-export function serverEnvironment(drop: string[] = []): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of drop) delete env[k];
+/** What the recovered server may inherit: where programs are, the locale, the time zone. */
+const SERVER_ENV = /^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TMPDIR|TZ|PGTZ|LANG|LANGUAGE|LC_[A-Z]+)$/;
+
+/**
+ * The environment the recovered server gets: only an allowlist (SERVER_ENV, plus `keep`), so
+ * that no secret of the recover process (the key's passphrase, storage credentials such as
+ * AWS_SECRET_ACCESS_KEY, PGPASSWORD, DBCRATE_SFTP_PASSWORD) reaches a server whose superuser
+ * can read its environment (COPY … FROM PROGRAM 'env'); `drop` removes even allowed names.
+ * restore_command needs none of them: it asks this process over the WAL socket.
+ */
+export function serverEnvironment(drop: string[] = [], keep: string[] = []): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if ((SERVER_ENV.test(k) || keep.includes(k)) && !drop.includes(k)) env[k] = v;
+  }
   return env;
 }
 
@@ -202,6 +213,8 @@ export async function startRecovery(opts: {
   stallMs?: number;
   /** Environment variables the server must not inherit (e.g. the passphrase's). */
   dropEnv?: string[];
+  /** Variables to pass on beyond the allowlist (tests: the stand-in pg_ctl's mode). */
+  keepEnv?: string[];
   onProgress?: (walFilesRestored: number, segmentsRestored: number) => void;
 }): Promise<RecoveryOutcome> {
   const logDir = join(opts.dir, 'log');
@@ -222,7 +235,7 @@ export async function startRecovery(opts: {
   await new Promise<void>((res, rej) => {
     const p = spawn(cmd, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: serverEnvironment(opts.dropEnv),
+      env: serverEnvironment(opts.dropEnv, opts.keepEnv),
     });
     let err = '';
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));

@@ -292,7 +292,14 @@ export async function runPitr(ctx) {
         throw new Error(`wrote ${readdirSync(keys).join(', ')} (expected *.pub.asc, *.key.asc)`);
       pub = join(keys, pub);
       priv = join(keys, priv);
-      log('PITR: keys from `dbcrate keys generate`');
+      // Backups and WAL are signed (docs/signing.md): the host signing key signs, readers trust it.
+      await runPg([NODE, CLI, 'keys', 'generate-signing', '--name', 'bench-pitr-host', '--out', keys], {
+        env: envPg,
+        cwd: REPO,
+      });
+      envPg.DBCRATE_SIGNING_KEY = join(keys, 'bench-pitr-host.sign.key.asc');
+      envPg.DBCRATE_TRUST = join(keys, 'bench-pitr-host.sign.pub.asc');
+      log('PITR: keys from `dbcrate keys generate` and `keys generate-signing` (signing on)');
     } catch (e) {
       dbc.problems.push(`dbcrate keys generate: ${short(e.message)}`);
       for (const k of Object.keys(dbc.available)) dbc.available[k] = false;
@@ -304,7 +311,13 @@ export async function runPitr(ctx) {
     const dest = join(dir, 'dest');
     freshDirPg(dest);
     const yaml = join(dir, 'dbcrate.yaml');
-    const text = [`to: file://${dest}`, 'recipient:', `  - ${pub}`, ''].join('\n');
+    const text = [
+      `to: file://${dest}`,
+      'recipient:',
+      `  - ${pub}`,
+      `signing-key: ${envPg.DBCRATE_SIGNING_KEY}`,
+      '',
+    ].join('\n');
     writeFileSync(yaml, text, { mode: 0o644 });
     chownSync(yaml, uid, gid);
     res.dbcrateYaml ??= short(text);

@@ -33,13 +33,21 @@ if [ ! -f "$DEMO/keys/demo.pub.asc" ]; then
   export DBCRATE_DEMO_PASSPHRASE="${DBCRATE_DEMO_PASSPHRASE:-demo-passphrase-change-me}"
   node bin/dbcrate.js keys generate --name demo --out "$DEMO/keys" --passphrase-env DBCRATE_DEMO_PASSPHRASE
 fi
+if [ ! -f "$DEMO/keys/demo-host.sign.key.asc" ]; then
+  echo "==> generating this host's signing key (backups are signed; readers trust its public key)"
+  node bin/dbcrate.js keys generate-signing --name demo-host --out "$DEMO/keys"
+fi
+# Producers sign with the host key, readers accept only what it signed (docs/signing.md).
+export DBCRATE_SIGNING_KEY="$DEMO/keys/demo-host.sign.key.asc"
+export DBCRATE_TRUST="$DEMO/keys/demo-host.sign.pub.asc"
 echo "==> starting a throwaway PostgreSQL ($("$PGBIN/postgres" --version)) on port $PORT"
 as_pg "$PGBIN/initdb" -D "$CLUSTER/data" -U postgres --auth=trust >/dev/null
 # WAL archiving through dbcrate: the native client when it was built, else the CLI itself.
 rm -rf "$DEMO/pitr"; mkdir -p "$DEMO/pitr"
 WALPUSH="$ROOT/dist/native/dbcrate-wal-push"
 [ -x "$WALPUSH" ] || WALPUSH="$(command -v node) $ROOT/bin/dbcrate.js wal-push"
-printf 'to: file://%s/pitr\nrecipient: [%s/keys/demo.pub.asc]\n' "$DEMO" "$DEMO" > "$DEMO/wal.yaml"
+printf 'to: file://%s/pitr\nrecipient: [%s/keys/demo.pub.asc]\nsigning-key: %s/keys/demo-host.sign.key.asc\n' \
+  "$DEMO" "$DEMO" "$DEMO" > "$DEMO/wal.yaml"
 printf "archive_mode = on\narchive_command = '%s %%p --config %s/wal.yaml'\n" "$WALPUSH" "$DEMO" >> "$CLUSTER/data/postgresql.conf"
 # PostgreSQL's own user runs archive_command and restore_command: it reads the keys and writes the archive.
 if [ "$(id -u)" = 0 ]; then chown -R postgres "$DEMO/pitr" "$DEMO/keys" "$DEMO/wal.yaml"; fi
@@ -79,6 +87,8 @@ if [ "$A" != "$B" ]; then echo "MISMATCH:"; echo " source:   $A"; echo " restore
 echo "restore check passed: $(echo "$A" | wc -w) tables identical"
 echo "==> the backup opens without dbcrate too:"
 echo "    gpg --decrypt $DEMO/backups/shop/dumps/*/$SNAP.dump.zst.pgp | zstd -d | pg_restore -d NEWDB"
+echo "==> and its signature checks with stock gpg (after gpg --import $DBCRATE_TRUST):"
+echo "    gpg --verify $DEMO/backups/shop/dumps/*/$SNAP.manifest.json.sig $DEMO/backups/shop/dumps/*/$SNAP.manifest.json"
 
 echo "==> point-in-time recovery: agent, base backup, writes, a DROP TABLE, recovery to just before it"
 as_pg node bin/dbcrate.js agent --pgdata "$CLUSTER/data" --config "$DEMO/wal.yaml" 2>"$CLUSTER/agent.log" &

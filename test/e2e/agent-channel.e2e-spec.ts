@@ -14,8 +14,10 @@ import { join } from 'node:path';
 import {
   giveToPostgres,
   postgresOsUser,
+  removeTestSigning,
   runCli,
   startPgCluster,
+  testSigning,
   type CliResult,
   type PgCluster,
 } from '@dbcrate/testing';
@@ -277,6 +279,27 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
       });
       expect(rc.code).toBe(2);
       expect(rc.stderr).toMatch(/recipients/);
+    });
+
+    it('a push configured with another signing key is refused (its WAL would be signed by the wrong host)', async () => {
+      const other = await testSigning('agentch-other-signer');
+      try {
+        const r = await cli([
+          'wal-push',
+          join(pg.dataDir, 'pg_wal', seg),
+          ...['--config', env.configFile, '--signing-key', other.keyFile, '--pgdata', pg.dataDir],
+        ]);
+        expect(r.code).toBe(2);
+        expect(r.stderr).toMatch(new RegExp(`signing key ${other.fingerprint}`));
+        const yaml = join(env.root, 'other-signer.yaml');
+        fs.writeFileSync(yaml, `${fs.readFileSync(env.configFile, 'utf8')}signing-key: ${other.keyFile}\n`);
+        giveToPostgres(yaml, 0o600);
+        const n = await runNative([`pg_wal/${seg}`, '--config', yaml], { cwd: pg.dataDir, asPostgres: true });
+        expect(n.code).toBe(2);
+        expect(n.stderr).toMatch(/signing key/);
+      } finally {
+        removeTestSigning(other);
+      }
     });
   });
 });

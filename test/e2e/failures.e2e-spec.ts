@@ -247,7 +247,7 @@ describe('failures', () => {
   it('a missing option names the setting and where to give it', async () => {
     const r = await runCli(['backup', '--to', `file://${root}/x`, '--recipient', keys.pub]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('"db"');
+    expect(r.stderr).toContain('missing --db (the PostgreSQL URL to back up');
     expect(r.stderr).toContain('DBCRATE_DB');
   });
 

@@ -22,6 +22,7 @@ import {
   explain,
   filesUnder,
   gpgHome,
+  lsnValue,
   openWithGpg,
   PASSPHRASE,
   PASSPHRASE_ENV,
@@ -341,8 +342,8 @@ describe('point-in-time recovery: faults', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(filesUnder(target)).toEqual([]);
 
-    // a target before the gap is still fine
-    const ok = await cli([
+    // --latest across the gap: exit 7 naming the gap and the reachable end, nothing downloaded
+    const latest = await cli([
       'recover',
       '--from',
       gapDest,
@@ -351,13 +352,95 @@ describe('point-in-time recovery: faults', () => {
       '--passphrase-env',
       PASSPHRASE_ENV,
       '--target-dir',
-      join(env.root, 'before-gap'),
+      join(env.root, 'gap-latest'),
+      '--latest',
+    ]);
+    expect({ code: latest.code, out: explain(latest) }).toEqual(expect.objectContaining({ code: 7 }));
+    expect(latest.stderr).toContain(gap);
+    expect(latest.stderr).toContain(tl1!.to.lsn);
+    expect(latest.stderr).toContain('--accept-gap');
+    expect(latest.stderr).not.toMatch(/\n\s+at /);
+    expect(filesUnder(join(env.root, 'gap-latest'))).toEqual([]);
+
+    // a target LSN equal to the end of contiguous WAL: refused before anything is downloaded
+    const atEnd = await cli([
+      'recover',
+      '--from',
+      gapDest,
+      '--key',
+      env.keys.priv,
+      '--passphrase-env',
+      PASSPHRASE_ENV,
+      '--target-dir',
+      join(env.root, 'gap-at-end'),
+      '--to-lsn',
+      tl1!.to.lsn,
+    ]);
+    expect({ code: atEnd.code, out: explain(atEnd) }).toEqual(expect.objectContaining({ code: 7 }));
+    expect(atEnd.stderr).toMatch(/at the end of the contiguous archived WAL/);
+    expect(atEnd.stderr).toMatch(/recoverable from .+ to .+/);
+    expect(filesUnder(join(env.root, 'gap-at-end'))).toEqual([]);
+
+    // a zone-less --to-time: a usage error, nothing downloaded
+    const zoneless = await cli([
+      'recover',
+      '--from',
+      gapDest,
+      '--key',
+      env.keys.priv,
+      '--passphrase-env',
+      PASSPHRASE_ENV,
+      '--target-dir',
+      join(env.root, 'gap-zoneless'),
+      '--to-time',
+      '2026-11-25 14:03:12',
+    ]);
+    expect({ code: zoneless.code, out: explain(zoneless) }).toEqual(expect.objectContaining({ code: 2 }));
+    expect(zoneless.stderr).toMatch(/no time zone/);
+    expect(filesUnder(join(env.root, 'gap-zoneless'))).toEqual([]);
+
+    // --accept-gap: recovers to the end of contiguous WAL, and says so
+    const accepted = await recover({ ...env, dest: gapDest }, pg, 'accept-gap', ['--latest', '--accept-gap']);
+    expect({ code: accepted.result.code, out: explain(accepted.result, accepted.server) }).toEqual(
+      expect.objectContaining({ code: 0 }),
+    );
+    expect(accepted.result.stderr).toMatch(/--accept-gap: recovering to the end of contiguous WAL/);
+    expect(accepted.result.stderr).toContain(gap);
+    expect(accepted.json).toEqual(
+      expect.objectContaining({
+        state: 'promoted',
+        endLsn: tl1!.to.lsn,
+        acceptedGap: expect.objectContaining({ firstMissing: gap }),
+      }),
+    );
+    expect(lsnValue(accepted.json!.lsn!)).toBeLessThan(lsnValue(tl1!.to.lsn));
+    await accepted.server.stop();
+
+    // without --start, --passphrase-env is refused: the server would have to hold the passphrase
+    const noStart = await cli([
+      'recover',
+      '--from',
+      gapDest,
+      '--key',
+      env.keys.priv,
+      '--passphrase-env',
+      PASSPHRASE_ENV,
+      '--target-dir',
+      join(env.root, 'no-start'),
       '--to-lsn',
       lsnAfterBackup,
     ]);
-    expect({ code: ok.code, out: explain(ok) }).toEqual(expect.objectContaining({ code: 0 }));
-    expect(fs.existsSync(join(env.root, 'before-gap', 'PG_VERSION'))).toBe(true);
-    expect(fs.existsSync(join(env.root, 'before-gap', 'recovery.signal'))).toBe(true);
+    expect({ code: noStart.code, out: explain(noStart) }).toEqual(expect.objectContaining({ code: 2 }));
+    expect(noStart.stderr).toMatch(/--passphrase-env needs --start/);
+    expect(filesUnder(join(env.root, 'no-start'))).toEqual([]);
+
+    // a target before the gap is still fine
+    const ok = await recover({ ...env, dest: gapDest }, pg, 'before-gap', ['--to-lsn', lsnAfterBackup]);
+    expect({ code: ok.result.code, out: explain(ok.result, ok.server) }).toEqual(
+      expect.objectContaining({ code: 0 }),
+    );
+    expect(ok.json?.state).toBe('promoted');
+    await ok.server.stop();
   });
 
   it("recover --start onto a port in use fails with the server's reason, promptly", async () => {

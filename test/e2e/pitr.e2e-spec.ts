@@ -26,6 +26,7 @@ import {
   preparePitr,
   recover,
   sha256,
+  sleep,
   startAgent,
   startArchivingCluster,
   tableNames,
@@ -43,7 +44,12 @@ import {
 const DB = 'pitr_src';
 
 /** What a recovered server must hold, and that it is a live, promoted server. */
-async function expectRecovered(rec: Recovered, expected: unknown[]): Promise<void> {
+async function expectRecovered(
+  env: PitrEnv,
+  systemId: string,
+  rec: Recovered,
+  expected: unknown[],
+): Promise<void> {
   expect({ code: rec.result.code, out: explain(rec.result, rec.server) }).toEqual(
     expect.objectContaining({ code: 0 }),
   );
@@ -52,18 +58,44 @@ async function expectRecovered(rec: Recovered, expected: unknown[]): Promise<voi
   expect(await checksums(rec.server.url(DB))).toEqual(expected);
   const [{ rec: inRecovery }] = await rec.server.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
   expect(inRecovery).toBe(false);
-  // The passphrase reaches restore_command through the environment, never through a file.
+  // No secret in the configuration, and restore_command gone once promoted.
   const auto = fs.readFileSync(join(rec.targetDir, 'postgresql.auto.conf'), 'utf8');
   expect(auto).not.toContain(PASSPHRASE);
-  expect(auto).toMatch(/restore_command/);
-  // The promoted server archives its new timeline into the same destination (archive_command
-  // came along in the restored configuration) without a conflict.
-  const [{ tli }] = await rec.server.query<{ tli: string }>(
-    `SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS tli`,
+  expect(auto).not.toMatch(/^\s*restore_command/m);
+  expect(auto).toMatch(/restore_command removed by dbcrate recover after promotion/);
+  // The server logs in English whatever the source's locale (dbcrate follows its log lines).
+  const [{ lc_messages }] = await rec.server.query<{ lc_messages: string }>('SHOW lc_messages');
+  expect(lc_messages).toBe('C');
+  // Replay progress: one definition (bytes of WAL replayed of the bytes needed), a total fixed
+  // from the first line, bytes that never go down nor past it.
+  const replay = rec.result.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('"phase":"replay"'))
+    .map((l) => JSON.parse(l) as { event: string; bytes: number; total?: number });
+  expect(replay.length).toBeGreaterThan(0);
+  expect(replay[replay.length - 1].event).toBe('done');
+  const total = replay[0].total;
+  expect(total).toBeGreaterThan(0);
+  for (let i = 0; i < replay.length; i++) {
+    expect(replay[i].total).toBe(total);
+    expect(replay[i].bytes).toBeLessThanOrEqual(total!);
+    if (i > 0) expect(replay[i].bytes).toBeGreaterThanOrEqual(replay[i - 1].bytes);
+  }
+  // A recovered copy archives nothing into the production archive (archive_mode=off unless
+  // --archive), even once promoted and written to.
+  expect(auto).toMatch(/^archive_mode = 'off'$/m);
+  const [{ archive_mode }] = await rec.server.query<{ archive_mode: string }>('SHOW archive_mode');
+  expect(archive_mode).toBe('off');
+  const before = walObjects(env.destDir, systemId).map((o) => o.walName);
+  await rec.server.query(
+    `CREATE TABLE copy_writes AS SELECT i FROM generate_series(1, 20000) i; SELECT pg_switch_wal();
+     INSERT INTO copy_writes VALUES (0); SELECT pg_switch_wal();`,
+    DB,
   );
-  expect(parseInt(tli, 16)).toBe(rec.json!.timeline);
-  await waitArchived(rec.server);
+  await sleep(1500);
+  expect(walObjects(env.destDir, systemId).map((o) => o.walName)).toEqual(before);
   expect(readyFiles(rec.targetDir)).toEqual([]);
+  await rec.server.query('DROP TABLE copy_writes', DB);
 }
 
 /**
@@ -85,7 +117,8 @@ describe('point-in-time recovery', () => {
 
   beforeAll(async () => {
     env = await preparePitr('main');
-    pg = await startArchivingCluster(env);
+    // not C: the recovered server must still log in English (lc_messages=C on its command line)
+    pg = await startArchivingCluster(env, { lc_messages: 'C.utf8' });
     srv = pitrServerOf(pg);
     agent = await startAgent(env, pg.dataDir);
     await pg.createDatabase(DB);
@@ -213,36 +246,36 @@ describe('point-in-time recovery', () => {
     expect(listing).toContain('global/pg_control');
   });
 
-  // Newest target first: each recovery promotes and archives a new timeline into the same
-  // destination (archive_command comes along in the restored configuration), and the
-  // default --timeline latest must still reach the older points on timeline 1.
-  it('recover --latest replays everything, the DROP TABLE included', async () => {
-    const rec = await recover(env, pg, 'latest', ['--latest']);
-    await expectRecovered(rec, atEnd);
+  // Each recovery is promoted but archives nothing (no --archive), so the archive keeps one
+  // timeline and every recovery follows it.
+  it('recover --latest replays everything, the DROP TABLE included (a server that would log in German)', async () => {
+    // lc_messages 'C.utf8' (from the source) plus LANGUAGE=de: gettext translates the log, and
+    // recover --start, which follows it, would wait for English lines until its deadline.
+    const rec = await recover(env, pg, 'latest', ['--latest'], [], { env: { LANGUAGE: 'de' } });
+    await expectRecovered(env, systemId, rec, atEnd);
     expect(rec.json!.timeline).toBe(2);
     await rec.server.stop();
   });
 
   it('recover --to-name before_drop stops at the restore point', async () => {
     const rec = await recover(env, pg, 'name', ['--to-name', 'before_drop']);
-    await expectRecovered(rec, atRestorePoint);
+    await expectRecovered(env, systemId, rec, atRestorePoint);
     await rec.server.stop();
   });
 
   it('recover --to-time stops at the marked time (ISO 8601, numeric offset)', async () => {
     // 2026-11-25T14:03:12.250+00:00
     const rec = await recover(env, pg, 'time-offset', ['--to-time', atMark.time.replace(/Z$/, '+00:00')]);
-    await expectRecovered(rec, atMark.sums);
+    await expectRecovered(env, systemId, rec, atMark.sums);
     await rec.server.stop();
   });
 
   it('recover --to-time stops at the marked time (ISO 8601 with Z, as the help shows)', async () => {
-    // 2026-11-25T14:03:12.250Z. The previous test's recovery forked a new timeline exactly at this
-    // time; on that (latest) timeline the target is never reached, as PostgreSQL reports. So: timeline 1.
+    // 2026-11-25T14:03:12.250Z, on timeline 1 named explicitly (the only one: copies do not archive).
     const rec = await recover(env, pg, 'time-z', ['--to-time', atMark.time, '--timeline', '1'], [], {
       timeoutMs: 40_000,
     });
-    await expectRecovered(rec, atMark.sums);
+    await expectRecovered(env, systemId, rec, atMark.sums);
     await rec.server.stop();
   });
 
@@ -250,7 +283,7 @@ describe('point-in-time recovery', () => {
     const tli = nextTimeline(env, systemId);
     const rec = await recover(env, pg, 'lsn', ['--to-lsn', atMark.lsn]);
     expect(rec.json?.timeline).toBe(tli);
-    await expectRecovered(rec, atMark.sums);
+    await expectRecovered(env, systemId, rec, atMark.sums);
     // it reports where it stopped: at (or just past) the marked LSN
     expect(lsnValue(rec.json!.lsn!)).toBeGreaterThanOrEqual(lsnValue(atMark.lsn));
 
@@ -270,8 +303,8 @@ describe('point-in-time recovery', () => {
 });
 
 /**
- * Timelines: a recovery promoted at a mid point becomes timeline 2 and keeps archiving
- * (archive_command came along in the restored configuration); recoveries then reach a
+ * Timelines: a recovery promoted at a mid point with --archive becomes timeline 2 and keeps
+ * archiving (archive_command came along in the restored configuration); recoveries then reach a
  * point on timeline 2 by default and a point on timeline 1 after the fork with --timeline 1.
  * No agent here: wal-push does the work itself.
  */
@@ -313,7 +346,7 @@ describe('point-in-time recovery across timelines', () => {
   });
 
   it('a recovery to a mid point is promoted to timeline 2 and archives its own WAL', async () => {
-    tl2 = await recover(env, pg, 'tl2', ['--to-lsn', forkPoint.lsn]);
+    tl2 = await recover(env, pg, 'tl2', ['--to-lsn', forkPoint.lsn], ['--archive']);
     expect({ code: tl2.result.code, out: explain(tl2.result, tl2.server) }).toEqual(
       expect.objectContaining({ code: 0 }),
     );
@@ -346,7 +379,7 @@ describe('point-in-time recovery across timelines', () => {
     await tl2.server.stop();
     const tli = nextTimeline(env, systemId);
     expect(tli).toBe(3);
-    const rec = await recover(env, pg, 'on-tl2', ['--to-lsn', onTl2.lsn]);
+    const rec = await recover(env, pg, 'on-tl2', ['--to-lsn', onTl2.lsn], ['--archive']);
     expect({ code: rec.result.code, out: explain(rec.result, rec.server) }).toEqual(
       expect.objectContaining({ code: 0 }),
     );
@@ -358,7 +391,13 @@ describe('point-in-time recovery across timelines', () => {
 
   it('recover --timeline 1 reaches a point on timeline 1 after the fork', async () => {
     const tli = nextTimeline(env, systemId);
-    const rec = await recover(env, pg, 'on-tl1', ['--to-lsn', afterForkOnTl1.lsn, '--timeline', '1']);
+    const rec = await recover(
+      env,
+      pg,
+      'on-tl1',
+      ['--to-lsn', afterForkOnTl1.lsn, '--timeline', '1'],
+      ['--archive'],
+    );
     expect({ code: rec.result.code, out: explain(rec.result, rec.server) }).toEqual(
       expect.objectContaining({ code: 0 }),
     );

@@ -166,6 +166,9 @@ export interface RecoverJson {
   timeline?: number;
   walFilesRestored: number;
   logFile: string;
+  /** --accept-gap: the end of contiguous WAL and the gap recovery stopped at. */
+  endLsn?: string;
+  acceptedGap?: { timeline: number; firstMissing: string; missing: number; resumesAt: string };
 }
 
 export interface Recovered {
@@ -188,7 +191,7 @@ export async function recover(
   label: string,
   target: string[],
   extra: string[] = [],
-  opts: { timeoutMs?: number; port?: number } = {},
+  opts: { timeoutMs?: number; port?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Recovered> {
   const targetDir = join(env.root, `recovered-${label}`);
   const port = opts.port ?? (await freePort());
@@ -210,7 +213,7 @@ export async function recover(
       '--json',
       ...extra,
     ],
-    { timeoutMs: opts.timeoutMs ?? 90_000 },
+    { timeoutMs: opts.timeoutMs ?? 90_000, env: opts.env },
   );
   let json: RecoverJson | undefined;
   try {
@@ -311,6 +314,10 @@ export function gpgHome(env: PitrEnv): string {
     ],
     { input: PASSPHRASE, stdio: ['pipe', 'pipe', 'pipe'] },
   );
+  // WAL objects are signed inside: gpg checks the signature, and fails without the signer's key.
+  for (const signer of (process.env.DBCRATE_TRUST ?? '').split(',').filter(Boolean)) {
+    execFileSync('gpg', ['--homedir', home, '--batch', '--import', signer], { stdio: 'pipe' });
+  }
   return home;
 }
 

@@ -15,7 +15,7 @@ export interface CompressOptions {
  * A compression codec. Both directions are streaming Duplexes with bounded buffers.
  * `compressor()` output is standard frames (`zstd -d` reads them); `decompressor()` reads
  * any sequence of standard and skippable frames (what `zstd` or `cat a.zst b.zst` writes)
- * and fails with E_CODEC on corrupt input and E_INTEGRITY on truncated input.
+ * and fails with E_INTEGRITY on corrupt or truncated input.
  */
 export interface Codec extends StagePlugin {
   /** Which implementation serves this codec, e.g. "zstd-napi" or "zstd-codec". */

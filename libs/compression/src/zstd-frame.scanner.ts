@@ -84,7 +84,7 @@ export class ZstdFrameScanner {
   }
 
   private corrupt(what: string): never {
-    throw new DbcrateError(ErrorCodes.CODEC, `zstd data is corrupt: ${what} (byte ${this.offset})`, {
+    throw new DbcrateError(ErrorCodes.INTEGRITY, `zstd data is corrupt: ${what} (byte ${this.offset})`, {
       hint: 'The object is damaged, or it is not zstd-compressed data.',
     });
   }

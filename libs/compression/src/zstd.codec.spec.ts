@@ -71,16 +71,16 @@ describe.each([
     expect(sha256(back)).toBe(sha256(Buffer.concat([Buffer.from('first '), medium, Buffer.from('first ')])));
   });
 
-  it('fails with E_CODEC on input that is not zstd', async () => {
+  it('fails with E_INTEGRITY (exit 6) on input that is not zstd', async () => {
     expect(await codeOf(through(Buffer.from('plain text, not compressed'), codec.decompressor()))).toBe(
-      ErrorCodes.CODEC,
+      ErrorCodes.INTEGRITY,
     );
   });
 
-  it('fails with E_CODEC on a corrupted frame (checksummed input)', async () => {
+  it('fails with E_INTEGRITY (exit 6) on a corrupted frame (checksummed input)', async () => {
     const z = Buffer.from(await through(medium, native.compressor()));
     for (let i = 1000; i < z.length - 100; i += 997) z[i] ^= 0x5a;
-    expect(await codeOf(through(z, codec.decompressor()))).toBe(ErrorCodes.CODEC);
+    expect(await codeOf(through(z, codec.decompressor()))).toBe(ErrorCodes.INTEGRITY);
   });
 
   it('fails with E_INTEGRITY on truncated input, at any cut', async () => {

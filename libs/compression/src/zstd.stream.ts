@@ -112,7 +112,7 @@ class GeneratorDuplex extends Duplex {
   }
 }
 
-/** Turn what a zstd library threw into a DbcrateError (E_CODEC) with a readable message. */
+/** Turn what a zstd library threw into a DbcrateError (E_INTEGRITY when decompressing, E_CODEC otherwise). */
 export function zstdError(
   e: unknown,
   implementation: string,
@@ -121,7 +121,8 @@ export function zstdError(
   if (isDbcrateError(e)) return e;
   const detail = e instanceof Error ? e.message : String(e);
   if (direction === 'decompress') {
-    return new DbcrateError(ErrorCodes.CODEC, `zstd data is corrupt: ${detail} (${implementation})`, {
+    // Data that does not decompress is damaged data, like a checksum mismatch (exit 6).
+    return new DbcrateError(ErrorCodes.INTEGRITY, `zstd data is corrupt: ${detail} (${implementation})`, {
       hint: 'The object is damaged, or it is not zstd-compressed data.',
       cause: e,
     });

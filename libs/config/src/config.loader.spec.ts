@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DbcrateError } from '@dbcrate/core';
-import { booleanSetting, envName, intSetting, resolveSettings } from './config.loader';
+import { booleanSetting, checkConfigKeys, envName, intSetting, resolveSettings } from './config.loader';
 
 const schema = z.object({
   databaseId: z.string().min(1),
@@ -37,7 +37,45 @@ describe('resolveSettings', () => {
     }
   });
 
+  it("says which setting is missing and what it is for, not zod's text", () => {
+    const s = z.object({ from: z.string().min(1, 'the destination URL to read from') });
+    const e = caught(() => resolveSettings(s, { flags: {}, env: {} }));
+    expect(e.message).toBe('missing --from (the destination URL to read from)');
+    expect(e.message).not.toMatch(/received undefined|Invalid input/);
+    expect(e.hint).toContain('DBCRATE_FROM');
+  });
+
+  it('says where a bad value came from and what was expected', () => {
+    const s = z.object({ mode: z.enum(['fast', 'safe']), n: z.number().optional() });
+    const e = caught(() => resolveSettings(s, { flags: {}, env: { DBCRATE_MODE: 'quick' } }));
+    expect(e.message).toBe('setting "mode" (from DBCRATE_MODE) is invalid: expected one of fast, safe');
+    const f = caught(() => resolveSettings(s, { flags: { mode: 'fast', n: 'x' }, env: {} }));
+    expect(f.message).toBe('setting "n" (from the flag) is invalid: expected a number');
+  });
+
+  it('refuses unknown keys in a config file, suggesting the closest known one', () => {
+    const known = new Set(['recipient', 'database-id', 'from']);
+    expect(() =>
+      checkConfigKeys({ recipient: 'a', database_id: 'x', databaseId: 'y' }, known, 'c.yaml'),
+    ).not.toThrow();
+    const e = caught(() => checkConfigKeys({ recipients: ['a'] }, known, 'c.yaml'));
+    expect(e.message).toBe('unknown setting "recipients" in config file c.yaml');
+    expect(e.hint).toBe('did you mean "recipient"?');
+    expect(e.exitCode).toBe(2);
+    expect(caught(() => checkConfigKeys({ colour: 1 }, known, 'c.yaml')).hint).not.toContain('did you mean');
+  });
+
   it('maps camelCase to DBCRATE_ env names', () => {
     expect(envName('passphraseEnv')).toBe('DBCRATE_PASSPHRASE_ENV');
   });
 });
+
+function caught(fn: () => unknown): DbcrateError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(DbcrateError);
+    return e as DbcrateError;
+  }
+  throw new Error('expected a throw');
+}

@@ -91,11 +91,97 @@ export function resolveSettings<S extends z.ZodObject>(
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const key = String(issue.path[0] ?? '');
-    throw new DbcrateError(ErrorCodes.CONFIG, `setting "${kebab(key)}" is invalid: ${issue.message}`, {
-      hint: `give it as --${kebab(key)}, as ${envName(key)}, or as "${kebab(key)}:" in the --config file`,
-    });
+    const where = `--${kebab(key)}, ${envName(key)}, or "${kebab(key)}:" in the --config file`;
+    if (merged[key] === undefined) {
+      const about = describeSetting(schema, key);
+      throw new DbcrateError(ErrorCodes.CONFIG, `missing --${kebab(key)}${about ? ` (${about})` : ''}`, {
+        hint: `give it as ${where}`,
+      });
+    }
+    const from =
+      sources.flags[key] !== undefined ? 'the flag' : env[envName(key)] ? envName(key) : 'the config file';
+    throw new DbcrateError(
+      ErrorCodes.CONFIG,
+      `setting "${kebab(key)}" (from ${from}) is invalid: ${issueText(issue)}`,
+      { hint: `give it as ${where}` },
+    );
   }
   return parsed.data;
+}
+
+/** What a setting is for: its zod description, else the message of its `min(1, …)`. */
+function describeSetting(schema: z.ZodObject, key: string): string | undefined {
+  const t = schema.shape[key] as z.ZodType;
+  if (t.description) return t.description;
+  const checks = (t as unknown as { def?: { checks?: { _zod?: { def?: { error?: unknown } } }[] } }).def
+    ?.checks;
+  for (const c of checks ?? []) {
+    const err = c._zod?.def?.error;
+    if (typeof err === 'function') {
+      const text = (err as () => unknown)();
+      if (typeof text === 'string') return text;
+    }
+  }
+  return undefined;
+}
+
+/** zod's issue in words a user reads: "expected a number" rather than "Invalid input: …". */
+function issueText(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type') return `expected ${article(issue.expected)}`;
+  if (issue.code === 'invalid_value' && 'values' in issue) {
+    return `expected one of ${(issue.values as unknown[]).map(String).join(', ')}`;
+  }
+  return issue.message.replace(/^Invalid input: /, '');
+}
+
+function article(t: string): string {
+  return /^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`;
+}
+
+/**
+ * Refuse settings in a config file that no command knows, naming the closest known one:
+ * a misspelt key ("recipients:") must not silently mean "not set". `known` holds the
+ * settings' kebab-case names.
+ */
+export function checkConfigKeys(
+  file: ConfigFile,
+  known: ReadonlySet<string>,
+  path: string | undefined,
+): void {
+  for (const raw of Object.keys(file)) {
+    const k = kebab(raw).replace(/_/g, '-');
+    if (known.has(k)) continue;
+    const near = closest(k, known);
+    throw new DbcrateError(
+      ErrorCodes.CONFIG,
+      `unknown setting "${raw}" in config file ${path ?? ''}`.trimEnd(),
+      {
+        hint: near ? `did you mean "${near}"?` : 'remove it; `dbcrate <command> --help` lists the settings',
+      },
+    );
+  }
+}
+
+function closest(word: string, options: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const o of options) {
+    const d = editDistance(word, o);
+    if (d < bestD) [best, bestD] = [o, d];
+  }
+  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 function isArraySetting(schema: z.ZodObject, key: string): boolean {

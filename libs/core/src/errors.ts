@@ -19,6 +19,7 @@ export const ErrorCodes = {
   WRONG_KEY: 'E_WRONG_KEY',
   PASSPHRASE: 'E_PASSPHRASE',
   INTEGRITY: 'E_INTEGRITY',
+  UNTRUSTED: 'E_UNTRUSTED',
   SNAPSHOT_NOT_FOUND: 'E_SNAPSHOT_NOT_FOUND',
   SNAPSHOT_INCOMPLETE: 'E_SNAPSHOT_INCOMPLETE',
   TARGET_NOT_EMPTY: 'E_TARGET_NOT_EMPTY',
@@ -29,10 +30,12 @@ export const ErrorCodes = {
   WAL_NOT_FOUND: 'E_WAL_NOT_FOUND',
   WAL_GAP: 'E_WAL_GAP',
   OUT_OF_WINDOW: 'E_OUT_OF_WINDOW',
+  TIMELINE_BRANCHES: 'E_TIMELINE_BRANCHES',
   RECOVERY_FAILED: 'E_RECOVERY_FAILED',
   INTERRUPTED: 'E_INTERRUPTED',
   /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
   AGENT: 'E_AGENT',
+  ARCHIVE_CHECK: 'E_ARCHIVE_CHECK',
   INTERNAL: 'E_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -55,6 +58,8 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_WRONG_KEY: 5,
   E_PASSPHRASE: 5,
   E_INTEGRITY: 6,
+  // not signed by a trusted signer key: possibly forged (docs/signing.md)
+  E_UNTRUSTED: 10,
   E_SNAPSHOT_NOT_FOUND: 7,
   E_SNAPSHOT_INCOMPLETE: 7,
   E_TARGET_NOT_EMPTY: 8,
@@ -66,9 +71,13 @@ export const ExitCodes: Record<ErrorCode, number> = {
   E_WAL_NOT_FOUND: 1,
   E_WAL_GAP: 7,
   E_OUT_OF_WINDOW: 7,
+  // two timelines kept growing after a fork: --timeline must say which
+  E_TIMELINE_BRANCHES: 7,
   E_RECOVERY_FAILED: 3,
   E_INTERRUPTED: 130,
   E_AGENT: 4,
+  // `dbcrate check`: archiving is off, or the switched segment did not arrive in time
+  E_ARCHIVE_CHECK: 11,
   E_INTERNAL: 1,
 };
 

@@ -19,4 +19,20 @@ describe('logger', () => {
     for (const s of ['pw-in-url-99', 'field-secret-77', 'registered-Secret-42', 'pw-in-err-55'])
       expect(text).not.toContain(s);
   });
+
+  it('pretty: one readable line per record, clearing a progress line first, secrets masked', async () => {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d) => (text += d));
+    const log = createLogger({ level: 'info', destination: out, pretty: true });
+    log.warn({ segment: '000000010000000000000003', url: 'sftp://u:pw-pretty-31@h/x' }, 'archive slow');
+    await new Promise((r) => setImmediate(r));
+    expect(text.startsWith('\r\x1b[K')).toBe(true);
+    expect(text).toMatch(
+      /\d\d:\d\d:\d\d\] WARN: archive slow segment=000000010000000000000003 url=sftp:\/\/u:\*\*\*@h\/x/,
+    );
+    expect(text).not.toContain('pw-pretty-31');
+    expect(text).not.toContain('"level"');
+    expect(text.trim().split('\n')).toHaveLength(1);
+  });
 });

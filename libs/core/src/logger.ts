@@ -1,14 +1,17 @@
+import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 import { redact } from './redact';
 
 export type { Logger };
 
 /**
- * The one logger. Output is JSON lines on stderr (stdout is for command results), every
- * string passed through `redact`, and well-known secret fields removed.
+ * The one logger. Output is JSON lines on stderr (stdout is for command results), or with
+ * `pretty` one human-readable line per record (for a terminal); every string passed through
+ * `redact`, and well-known secret fields removed.
  */
 export function createLogger(
-  opts: { level?: string; name?: string; destination?: NodeJS.WritableStream } = {},
+  opts: { level?: string; name?: string; destination?: NodeJS.WritableStream; pretty?: boolean } = {},
 ): Logger {
   return pino(
     {
@@ -41,8 +44,40 @@ export function createLogger(
         },
       },
     },
-    (opts.destination as pino.DestinationStream | undefined) ?? pino.destination(2),
+    opts.pretty
+      ? prettyStream(opts.destination ?? process.stderr)
+      : ((opts.destination as pino.DestinationStream | undefined) ?? pino.destination(2)),
   );
+}
+
+/**
+ * "14:04:38 WARN: message key=value" lines. Each starts by clearing the terminal line, so a
+ * record written while a progress line is shown replaces it instead of being glued to it
+ * (the progress line is redrawn at its next update).
+ */
+const HIDDEN = new Set(['level', 'time', 'pid', 'hostname', 'name']);
+
+function prettyStream(out: NodeJS.WritableStream): pino.DestinationStream {
+  const clearing = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      out.write(Buffer.concat([Buffer.from('\r\x1b[K'), chunk]));
+      cb();
+    },
+  });
+  return pretty({
+    destination: clearing,
+    sync: true,
+    colorize: (out as NodeJS.WriteStream).isTTY === true && !process.env.NO_COLOR,
+    translateTime: 'SYS:HH:MM:ss',
+    ignore: 'pid,hostname,name',
+    hideObject: true,
+    messageFormat: (log, messageKey) => {
+      const fields = Object.entries(log)
+        .filter(([k]) => !HIDDEN.has(k) && k !== messageKey)
+        .map(([k, v]) => `${k}=${typeof v === 'string' && !/[\s"=]/.test(v) ? v : JSON.stringify(v)}`);
+      return [String(log[messageKey] ?? ''), ...fields].join(' ');
+    },
+  });
 }
 
 function redactError(e: Error): { err: { message: string; code?: unknown } } {

@@ -18,6 +18,19 @@ describe('redact', () => {
     expect(redact('AWS_SECRET_ACCESS_KEY=abcd1234')).toBe(`AWS_SECRET_ACCESS_KEY=${MASK}`);
   });
 
+  it('masks secrets in URL query strings, presigned URLs included', () => {
+    const url =
+      's3://bkt/p?endpoint=http://h&access_key_id=AKIA1&secret_access_key=SECRETX&session_token=TOKENX';
+    expect(redact(url)).toBe(
+      `s3://bkt/p?endpoint=http://h&access_key_id=AKIA1&secret_access_key=${MASK}&session_token=${MASK}`,
+    );
+    const presigned =
+      'https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2026&X-Amz-Security-Token=T0K&X-Amz-Signature=abcdef0123';
+    const out = redact(presigned);
+    for (const s of ['abcdef0123', 'T0K', 'AKIA%2F2026']) expect(out).not.toContain(s);
+    expect(out).toContain('X-Amz-Algorithm=AWS4-HMAC-SHA256');
+  });
+
   it('masks registered secrets wherever they appear', () => {
     registerSecret('correct-horse-battery');
     expect(redact('bad passphrase correct-horse-battery given')).toBe(`bad passphrase ${MASK} given`);

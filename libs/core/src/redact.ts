@@ -12,8 +12,10 @@ export function registerSecret(value: string | undefined | null): void {
 export const MASK = '***';
 
 const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*):([^@/\s]*)@/gi;
+// Any key whose name says secret: password=, secret_access_key=, X-Amz-Signature=,
+// X-Amz-Credential=, X-Amz-Security-Token=, sessionToken: … (in URLs, conninfo, JSON-ish text).
 const KV_SECRET =
-  /\b(password|passwd|pwd|passphrase|secret|token|aws_secret_access_key|secretaccesskey|sessiontoken)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&,;'"]+)/gi;
+  /\b([\w.-]*(?:password|passwd|pwd|passphrase|secret|token|signature|credential)[\w.-]*)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&,;'"]+)/gi;
 const PRIVATE_KEY_BLOCK =
   /-----BEGIN PGP PRIVATE KEY BLOCK-----[\s\S]*?(-----END PGP PRIVATE KEY BLOCK-----|$)/g;
 

@@ -19,12 +19,31 @@ export interface DecryptionKey {
   key: unknown;
 }
 
+/** Sign inside the encrypted message (one pass, one object): what `gpg --decrypt` reports as a good signature. */
+export interface SignInsideOptions {
+  /** The host's signing key (libs/crypto signing.ts SigningKey). */
+  signingKey: { fingerprint: string; armored: string };
+  /** Signature notations (name@domain → value): bind the message to what it is, e.g. its WAL file name. */
+  notations?: Record<string, string>;
+}
+
+/** Check the signature inside a message: signed by a trusted signer, with these notations. */
+export interface VerifyInsideOptions {
+  /** libs/crypto signing.ts TrustPolicy. */
+  trust: { trusted: { fingerprint: string; armored: string }[]; allowUnsigned?: boolean };
+  notations?: Record<string, string>;
+  /** What the message is, for the error (e.g. "WAL file 000000010000000000000003"). */
+  what: string;
+}
+
 export interface DecryptOptions {
   /**
    * Fingerprints the object is recorded (manifest) as encrypted to. Only used to word
    * E_WRONG_KEY: the message itself names 16-hex key IDs, these give the full names.
    */
   expectedRecipients?: string[];
+  /** decryptBuffer only: refuse (E_UNTRUSTED) unless the signature inside checks out. */
+  verify?: VerifyInsideOptions;
 }
 
 /**
@@ -36,7 +55,7 @@ export interface Cipher extends StagePlugin {
   encryptor(recipients: RecipientKey[]): Duplex;
   decryptor(keys: DecryptionKey[], opts?: DecryptOptions): Duplex;
   /** One-shot, for small objects such as WAL files; the same message format as the stream. */
-  encryptBuffer(data: Uint8Array, recipients: RecipientKey[]): Promise<Uint8Array>;
+  encryptBuffer(data: Uint8Array, recipients: RecipientKey[], sign?: SignInsideOptions): Promise<Uint8Array>;
   /** One-shot; the integrity check (MDC) has passed when it resolves. */
   decryptBuffer(data: Uint8Array, keys: DecryptionKey[], opts?: DecryptOptions): Promise<Uint8Array>;
 }

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { readMessage, decryptSessionKeys, readKey, type PrivateKey } from 'openpgp';
+import { generateKey, readMessage, decryptSessionKeys, readKey, type PrivateKey } from 'openpgp';
 import { ErrorCodes, redact } from '@dbcrate/core';
 import type { DecryptionKey, RecipientKey } from './cipher';
 import { getCipher, getCipherByExtension } from './crypto.registry';
@@ -70,6 +70,20 @@ describe('keys', () => {
 
   it('registers the passphrase as a secret', () => {
     expect(redact(`oops: ${PASSPHRASE} leaked`)).toBe('oops: *** leaked');
+  });
+
+  it('says the clock is behind when a key was created after "now" (not "expired or revoked")', async () => {
+    const future = await generateKey({
+      type: 'ecc',
+      curve: 'curve25519Legacy',
+      userIDs: [{ name: 'Made tomorrow' }],
+      date: new Date(Date.now() + 86_400_000),
+      format: 'armored',
+    });
+    const e = await failure(loadRecipientKey(future.publicKey));
+    expect(e.code).toBe(ErrorCodes.KEY_INVALID);
+    expect(e.message).toContain("after this machine's clock");
+    expect(e.hint).toContain('clock is behind');
   });
 
   it('refuses a private key as recipient', async () => {

@@ -9,3 +9,17 @@ export {
   type GeneratedKeyPair,
 } from './keys';
 export { recipientKeyIds, WILDCARD_KEY_ID } from './pgp-header.parser';
+export {
+  generateSigningKey,
+  loadSigningKey,
+  signingKeyFingerprint,
+  loadTrustedKeys,
+  signDetached,
+  verifyDetached,
+  untrustedError,
+  type GenerateSigningKeyOptions,
+  type SigningKey,
+  type TrustedKey,
+  type TrustPolicy,
+  type TrustVerdict,
+} from './signing';

@@ -135,6 +135,20 @@ export async function loadRecipientKey(input: string | Uint8Array): Promise<Reci
       fullConfig(ENCRYPT_CONFIG),
     );
   } catch (e) {
+    // openpgp reports a key made "in the future" like an expired one; say what it is.
+    const now = new Date();
+    const created = [key, ...key.getSubkeys()].map((k) => k.getCreationTime());
+    const newest = new Date(Math.max(...created.map((d) => d.getTime())));
+    if (newest > now) {
+      throw new DbcrateError(
+        ErrorCodes.KEY_INVALID,
+        `public key ${fpr(key)} was created at ${newest.toISOString()}, after this machine's clock (${now.toISOString()})`,
+        {
+          hint: "this machine's clock is behind: set it right (e.g. enable NTP with timedatectl set-ntp true) and retry",
+          cause: e,
+        },
+      );
+    }
     throw new DbcrateError(
       ErrorCodes.KEY_INVALID,
       `public key ${fpr(key)} has no usable encryption key: ${message(e)}`,

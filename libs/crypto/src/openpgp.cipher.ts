@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { createMessage, decrypt, encrypt, readMessage, type PrivateKey } from 'openpgp';
 import { DbcrateError, ErrorCodes, isDbcrateError, redact } from '@dbcrate/core';
-import type { Cipher, DecryptOptions, DecryptionKey, RecipientKey } from './cipher';
+import type { Cipher, DecryptOptions, DecryptionKey, RecipientKey, SignInsideOptions } from './cipher';
 import { recipientPublicKey } from './keys';
 import { DECRYPT_CONFIG, ENCRYPT_CONFIG } from './openpgp.config';
 import { WILDCARD_KEY_ID } from './pgp-header.parser';
+import { checkInsideSignatures, notationsOf, signingKeyObject, trustedKeyObjects } from './signing';
 import { WebStreamDuplex } from './web-stream.duplex';
 
 function detail(e: unknown): string {
@@ -65,7 +66,11 @@ export class OpenPgpCipher implements Cipher {
     );
   }
 
-  async encryptBuffer(data: Uint8Array, recipients: RecipientKey[]): Promise<Uint8Array> {
+  async encryptBuffer(
+    data: Uint8Array,
+    recipients: RecipientKey[],
+    sign?: SignInsideOptions,
+  ): Promise<Uint8Array> {
     if (recipients.length === 0) return Promise.reject(this.noRecipients());
     try {
       const encryptionKeys = await Promise.all(recipients.map(recipientPublicKey));
@@ -73,6 +78,13 @@ export class OpenPgpCipher implements Cipher {
       return (await encrypt({
         message,
         encryptionKeys,
+        // One-pass signature, literal data and signature, all inside the encrypted packet.
+        ...(sign
+          ? {
+              signingKeys: await signingKeyObject(sign.signingKey),
+              signatureNotations: notationsOf(sign.notations),
+            }
+          : {}),
         sessionKey: { data: randomBytes(32), algorithm: 'aes256' },
         format: 'binary',
         config: ENCRYPT_CONFIG,
@@ -143,12 +155,17 @@ async function decryptMessage(
   const anonymous = recipients.includes(WILDCARD_KEY_ID);
   if (!anonymous && !recipients.some((id) => ours.has(id))) throw wrongKey(recipients, keys, opts);
   try {
+    const verify = input instanceof Uint8Array ? opts.verify : undefined;
     const result = await decrypt({
       message,
       decryptionKeys: keys.map((k) => k.key as PrivateKey),
+      ...(verify ? { verificationKeys: await trustedKeyObjects(verify.trust.trusted) } : {}),
       format: 'binary',
+      // the producer's clock may be ahead of ours: signature times are not checked against it
+      ...(verify ? { date: null as unknown as Date } : {}),
       config: DECRYPT_CONFIG,
     });
+    if (verify) await checkInsideSignatures(result.signatures, verify);
     return result.data as Uint8Array | ReadableStream<Uint8Array>;
   } catch (e) {
     // With anonymous recipients we learn only now that no key of ours fits.

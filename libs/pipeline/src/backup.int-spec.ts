@@ -40,13 +40,15 @@ async function keysUnder(storage: Storage, prefix = ''): Promise<string[]> {
 }
 
 /** A real storage whose put of one kind of key fails (a manifest write refused by the destination). */
-function failingPuts(storage: Storage, matches: (key: string) => boolean): Storage {
+/** A real storage whose puts of matching keys fail: before writing, or (`afterCommit`) once written. */
+function failingPuts(storage: Storage, matches: (key: string) => boolean, afterCommit = false): Storage {
   return new Proxy(storage, {
     get(target, prop, receiver) {
       if (prop === 'put') {
         return async (key: string, body: Readable, opts?: unknown) => {
           if (matches(key)) {
-            body.resume();
+            if (afterCommit) await target.put(key, body, opts as never);
+            else body.resume();
             throw new DbcrateError(ErrorCodes.STORAGE_IO, `cannot write "${key}": injected failure`);
           }
           return target.put(key, body, opts as never);
@@ -151,6 +153,20 @@ describe('logical backups: no false success', () => {
     expect(e.message).toContain('injected failure');
     expect(await keysUnder(storage)).toEqual([]);
     expect(await listSnapshots(storage)).toEqual([]);
+  });
+
+  it('a manifest write that committed but reported a failure leaves no manifest pointing at deleted data', async () => {
+    const storage = await fsStorage('manifest-lost-answer');
+    const e = await caught(
+      runBackup({
+        dbUrl: source,
+        storage: failingPuts(storage, (k) => k.endsWith('.manifest.json'), true),
+        recipients: [recipient],
+        databaseId: 'mla',
+      }),
+    );
+    expect(e.message).toContain('injected failure');
+    expect(await keysUnder(storage)).toEqual([]);
   });
 
   it('"latest" follows the server, not a client clock set years ahead', async () => {
@@ -287,6 +303,42 @@ describe('logical backups: no false success', () => {
       expect(e.message).toContain('"a_b"');
       await storage.delete(target.manifestKey);
       await storage.delete(target.dataKey);
+    });
+
+    it('"latest" of an old id is refused once newer dumps of that database live under its new id', async () => {
+      const moved = await fsStorage('moved-ids');
+      const fresh = await runBackup({
+        dbUrl: pg.url('a/b'),
+        storage: moved,
+        recipients: [recipient],
+      });
+      // the same database's dump as an older version stored it: old id, no databaseIdFrom
+      const snapshotId = snapshotIdFor(new Date(Date.now() - 86_400_000), 'eeeeeeee');
+      const target = dumpKeys('a_b', snapshotId, ['zst', 'pgp']);
+      const m = JSON.parse((await readObject(moved, fresh.manifestKey)).toString());
+      delete m.databaseIdFrom;
+      await moved.put(target.dataKey, await moved.get(fresh.dataKey));
+      await moved.put(
+        target.manifestKey,
+        Readable.from([
+          Buffer.from(
+            JSON.stringify({
+              ...m,
+              databaseId: 'a_b',
+              snapshotId,
+              object: { ...m.object, key: target.dataKey },
+            }),
+          ),
+        ]),
+      );
+      const e = await caught(resolveSnapshot(moved, 'latest', { databaseId: 'a_b' }));
+      expect(e.code).toBe(ErrorCodes.USAGE);
+      expect(e.message).toContain('stale');
+      expect(e.message).toContain(fresh.manifest.databaseId);
+      expect((await resolveSnapshot(moved, `a_b/${snapshotId}`)).snapshotId).toBe(snapshotId);
+      expect(
+        (await resolveSnapshot(moved, 'latest', { databaseId: fresh.manifest.databaseId })).snapshotId,
+      ).toBe(fresh.manifest.snapshotId);
     });
   });
 });

@@ -1,12 +1,12 @@
 import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
-import { getCipher, type RecipientKey } from '@dbcrate/crypto';
+import { getCipher, signDetached, type RecipientKey, type SigningKey } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
 import { connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
 import type { Client } from 'pg';
 import { runTool } from './child-process.stream';
 import { storeToolOutput } from './store-tool-output';
-import { defaultDatabaseId, dumpKeys, snapshotIdFor, validateDatabaseId } from './layout';
+import { defaultDatabaseId, dumpKeys, signatureKey, snapshotIdFor, validateDatabaseId } from './layout';
 import { serializeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type DumpManifest } from './manifest';
 import type { ProgressSink } from './progress';
 import { DBCRATE_VERSION } from './version';
@@ -16,6 +16,8 @@ export interface BackupOptions {
   dbUrl: string;
   storage: Storage;
   recipients: RecipientKey[];
+  /** The host's signing key: the manifest gets a detached signature `<manifest>.sig` (docs/signing.md). */
+  signingKey?: SigningKey;
   databaseId?: string;
   compression?: { level?: number; threads?: number; implementation?: ZstdImplementation };
   pgBinDir?: string;
@@ -28,6 +30,8 @@ export interface BackupResult {
   manifest: DumpManifest;
   dataKey: string;
   manifestKey: string;
+  /** Where the manifest's signature is, when signed. */
+  signatureKey?: string;
 }
 
 interface ServerStartPoint {
@@ -146,18 +150,34 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         encryptionKeyIds: r.encryptionKeyIds,
       })),
     },
+    ...(opts.signingKey ? { signer: opts.signingKey.fingerprint } : {}),
   };
+  const body = serializeManifest(manifest);
+  const sigKey = opts.signingKey ? signatureKey(keys.manifestKey) : undefined;
+  let sigWritten = false;
   try {
-    await opts.storage.put(keys.manifestKey, Readable.from([serializeManifest(manifest)]), {
+    // The signature goes first: the manifest, written last, is still what makes a backup.
+    if (opts.signingKey && sigKey) {
+      const sig = await signDetached(body, opts.signingKey);
+      await opts.storage.put(sigKey, Readable.from([Buffer.from(sig)]), { ifNotExists: true });
+      sigWritten = true;
+    }
+    await opts.storage.put(keys.manifestKey, Readable.from([body]), {
       ifNotExists: true,
     });
   } catch (e) {
     // Without its manifest the data is no backup: remove what this run wrote (the data key
-    // is this run's own, storeToolOutput created it with ifNotExists).
+    // is this run's own, storeToolOutput created it with ifNotExists). A put can fail after it
+    // committed (the answer was lost): remove the manifest first, unless the name was another
+    // writer's (a conflict), so no manifest is left pointing at deleted data.
+    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
+      await opts.storage.delete(keys.manifestKey).catch(() => undefined);
+    }
     await opts.storage.delete(keys.dataKey).catch(() => undefined);
+    if (sigWritten && sigKey) await opts.storage.delete(sigKey).catch(() => undefined);
     throw e;
   }
   progress?.done({ snapshotId, storedBytes: stored.bytes });
   log.info({ snapshotId, plaintextBytes: plain.bytes, storedBytes: stored.bytes }, 'backup finished');
-  return { manifest, ...keys };
+  return { manifest, ...keys, ...(sigKey ? { signatureKey: sigKey } : {}) };
 }

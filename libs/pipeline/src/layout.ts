@@ -4,6 +4,7 @@ import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 /**
  * Where a logical dump lives, relative to the destination root:
  *   <database-id>/dumps/<YYYY-MM-DD>/<snapshot-id>.dump.zst.pgp
+ *   <database-id>/dumps/<YYYY-MM-DD>/<snapshot-id>.manifest.json.sig  (signature, before the manifest)
  *   <database-id>/dumps/<YYYY-MM-DD>/<snapshot-id>.manifest.json   (written last)
  * The snapshot id is the UTC start time to the millisecond and a random suffix
  * (20261125T114512.345Z-3f9a0c1e), so two backups started in the same millisecond never
@@ -13,6 +14,12 @@ import { DbcrateError, ErrorCodes } from '@dbcrate/core';
  */
 export const DUMPS_DIR = 'dumps';
 export const MANIFEST_SUFFIX = '.manifest.json';
+/** `<manifest>.sig`: the producer's detached armored OpenPGP signature of the manifest's bytes. */
+export const SIGNATURE_SUFFIX = '.sig';
+
+export function signatureKey(manifestKey: string): string {
+  return `${manifestKey}${SIGNATURE_SUFFIX}`;
+}
 
 const SNAPSHOT_ID = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z(?:-[0-9a-z]{4,32})?$/;
 const DATABASE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -81,7 +88,7 @@ export function dumpKeys(databaseId: string, snapshotId: string, extensions: str
 export interface ParsedDumpKey {
   databaseId: string;
   snapshotId: string;
-  kind: 'data' | 'manifest';
+  kind: 'data' | 'manifest' | 'signature';
   /** For data objects: the stage extensions after ".dump." (e.g. ["zst", "pgp"]). */
   extensions: string[];
 }
@@ -95,6 +102,10 @@ export function parseDumpKey(key: string): ParsedDumpKey | undefined {
   if (file.endsWith(MANIFEST_SUFFIX)) {
     const id = file.slice(0, -MANIFEST_SUFFIX.length);
     return isSnapshotId(id) ? { databaseId, snapshotId: id, kind: 'manifest', extensions: [] } : undefined;
+  }
+  if (file.endsWith(MANIFEST_SUFFIX + SIGNATURE_SUFFIX)) {
+    const id = file.slice(0, -(MANIFEST_SUFFIX + SIGNATURE_SUFFIX).length);
+    return isSnapshotId(id) ? { databaseId, snapshotId: id, kind: 'signature', extensions: [] } : undefined;
   }
   const m = /^(.+?)\.dump\.(.+)$/.exec(file);
   if (!m || !isSnapshotId(m[1])) return undefined;

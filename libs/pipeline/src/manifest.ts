@@ -46,6 +46,8 @@ export const dumpManifestSchema = z.object({
     cipher: z.string(),
     recipients: z.array(z.object({ fingerprint: z.string(), encryptionKeyIds: z.array(z.string()) })).min(1),
   }),
+  /** Fingerprint of the key that signed this manifest (`<manifest>.sig`); absent when unsigned. */
+  signer: z.string().optional(),
 });
 export type DumpManifest = z.infer<typeof dumpManifestSchema>;
 

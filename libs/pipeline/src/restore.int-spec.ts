@@ -3,8 +3,8 @@
  * E_DB_TOOL_FAILED, and the plaintext spool of a parallel restore is removed on every
  * failure path (integrity failure, pg_restore failure, interruption) and swept after a kill.
  */
-import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -177,20 +177,78 @@ describe('restore: clear failures, no plaintext left behind', () => {
     expect(await readdir(spool)).toEqual([]);
   }, 30_000);
 
+  it('a signal that lands after pg_restore committed does not turn the success into "interrupted"', async () => {
+    // pg_restore that has read the whole dump, then gets SIGTERM, ignores it and exits 0 (committed).
+    const tools = await findClientTools(15);
+    const bin = join(dir, 'stubborn-bin');
+    mkdirSync(bin);
+    for (const t of ['pg_dump', 'psql', 'pg_basebackup']) symlinkSync(join(tools.binDir, t), join(bin, t));
+    const ready = join(dir, 'stubborn.ready');
+    const go = join(dir, 'stubborn.go');
+    writeFileSync(
+      join(bin, 'pg_restore'),
+      `#!/bin/sh\ntrap '' TERM\ncat > /dev/null\ntouch '${ready}'\nwhile [ ! -e '${go}' ]; do sleep 0.05; done\nexit 0\n`,
+    );
+    chmodSync(join(bin, 'pg_restore'), 0o755);
+    const ac = new AbortController();
+    const running = restore({
+      snapshot: `plain/${plain.manifest.snapshotId}`,
+      jobs: 1,
+      pgBinDir: bin,
+      signal: ac.signal,
+    });
+    while (!existsSync(ready)) await new Promise((r) => setTimeout(r, 20));
+    ac.abort(new Error('SIGTERM received'));
+    writeFileSync(go, '');
+    const r = await running;
+    expect(r.manifest.snapshotId).toBe(plain.manifest.snapshotId);
+  }, 30_000);
+
   it('a spool left by a killed restore is swept by the next one; live and unmarked ones are left alone', async () => {
     const spool = spoolDir();
     const dead = spawnSync('/bin/true').pid!;
     const stale = join(spool, `${SPOOL_PREFIX}stale1`);
     const live = join(spool, `${SPOOL_PREFIX}live01`);
     const unmarked = join(spool, `${SPOOL_PREFIX}unmark`);
-    for (const d of [stale, live, unmarked]) {
-      mkdirSync(d);
+    // a live pid that started at another time than the record says is a reused pid
+    const reused = join(spool, `${SPOOL_PREFIX}reused`);
+    for (const d of [stale, live, unmarked, reused]) {
+      mkdirSync(d, { mode: 0o700 });
       writeFileSync(join(d, 'x.dump'), 'decrypted data');
     }
     writeFileSync(join(stale, 'owner.pid'), `${dead}\n`);
     writeFileSync(join(live, 'owner.pid'), `${process.pid}\n`);
+    writeFileSync(join(reused, 'owner.pid'), JSON.stringify({ pid: process.ppid, start: '1' }));
     const r = await restore({ snapshot: `plain/${plain.manifest.snapshotId}`, jobs: 2, spoolDir: spool });
     expect(r.manifest.snapshotId).toBe(plain.manifest.snapshotId);
     expect((await readdir(spool)).sort()).toEqual([`${SPOOL_PREFIX}live01`, `${SPOOL_PREFIX}unmark`]);
   });
+
+  it('the sweep neither hangs on a FIFO nor follows a symlink planted under a spool name', async () => {
+    const spool = spoolDir();
+    const dead = spawnSync('/bin/true').pid!;
+    const fifoDir = join(spool, `${SPOOL_PREFIX}fifo01`);
+    mkdirSync(fifoDir, { mode: 0o700 });
+    execFileSync('mkfifo', [join(fifoDir, 'owner.pid')]);
+    // a symlink to a folder that looks stale must not make the sweep remove its target
+    const victim = mkdtempSync(join(tmpdir(), 'dbcrate-victim-'));
+    chmodSync(victim, 0o700);
+    writeFileSync(join(victim, 'owner.pid'), `${dead}\n`);
+    writeFileSync(join(victim, 'precious'), 'keep me');
+    symlinkSync(victim, join(spool, `${SPOOL_PREFIX}link01`));
+    // a world-readable folder is not one we created
+    const open = join(spool, `${SPOOL_PREFIX}open01`);
+    mkdirSync(open, { mode: 0o755 });
+    chmodSync(open, 0o755);
+    writeFileSync(join(open, 'owner.pid'), `${dead}\n`);
+    const r = await restore({ snapshot: `plain/${plain.manifest.snapshotId}`, jobs: 2, spoolDir: spool });
+    expect(r.manifest.snapshotId).toBe(plain.manifest.snapshotId);
+    expect(existsSync(join(victim, 'precious'))).toBe(true);
+    expect((await readdir(spool)).sort()).toEqual([
+      `${SPOOL_PREFIX}fifo01`,
+      `${SPOOL_PREFIX}link01`,
+      `${SPOOL_PREFIX}open01`,
+    ]);
+    rmSync(victim, { recursive: true, force: true });
+  }, 30_000);
 });

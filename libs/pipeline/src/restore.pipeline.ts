@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import { DbcrateError, ErrorCodes, logger, redact } from '@dbcrate/core';
 import { getCodec } from '@dbcrate/compression';
-import { getCipher, type DecryptionKey } from '@dbcrate/crypto';
+import { getCipher, type DecryptionKey, type TrustPolicy } from '@dbcrate/crypto';
 import type { Storage } from '@dbcrate/storage';
 import {
   connect,
@@ -58,7 +58,9 @@ async function withTool(
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
-  if (signal?.aborted) throw interrupted();
+  // A signal that came after pg_restore finished cleanly interrupted nothing: the restore is
+  // complete, and saying otherwise would send the user to redo it.
+  if (signal?.aborted && (feedError !== undefined || toolError !== undefined)) throw interrupted();
   const brokenPipe = BROKEN_PIPE.has((feedError as { code?: string } | undefined)?.code ?? '');
   if (feedError !== undefined && !(brokenPipe && toolError !== undefined)) throw feedError;
   if (toolError !== undefined) throw toolError;
@@ -70,6 +72,8 @@ export interface RestoreOptions {
   snapshot: string;
   databaseId?: string;
   keys: DecryptionKey[];
+  /** Signers to trust; without it signatures are not checked (the CLI always gives one). */
+  trust?: TrustPolicy;
   targetUrl: string;
   jobs?: number;
   /** Restore into a non-empty database, dropping the objects the dump contains first. */
@@ -114,7 +118,10 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = Date.now();
   // Decrypted spools of killed parallel restores go at the next restore, whatever its --jobs.
   sweepStaleSpools(opts.spoolDir ?? tmpdir());
-  const snap = await resolveSnapshot(opts.storage, opts.snapshot, { databaseId: opts.databaseId });
+  const snap = await resolveSnapshot(opts.storage, opts.snapshot, {
+    databaseId: opts.databaseId,
+    trust: opts.trust,
+  });
   const m = snap.manifest;
   checkKeyMatches(m, opts.keys);
   const codec = getCodec(m.compression.codec, { implementation: 'auto' });

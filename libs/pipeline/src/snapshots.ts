@@ -1,4 +1,5 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { untrustedError, verifyDetached, type TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
 import {
   defaultDatabaseId,
@@ -6,24 +7,34 @@ import {
   dumpKeys,
   legacyDatabaseId,
   parseDumpKey,
+  signatureKey,
   snapshotTime,
   validateDatabaseId,
 } from './layout';
 import { parseManifest, type DumpManifest } from './manifest';
 
-export type SnapshotStatus = 'complete' | 'incomplete' | 'damaged';
+export type SnapshotStatus = 'complete' | 'incomplete' | 'damaged' | 'untrusted';
 
 export interface SnapshotEntry {
   databaseId: string;
   snapshotId: string;
   time: Date;
-  /** complete: manifest and data agree; incomplete: data without manifest (never restored); damaged: manifest without matching data. */
+  /**
+   * complete: manifest and data agree (and, when a trust policy was given, a trusted signer
+   * signed the manifest); incomplete: data without manifest (never restored); damaged:
+   * manifest without matching data; untrusted: complete, but not signed by a trusted signer.
+   */
   status: SnapshotStatus;
+  /** Fingerprint of the trusted signer whose signature was checked. */
+  signer?: string;
   reason?: string;
   dataKey?: string;
   dataSize?: number;
   manifestKey?: string;
+  signatureKey?: string;
   manifest?: DumpManifest;
+  /** When storage says the manifest (else the data object) was last written. */
+  storedAt?: Date;
 }
 
 function lsnValue(lsn: string): bigint {
@@ -35,33 +46,39 @@ function lsnValue(lsn: string): bigint {
 function startTimeOf(e: SnapshotEntry): number {
   const m = e.manifest;
   const t = m ? Date.parse(m.server.startTime ?? m.startedAt) : NaN;
-  return Number.isNaN(t) ? e.time.getTime() : t;
+  if (!Number.isNaN(t)) return t;
+  // No readable manifest: when it was stored is a better guess than the id, which the
+  // writer's clock chose.
+  return (e.storedAt ?? e.time).getTime();
 }
 
 /**
- * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md):
- * 1. two dumps of one server (same system identifier) that both recorded the server's WAL
- *    position at their start are ordered by it: it only grows, whatever the clocks say;
- * 2. otherwise by the server's clock at the dump's start (`server.startTime`); manifests
- *    written before it was recorded use their `startedAt` (the client's clock), and an
- *    unreadable manifest the time in the snapshot id;
- * 3. ties by snapshot id.
+ * The order of snapshots, oldest first, and so which one is "latest" (docs/format.md): by
+ * the server's clock at the dump's start (`server.startTime`), so a client with a wrong
+ * clock cannot reorder them; manifests written before it was recorded use their `startedAt`
+ * (the client's clock), an unreadable manifest the time its object was stored. Ties (one
+ * millisecond) go to the server's WAL position at the start, for dumps of one server, then
+ * to the microseconds the Date lost, then to the snapshot id. One key per entry, compared
+ * field by field, so the order is a total order whatever mix of servers and manifests.
  */
 export function compareSnapshots(a: SnapshotEntry, b: SnapshotEntry): number {
-  const sa = a.manifest?.server;
-  const sb = b.manifest?.server;
-  if (sa?.startLsn && sb?.startLsn && sa.systemIdentifier && sa.systemIdentifier === sb.systemIdentifier) {
-    const la = lsnValue(sa.startLsn);
-    const lb = lsnValue(sb.startLsn);
-    if (la !== lb) return la < lb ? -1 : 1;
+  const ka = sortKey(a);
+  const kb = sortKey(b);
+  for (let i = 0; i < ka.length; i++) {
+    if (ka[i] !== kb[i]) return ka[i] < kb[i] ? -1 : 1;
   }
-  const ta = startTimeOf(a);
-  const tb = startTimeOf(b);
-  if (ta !== tb) return ta - tb;
-  const ka = sa?.startTime ?? '';
-  const kb = sb?.startTime ?? '';
-  if (ka !== kb) return ka < kb ? -1 : 1; // microseconds the Date lost
-  return a.snapshotId < b.snapshotId ? -1 : a.snapshotId > b.snapshotId ? 1 : 0;
+  return 0;
+}
+
+function sortKey(e: SnapshotEntry): [number, string, bigint, string, string] {
+  const s = e.manifest?.server;
+  return [
+    startTimeOf(e),
+    s?.systemIdentifier ?? '',
+    s?.startLsn ? lsnValue(s.startLsn) : -1n,
+    s?.startTime ?? '',
+    e.snapshotId,
+  ];
 }
 
 /**
@@ -100,9 +117,10 @@ function derivedFromName(m: DumpManifest): boolean {
 /** Every dump under the destination (or one database id), oldest first (see compareSnapshots). */
 export async function listSnapshots(
   storage: Storage,
-  opts: { databaseId?: string } = {},
+  opts: { databaseId?: string; trust?: TrustPolicy } = {},
 ): Promise<SnapshotEntry[]> {
   const prefix = opts.databaseId ? `${validateDatabaseId(opts.databaseId)}/${DUMPS_DIR}/` : '';
+  await storage.checkRoot?.();
   const byId = new Map<string, SnapshotEntry>();
   for await (const obj of storage.list(prefix)) {
     const parsed = parseDumpKey(obj.key);
@@ -118,10 +136,14 @@ export async function listSnapshots(
       };
       byId.set(id, e);
     }
-    if (parsed.kind === 'manifest') e.manifestKey = obj.key;
+    if (parsed.kind === 'manifest') {
+      e.manifestKey = obj.key;
+      if (obj.lastModified) e.storedAt = obj.lastModified;
+    } else if (parsed.kind === 'signature') e.signatureKey = obj.key;
     else {
       e.dataKey = obj.key;
       e.dataSize = obj.size;
+      if (obj.lastModified && !e.manifestKey) e.storedAt ??= obj.lastModified;
     }
   }
   const entries = [...byId.values()].sort(
@@ -133,8 +155,19 @@ export async function listSnapshots(
       e.reason = 'no manifest: the backup did not finish';
       continue;
     }
+    let raw: Buffer;
     try {
-      e.manifest = parseManifest(await readObject(storage, e.manifestKey), e.manifestKey);
+      raw = await readObject(storage, e.manifestKey);
+    } catch (err) {
+      // A storage that cannot be reached or read now says nothing about the snapshot; only
+      // a manifest that is gone, or was read and is wrong, makes it damaged.
+      if (!(err instanceof DbcrateError) || err.code !== ErrorCodes.STORAGE_NOT_FOUND) throw err;
+      e.status = 'damaged';
+      e.reason = `manifest ${e.manifestKey} vanished while listing`;
+      continue;
+    }
+    try {
+      e.manifest = parseManifest(raw, e.manifestKey);
     } catch (err) {
       e.status = 'damaged';
       e.reason = (err as Error).message;
@@ -152,9 +185,60 @@ export async function listSnapshots(
       e.reason = `data object has ${e.dataSize} bytes, manifest records ${e.manifest.object.storedSize}`;
     } else {
       e.status = 'complete';
+      if (opts.trust) await checkSignature(storage, e, raw, opts.trust);
     }
   }
   return entries.sort(compareSnapshots);
+}
+
+/** The manifest's bytes as read (the ones parsed) against its `.sig` and the trusted signers. */
+async function checkSignature(
+  storage: Storage,
+  e: SnapshotEntry,
+  raw: Buffer,
+  trust: TrustPolicy,
+): Promise<void> {
+  const sigKey = e.signatureKey ?? (e.manifestKey ? signatureKey(e.manifestKey) : undefined);
+  const sig = e.signatureKey && sigKey ? (await readObject(storage, sigKey)).toString('utf8') : undefined;
+  const v = await verifyDetached(raw, sig, trust);
+  if (v.trusted) {
+    e.signer = v.signer;
+    return;
+  }
+  e.status = 'untrusted';
+  e.reason = v.reason;
+}
+
+/**
+ * Dumps of a database whose name is not a valid id were stored, before ids were made
+ * collision-free, under the old derived id (`a/b` → `a_b`); new dumps of it go to the new id
+ * (`a_b-<hash>`). "latest" of the old id would then silently be a stale dump: refuse it when
+ * the new id holds complete dumps of the same server's database.
+ */
+async function refuseIfMoved(
+  storage: Storage,
+  last: SnapshotEntry & { manifest: DumpManifest },
+): Promise<void> {
+  const m = last.manifest;
+  if (m.databaseIdFrom) return; // written by a version that already used the new ids
+  const name = m.server.database;
+  const moved = defaultDatabaseId(name);
+  if (moved === last.databaseId || legacyDatabaseId(name) !== last.databaseId) return;
+  const newer = (await listSnapshots(storage, { databaseId: moved })).filter(
+    (e) =>
+      e.status === 'complete' &&
+      e.manifest?.server.database === name &&
+      e.manifest.server.systemIdentifier === m.server.systemIdentifier,
+  );
+  if (!newer.length) return;
+  const newest = newer.at(-1)!;
+  throw new DbcrateError(
+    ErrorCodes.USAGE,
+    `"latest" of database id ${last.databaseId} would be a stale dump: newer dumps of database ${JSON.stringify(name)} are stored under database id ${moved} (the newest is ${moved}/${newest.snapshotId})`,
+    {
+      hint: `restore latest --database-id ${moved}, or restore ${last.databaseId}/${last.snapshotId} by its id if the old one is what you want`,
+    },
+  );
 }
 
 /**
@@ -164,14 +248,14 @@ export async function listSnapshots(
 export async function resolveSnapshot(
   storage: Storage,
   ref: string,
-  opts: { databaseId?: string } = {},
+  opts: { databaseId?: string; trust?: TrustPolicy } = {},
 ): Promise<SnapshotEntry & { manifest: DumpManifest }> {
   let databaseId = opts.databaseId;
   let snapshotId = ref;
   if (ref.includes('/')) {
     [databaseId, snapshotId] = ref.split('/', 2);
   }
-  const all = await listSnapshots(storage, { databaseId });
+  const all = await listSnapshots(storage, { databaseId, trust: opts.trust });
   const where = `${storage.displayUrl}${databaseId ? ` (database id ${databaseId})` : ''}`;
   if (snapshotId === 'latest') {
     // Incomplete ones (data, no manifest) are not backups: running or killed ones. A damaged
@@ -192,13 +276,17 @@ export async function resolveSnapshot(
     const last = intact.at(-1);
     if (newest && newest !== last) {
       const id = `${newest.databaseId}/${newest.snapshotId}`;
+      const fix =
+        newest.status === 'untrusted'
+          ? `remove ${id} if it is forged, or --trust its signer's key if it is genuine`
+          : `repair or remove ${id}`;
       throw new DbcrateError(
-        ErrorCodes.INTEGRITY,
+        newest.status === 'untrusted' ? ErrorCodes.UNTRUSTED : ErrorCodes.INTEGRITY,
         `the newest snapshot in ${where}, ${id}, is ${newest.status} (${newest.reason}); refusing to restore an older one as "latest"`,
         {
           hint: last
-            ? `the newest intact snapshot is ${last.databaseId}/${last.snapshotId} (started ${new Date(startTimeOf(last)).toISOString()}): restore it by id if that is what you want, and repair or remove ${id}`
-            : `no intact snapshot exists; repair or remove ${id}`,
+            ? `the newest intact snapshot is ${last.databaseId}/${last.snapshotId} (started ${new Date(startTimeOf(last)).toISOString()}): restore it by id if that is what you want, and ${fix}`
+            : `no intact snapshot exists; ${fix}`,
         },
       );
     }
@@ -223,6 +311,7 @@ export async function resolveSnapshot(
         },
       );
     }
+    await refuseIfMoved(storage, last as SnapshotEntry & { manifest: DumpManifest });
     return last as SnapshotEntry & { manifest: DumpManifest };
   }
   const matches = all.filter((e) => e.snapshotId === snapshotId);
@@ -238,6 +327,7 @@ export async function resolveSnapshot(
   }
   const e = matches[0];
   if (e.status !== 'complete') {
+    if (e.status === 'untrusted') throw untrustedError(`snapshot ${snapshotId}`, e.reason ?? 'unsigned');
     throw new DbcrateError(
       e.status === 'incomplete' ? ErrorCodes.SNAPSHOT_INCOMPLETE : ErrorCodes.INTEGRITY,
       `snapshot ${snapshotId} is ${e.status}: ${e.reason}`,

@@ -26,7 +26,9 @@ export interface PushExpect {
   to?: string;
   recipient?: string[];
   databaseId?: string;
-  /** DBCRATE_TO, DBCRATE_RECIPIENT, DBCRATE_DATABASE_ID of the caller, when set. */
+  /** --signing-key: the agent must sign with the same key. */
+  signingKey?: string;
+  /** DBCRATE_TO, DBCRATE_RECIPIENT, DBCRATE_DATABASE_ID, DBCRATE_SIGNING_KEY of the caller, when set. */
   env?: Record<string, string>;
   /** The caller's working directory (relative key paths are resolved against it). */
   cwd?: string;
@@ -306,11 +308,11 @@ export async function requestPush(
   }
 }
 
-const EXPECT_ENV = ['DBCRATE_TO', 'DBCRATE_RECIPIENT', 'DBCRATE_DATABASE_ID'];
+const EXPECT_ENV = ['DBCRATE_TO', 'DBCRATE_RECIPIENT', 'DBCRATE_DATABASE_ID', 'DBCRATE_SIGNING_KEY'];
 
 /** Collect the raw settings a wal-push call was given (flags already parsed by the caller). */
 export function pushExpect(
-  flags: { config?: string; to?: string; recipient?: string[]; databaseId?: string },
+  flags: { config?: string; to?: string; recipient?: string[]; databaseId?: string; signingKey?: string },
   env: NodeJS.ProcessEnv = process.env,
   cwd = process.cwd(),
 ): PushExpect {
@@ -320,6 +322,7 @@ export function pushExpect(
   if (flags.to) e.to = flags.to;
   if (flags.recipient?.length) e.recipient = flags.recipient;
   if (flags.databaseId) e.databaseId = flags.databaseId;
+  if (flags.signingKey) e.signingKey = flags.signingKey;
   const vars: Record<string, string> = {};
   for (const k of EXPECT_ENV) if (env[k]) vars[k] = env[k]!;
   if (Object.keys(vars).length) e.env = vars;

@@ -4,9 +4,16 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { DbcrateError, ErrorCodes, logger, redact } from '@dbcrate/core';
 import { getCodec } from '@dbcrate/compression';
-import { getCipher, type DecryptionKey } from '@dbcrate/crypto';
+import {
+  getCipher,
+  untrustedError,
+  verifyDetached,
+  type DecryptionKey,
+  type TrustPolicy,
+} from '@dbcrate/crypto';
 import {
   devNull,
+  SIGNATURE_SUFFIX,
   snapshotTime,
   validateDatabaseId,
   VerifyStream,
@@ -15,9 +22,10 @@ import {
 import { readObject, type Storage } from '@dbcrate/storage';
 import { parseBaseManifest, type BaseManifest } from './base.manifest';
 import { BASE_DIR, parseBaseKey } from './pitr.layout';
+import { TarGuard } from './tar.guard';
 import { parseLsn } from './wal.names';
 
-export type BaseBackupStatus = 'complete' | 'incomplete' | 'damaged';
+export type BaseBackupStatus = 'complete' | 'incomplete' | 'damaged' | 'untrusted';
 
 export interface BaseBackupEntry {
   databaseId: string;
@@ -26,20 +34,33 @@ export interface BaseBackupEntry {
   /** complete: manifest and data agree; incomplete: data without manifest (never used); damaged: manifest without matching data, or unreadable. */
   status: BaseBackupStatus;
   reason?: string;
+  /** Fingerprint of the trusted signer whose signature of the manifest was checked. */
+  signer?: string;
   dataKey?: string;
   dataSize?: number;
   manifestKey?: string;
   manifest?: BaseManifest;
 }
 
+export interface ListBaseBackupsOptions {
+  /** Check each manifest's signature: a complete backup not signed by a trusted signer is `untrusted`. */
+  trust?: TrustPolicy;
+}
+
 /**
  * Every base backup of one database id, oldest first (by start time, then start LSN),
  * each with its status; only `complete` ones may be restored.
  */
-export async function listBaseBackups(storage: Storage, databaseId: string): Promise<BaseBackupEntry[]> {
+export async function listBaseBackups(
+  storage: Storage,
+  databaseId: string,
+  opts: ListBaseBackupsOptions = {},
+): Promise<BaseBackupEntry[]> {
   const prefix = `${validateDatabaseId(databaseId)}/${BASE_DIR}/`;
   const byId = new Map<string, BaseBackupEntry>();
+  const signatures = new Set<string>();
   for await (const obj of storage.list(prefix)) {
+    if (obj.key.endsWith(SIGNATURE_SUFFIX)) signatures.add(obj.key);
     const parsed = parseBaseKey(obj.key);
     if (!parsed || parsed.databaseId !== databaseId) continue;
     let e = byId.get(parsed.backupId);
@@ -65,8 +86,10 @@ export async function listBaseBackups(storage: Storage, databaseId: string): Pro
       e.reason = 'no manifest: the base backup did not finish';
       continue;
     }
+    let raw: Buffer;
     try {
-      e.manifest = parseBaseManifest(await readObject(storage, e.manifestKey), e.manifestKey);
+      raw = await readObject(storage, e.manifestKey);
+      e.manifest = parseBaseManifest(raw, e.manifestKey);
     } catch (err) {
       e.status = 'damaged';
       e.reason = (err as Error).message;
@@ -83,6 +106,16 @@ export async function listBaseBackups(storage: Storage, databaseId: string): Pro
       e.reason = `data object has ${e.dataSize} bytes, manifest records ${e.manifest.object.storedSize}`;
     } else {
       e.status = 'complete';
+      if (opts.trust) {
+        const sigKey = e.manifestKey + SIGNATURE_SUFFIX;
+        const sig = signatures.has(sigKey) ? (await readObject(storage, sigKey)).toString('utf8') : undefined;
+        const v = await verifyDetached(raw, sig, opts.trust);
+        if (v.trusted) e.signer = v.signer;
+        else {
+          e.status = 'untrusted';
+          e.reason = v.reason;
+        }
+      }
     }
   }
   const lsnOf = (e: BaseBackupEntry) => (e.manifest ? parseLsn(e.manifest.startLsn) : 0n);
@@ -96,10 +129,42 @@ export async function listBaseBackups(storage: Storage, databaseId: string): Pro
 }
 
 /** The manifests of the complete base backups of a database id, oldest first. */
-export async function completeBaseBackups(storage: Storage, databaseId: string): Promise<BaseManifest[]> {
-  return (await listBaseBackups(storage, databaseId))
+export async function completeBaseBackups(
+  storage: Storage,
+  databaseId: string,
+  opts: ListBaseBackupsOptions = {},
+): Promise<BaseManifest[]> {
+  return (await listBaseBackups(storage, databaseId, opts))
     .filter((e) => e.status === 'complete')
     .map((e) => e.manifest!);
+}
+
+/**
+ * The base backups recovery may use: complete and, with a trust policy, signed by a trusted
+ * signer. Refuses (E_UNTRUSTED) when the one asked for, or every complete one, is untrusted;
+ * untrusted ones beside usable ones are skipped with a warning.
+ */
+export async function usableBaseBackups(
+  storage: Storage,
+  databaseId: string,
+  opts: ListBaseBackupsOptions & { backupId?: string } = {},
+): Promise<BaseManifest[]> {
+  const all = await listBaseBackups(storage, databaseId, opts);
+  const untrusted = all.filter((e) => e.status === 'untrusted');
+  const asked = opts.backupId ? untrusted.find((e) => e.backupId === opts.backupId) : undefined;
+  if (asked) throw untrustedError(`base backup ${asked.backupId}`, asked.reason ?? 'unsigned');
+  const usable = all.filter((e) => e.status === 'complete').map((e) => e.manifest!);
+  if (usable.length === 0 && untrusted.length > 0) {
+    const newest = untrusted.at(-1)!;
+    throw untrustedError(
+      `base backup ${newest.backupId}${untrusted.length > 1 ? ` (and ${untrusted.length - 1} more)` : ''}`,
+      newest.reason ?? 'unsigned',
+    );
+  }
+  for (const e of untrusted) {
+    logger().warn({ backupId: e.backupId, reason: e.reason }, 'skipping an untrusted base backup');
+  }
+  return usable;
 }
 
 export interface RestoreBaseBackupOptions {
@@ -298,6 +363,8 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
       new VerifyStream(expected, (n) => progress?.update(n)),
       cipher.decryptor(opts.keys, { expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint) }),
       codec.decompressor(),
+      // Only plain files, directories and inside symlinks reach tar, whoever made the archive.
+      new TarGuard(`base backup ${m.backupId}`),
       tar.stdin,
       { signal: opts.signal },
     ).catch(note);

@@ -66,6 +66,8 @@ export const baseManifestSchema = z
      * (location ""). A reader refuses an entry with a location it does not know how to restore.
      */
     tablespaces: z.array(z.object({ oid: z.number().int(), name: z.string(), location: z.string() })),
+    /** Fingerprint of the key that signed this manifest (`backup.manifest.json.sig`); absent when unsigned. */
+    signer: z.string().optional(),
   })
   .superRefine((m, ctx) => {
     if (isLsn(m.startLsn) && isLsn(m.stopLsn) && parseLsn(m.stopLsn) < parseLsn(m.startLsn)) {

@@ -306,7 +306,7 @@ describe('physical base backups', () => {
 
   it('removes a half-extracted directory when tar fails, and the directory it created', async () => {
     // A backup whose tar stream ends halfway: every check passes, tar extracts the first
-    // half and then fails; nothing of it may stay behind.
+    // half, then the stream fails (the tar guard sees the cut entry); nothing may stay behind.
     const plain: Buffer[] = [];
     await pipeline(
       await storage.get(first.dataKey),
@@ -344,8 +344,8 @@ describe('physical base backups', () => {
     const target = join(dir, 'restored-half');
     try {
       const e = await caught(restoreBaseBackup({ storage, manifest, keys: [key], targetDir: target }));
-      expect(e.code).toBe(ErrorCodes.STORAGE_IO);
-      expect(e.message).toMatch(/tar could not extract/);
+      expect(e.code).toBe(ErrorCodes.INTEGRITY);
+      expect(e.message).toMatch(/ends in the middle of an entry/);
       expect(existsSync(target)).toBe(false);
     } finally {
       await storage.delete(keys.dataKey);

@@ -2,10 +2,11 @@ import { Readable } from 'node:stream';
 import type { Client } from 'pg';
 import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
-import { getCipher, type RecipientKey } from '@dbcrate/crypto';
+import { getCipher, signDetached, type RecipientKey, type SigningKey } from '@dbcrate/crypto';
 import {
   DBCRATE_VERSION,
   runTool,
+  signatureKey,
   snapshotIdFor,
   storeToolOutput,
   validateDatabaseId,
@@ -27,6 +28,8 @@ export interface BaseBackupOptions {
   dbUrl: string;
   storage: Storage;
   recipients: RecipientKey[];
+  /** The host's signing key: the manifest gets a detached signature `backup.manifest.json.sig`. */
+  signingKey?: SigningKey;
   /** Name of the cluster in the destination; default: its system identifier. */
   databaseId?: string;
   compression?: { level?: number; threads?: number; implementation?: ZstdImplementation };
@@ -40,6 +43,7 @@ export interface BaseBackupResult {
   manifest: BaseManifest;
   dataKey: string;
   manifestKey: string;
+  signatureKey?: string;
 }
 
 /** The tablespaces every cluster has, both inside the data directory. */
@@ -349,14 +353,30 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
       })),
     },
     tablespaces: info.tablespaces.map((t) => ({ oid: t.oid, name: t.name, location: t.location })),
+    ...(opts.signingKey ? { signer: opts.signingKey.fingerprint } : {}),
   };
+  const body = serializeBaseManifest(manifest);
+  const sigKey = opts.signingKey ? signatureKey(keys.manifestKey) : undefined;
+  let sigWritten = false;
   try {
-    await opts.storage.put(keys.manifestKey, Readable.from([serializeBaseManifest(manifest)]), {
+    // The signature first: the manifest, written last, is still what makes a base backup.
+    if (opts.signingKey && sigKey) {
+      const sig = await signDetached(body, opts.signingKey);
+      await opts.storage.put(sigKey, Readable.from([Buffer.from(sig)]), { ifNotExists: true });
+      sigWritten = true;
+    }
+    await opts.storage.put(keys.manifestKey, Readable.from([body]), {
       ifNotExists: true,
     });
   } catch (e) {
-    // No manifest, no backup: remove this run's data object and its folder.
+    // No manifest, no backup: remove this run's data object and its folder. A put can fail
+    // after it committed (the answer was lost): the manifest goes first, unless the name was
+    // another writer's.
+    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
+      await opts.storage.delete(keys.manifestKey).catch(() => undefined);
+    }
     await opts.storage.delete(keys.dataKey).catch(() => undefined);
+    if (sigWritten && sigKey) await opts.storage.delete(sigKey).catch(() => undefined);
     for (const d of ownDirs) await opts.storage.removeEmptyDir?.(d).catch(() => undefined);
     throw e;
   }
@@ -372,5 +392,5 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
     },
     'base backup finished',
   );
-  return { manifest, ...keys };
+  return { manifest, ...keys, ...(sigKey ? { signatureKey: sigKey } : {}) };
 }

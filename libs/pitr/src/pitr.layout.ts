@@ -266,11 +266,14 @@ export async function ensureClusterIdentity(
     // (an empty claims/ folder stays on file/SFTP: removing it could pull it from under a
     // racer about to write its claim there)
     await storage.delete(claimKey).catch(() => undefined);
+    // On file and SFTP the claims folder would stay behind, empty (rmdir only removes it so).
+    await storage.removeEmptyDir?.(`${databaseId}/${CLAIMS_DIR}`).catch(() => undefined);
   }
 }
 
 /** Database ids under the root that hold a cluster.json (physical backups / WAL). */
 export async function listClusterIds(storage: Storage): Promise<string[]> {
+  await storage.checkRoot?.();
   const ids = new Set<string>();
   for await (const o of storage.list('')) {
     const parts = o.key.split('/');
@@ -283,6 +286,7 @@ export async function listClusterIds(storage: Storage): Promise<string[]> {
 export async function resolveClusterId(storage: Storage, given?: string): Promise<string> {
   if (given) {
     validateDatabaseId(given);
+    await storage.checkRoot?.();
     if (!(await readClusterIdentity(storage, given))) {
       throw new DbcrateError(
         ErrorCodes.SNAPSHOT_NOT_FOUND,

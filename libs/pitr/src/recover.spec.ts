@@ -1,5 +1,6 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { parseTargetTime, readRecoveryLog, shellQuote } from './recover';
+import { parseTargetTime, shellQuote } from './recover';
+import { readRecoveryLog } from './recover.start';
 
 /** PostgreSQL 15 log lines with the default log_line_prefix ('%m [%p] '). */
 function log(...lines: string[]): string {
@@ -235,6 +236,29 @@ describe('parseTargetTime', () => {
     ['2026-11-25 15:03:12+01', '2026-11-25T14:03:12.000Z'],
   ])('accepts PostgreSQL timestamptz output %j', (text, iso) => {
     expect(parseTargetTime(text).toISOString()).toBe(iso);
+  });
+
+  it.each([
+    '2026-11-25T14:03:12.250',
+    '2026-11-25 14:03:12',
+    '2026-11-25T14:03',
+    '2026-11-25',
+    '2026-11-25 14:03:12 Europe/Paris',
+  ])('refuses the zone-less (or named-zone) time %j, naming the missing zone', (text) => {
+    let err: unknown;
+    try {
+      parseTargetTime(text);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(DbcrateError);
+    expect((err as DbcrateError).code).toBe(ErrorCodes.USAGE);
+    expect((err as DbcrateError).message + String((err as DbcrateError).hint)).toMatch(/time zone/);
+  });
+
+  it('accepts a compact offset and a space before the zone', () => {
+    expect(parseTargetTime('2026-11-25T15:03:12+0100').toISOString()).toBe('2026-11-25T14:03:12.000Z');
+    expect(parseTargetTime('2026-11-25 14:03:12.5 +00').toISOString()).toBe('2026-11-25T14:03:12.500Z');
   });
 
   it.each(['yesterday', '', '2026-13-45T99:00:00Z'])('refuses %j with E_USAGE', (text) => {

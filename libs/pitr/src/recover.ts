@@ -1,13 +1,13 @@
-import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
-import { completeBaseBackups } from './base.backups';
+import type { TrustPolicy } from '@dbcrate/crypto';
+import { usableBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
-import { fetchWal, fetchWalObject, PREFETCH_DIR, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
+import { describeLiveBranches, liveBranches } from './timeline.branches';
+import { fetchWal, fetchWalObject, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   formatLsn,
@@ -25,10 +25,9 @@ import {
   timelinePath,
   walReach,
   windowsFromIndex,
+  type WalGap,
   type WalIndex,
 } from './windows';
-
-const execFileP = promisify(execFile);
 
 export type RecoveryTarget =
   | { kind: 'lsn'; lsn: string }
@@ -41,18 +40,35 @@ export type RecoveryTarget =
 export type TimelineChoice = 'latest' | 'current' | number;
 export type RecoveryAction = 'promote' | 'pause' | 'shutdown';
 
-/** Parse a --to-time value; keep the text as given (PostgreSQL parses it, to the microsecond). */
+/** Date and time, then a zone: Z, ±HH, ±HHMM or ±HH:MM (what PostgreSQL and ISO 8601 print). */
+const ZONED_TIME = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$/;
+
+/**
+ * Parse a --to-time value; keep the text as given (PostgreSQL parses it, to the microsecond).
+ * A time without a zone is refused: the planner would read it in the caller's TZ and
+ * PostgreSQL in the server's timezone setting, two different instants.
+ */
 export function parseTargetTime(text: string): Date {
+  const trimmed = text.trim();
+  const hint =
+    'use ISO 8601 with a time zone, e.g. 2026-11-25T14:03:12.250Z or "2026-11-25 14:03:12.250123+00"';
+  if (/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$/.test(trimmed)) {
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" has no time zone`, {
+      hint: `${hint}; a zone-less time would be read in one zone here and in another by the server`,
+    });
+  }
+  if (!ZONED_TIME.test(trimmed)) {
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp with a time zone`, { hint });
+  }
   // PostgreSQL's own output ("2026-11-25 14:03:12.250123+00") has a space and an hour-only offset.
-  const iso = text
-    .trim()
+  const iso = trimmed
     .replace(/^(\d{4}-\d{2}-\d{2}) (\d)/, '$1T$2')
-    .replace(/([+-]\d{2})$/, '$1:00');
+    .replace(/\s+([zZ+-])/, '$1')
+    .replace(/([+-]\d{2})$/, '$1:00')
+    .replace(/([+-]\d{2})(\d{2})$/, '$1:$2');
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) {
-    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp`, {
-      hint: 'use ISO 8601 with a time zone, e.g. 2026-11-25T14:03:12.250Z or "2026-11-25 14:03:12.250123+00"',
-    });
+    throw new DbcrateError(ErrorCodes.USAGE, `"${text}" is not a timestamp`, { hint });
   }
   return d;
 }
@@ -66,6 +82,10 @@ export interface RecoveryPlan {
   index: WalIndex;
   /** The WAL files replay will ask for, in order: from the backup's start to the target (or the end of the archive). */
   walFiles: string[];
+  /** End of contiguous archived WAL on the path (LSN). */
+  endLsn: string;
+  /** With --accept-gap and --latest: the gap recovery stops at. */
+  acceptedGap?: WalGap;
 }
 
 function outOfWindow(message: string, windows: string[], hint?: string): DbcrateError {
@@ -81,22 +101,51 @@ function outOfWindow(message: string, windows: string[], hint?: string): Dbcrate
  * that the WAL in between is archived without a hole — all from object names and
  * manifests, before anything is downloaded.
  */
-export async function planRecovery(opts: {
-  storage: Storage;
+export async function planRecovery(opts: PlanOptions & { storage: Storage }): Promise<RecoveryPlan> {
+  const backups = await usableBaseBackups(opts.storage, opts.databaseId, {
+    trust: opts.trust,
+    backupId: opts.backupId,
+  });
+  const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
+  const index = await indexArchive(opts.storage, opts.databaseId, segSize);
+  return planFromIndex(index, backups, opts);
+}
+
+export interface PlanOptions {
   databaseId: string;
   target: RecoveryTarget;
   timeline: TimelineChoice;
   backupId?: string;
-}): Promise<RecoveryPlan> {
-  const backups = await completeBaseBackups(opts.storage, opts.databaseId);
-  const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
-  const index = await indexArchive(opts.storage, opts.databaseId, segSize);
+  /** --accept-gap: recover to the end of contiguous WAL although the archive goes on after a gap. */
+  acceptGap?: boolean;
+  /** Signers to trust: untrusted base backups are refused (E_UNTRUSTED) or skipped. */
+  trust?: TrustPolicy;
+}
+
+/** planRecovery on what was listed: pure, so every refusal can be tested without storage. */
+export function planFromIndex(index: WalIndex, backups: BaseManifest[], opts: PlanOptions): RecoveryPlan {
+  const segSize = index.segmentSize;
   const all = windowsFromIndex(index, backups);
   const windowText = all.timelines.map(describeWindow);
   if (backups.length === 0)
     throw outOfWindow(`no complete base backup for database id "${opts.databaseId}"`, []);
 
   const latestTli = Math.max(...index.timelines, ...backups.map((b) => b.timeline));
+  // --timeline latest follows the newest timeline; when another one kept growing after it
+  // forked (a recovered copy archiving here, or an old primary still running), that could be
+  // the wrong one. Only the user knows which: ask for it.
+  if (opts.timeline === 'latest') {
+    const live = liveBranches(index, latestTli);
+    if (live.length) {
+      throw new DbcrateError(
+        ErrorCodes.TIMELINE_BRANCHES,
+        `${describeLiveBranches(live)}; --timeline latest would follow timeline ${latestTli}`,
+        {
+          hint: `choose one: ${[latestTli, ...live.map((b) => b.other)].map((t) => `--timeline ${t}`).join(' or ')} (\`dbcrate windows\` shows both); nothing was downloaded`,
+        },
+      );
+    }
+  }
   const candidates = [...backups].reverse().filter((b) => !opts.backupId || b.backupId === opts.backupId);
   if (candidates.length === 0) {
     throw new DbcrateError(
@@ -130,9 +179,11 @@ export async function planRecovery(opts: {
     const gapNote = reach.gaps.length
       ? ` (WAL gap: ${reach.gaps[0].firstMissing} is missing from the archive)`
       : '';
-    if (targetLsn !== undefined && targetLsn > reach.endLsn) {
+    // Replay stops at the first record at or after the target: that record must be archived
+    // too, so a target equal to the end of contiguous WAL cannot be reached either.
+    if (targetLsn !== undefined && targetLsn >= reach.endLsn) {
       throw outOfWindow(
-        `target LSN ${t.kind === 'lsn' ? t.lsn : ''} is past the end of the archived WAL${gapNote}`,
+        `target LSN ${t.kind === 'lsn' ? t.lsn : ''} is ${targetLsn === reach.endLsn ? 'at' : 'past'} the end of the contiguous archived WAL (${formatLsn(reach.endLsn)}); replay needs the WAL record at the target${gapNote}`,
         [windowDesc],
       );
     }
@@ -144,6 +195,19 @@ export async function planRecovery(opts: {
           [windowDesc],
         );
       }
+    }
+    // --latest across a gap would end at the gap and report success: the WAL after it is lost
+    // to this recovery. Only an explicit --accept-gap takes the end of contiguous WAL.
+    if (reach.gaps.length && t.kind === 'latest' && !opts.acceptGap) {
+      const g = reach.gaps[0];
+      throw new DbcrateError(
+        ErrorCodes.WAL_GAP,
+        `WAL gap on timeline ${g.timeline}: ${g.firstMissing} is missing (${g.missing} file(s); the archive resumes at ${g.resumesAt}); ` +
+          `--latest can only reach ${formatLsn(reach.endLsn)}${reach.lastFile ? ` (${reach.lastFile.name}${reach.lastFile.lastModified ? `, stored ${reach.lastFile.lastModified.toISOString()}` : ''})` : ''}; ${windowDesc}`,
+        {
+          hint: 'pass --accept-gap to recover to the end of contiguous WAL, or give a target before the gap; nothing was downloaded',
+        },
+      );
     }
     if (reach.gaps.length && (t.kind === 'latest' || t.kind === 'xid' || t.kind === 'name')) {
       logger().warn(
@@ -158,7 +222,16 @@ export async function planRecovery(opts: {
     for (let seg = startSeg; seg <= lastSeg; seg++) {
       walFiles.push(walFileName(timelineForSegment(path, seg, segSize), seg, segSize));
     }
-    return { databaseId: opts.databaseId, backup: b, timeline: tli, window: windowDesc, index, walFiles };
+    return {
+      databaseId: opts.databaseId,
+      backup: b,
+      timeline: tli,
+      window: windowDesc,
+      index,
+      walFiles,
+      endLsn: formatLsn(reach.endLsn),
+      acceptedGap: t.kind === 'latest' && opts.acceptGap ? reach.gaps[0] : undefined,
+    };
   }
   const what =
     t.kind === 'lsn'
@@ -232,176 +305,6 @@ export async function writeRecoveryConfig(dir: string, s: RecoverySettings): Pro
       'local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n',
       { mode: 0o600 },
     );
-  }
-}
-
-export interface RecoveryOutcome {
-  state: 'promoted' | 'paused' | 'shut down';
-  /** Where replay stopped: "redo done at" (promote), else the stop record's description. */
-  lsn?: string;
-  /** Time of the last transaction replayed, or of the stop record. */
-  time?: string;
-  stoppedAt?: string;
-  timeline?: number;
-  walFilesRestored: number;
-  logFile: string;
-}
-
-/** What PostgreSQL's log says about a recovery, line by line. */
-export function readRecoveryLog(text: string): {
-  outcome: Omit<RecoveryOutcome, 'state' | 'logFile'>;
-  promoted: boolean;
-  paused: boolean;
-  shutdown: boolean;
-  failed?: string;
-  lastFatal?: string;
-  exited: boolean;
-} {
-  const o: Omit<RecoveryOutcome, 'state' | 'logFile'> = { walFilesRestored: 0 };
-  let promoted = false;
-  let paused = false;
-  let shutdown = false;
-  let exited = false;
-  let lastFatal: string | undefined;
-  for (const line of text.split('\n')) {
-    let m: RegExpExecArray | null;
-    if (/restored log file ".*" from archive/.test(line)) o.walFilesRestored++;
-    if ((m = /recovery stopping (.*)$/.exec(line))) {
-      o.stoppedAt = m[1];
-      const time = /, time (.+)$/.exec(m[1]);
-      if (time) o.time = time[1];
-      const lsn = /WAL location \(LSN\) "([0-9A-F]+\/[0-9A-F]+)"/.exec(m[1]);
-      if (lsn) o.lsn = lsn[1];
-    }
-    if ((m = /redo done at ([0-9A-F]+\/[0-9A-F]+)/.exec(line))) o.lsn = m[1];
-    if ((m = /last completed transaction was at log time (.+)$/.exec(line))) o.time = m[1];
-    if ((m = /selected new timeline ID: (\d+)/.exec(line))) o.timeline = Number(m[1]);
-    if (/database system is ready to accept connections/.test(line)) promoted = true;
-    if (/pausing at the end of recovery|recovery has paused/.test(line)) paused = true;
-    if (/shutdown at recovery target/.test(line)) shutdown = true;
-    if ((m = /(?:FATAL|PANIC):\s+(.*)$/.exec(line))) {
-      if (!/the database system is (starting up|not yet accepting connections|in recovery mode)/.test(m[1]))
-        lastFatal = m[1];
-    }
-    if (/database system is shut down|startup process \(PID \d+\) exited with exit code/.test(line))
-      exited = true;
-  }
-  const failed = exited && !shutdown ? (lastFatal ?? 'the server stopped during recovery') : undefined;
-  return { outcome: o, promoted, paused, shutdown, failed, lastFatal, exited };
-}
-
-/** postmaster.pid exists and names a live process (pg_ctl -W returns before the server is up, so allow a moment). */
-async function postmasterAlive(dir: string): Promise<boolean> {
-  for (let i = 0; i < 20; i++) {
-    const text = await readFile(join(dir, 'postmaster.pid'), 'utf8').catch(() => '');
-    const pid = Number(text.split('\n')[0]);
-    if (pid > 0) {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch (e) {
-        return (e as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return false;
-}
-
-function asUser(osUser: string | undefined, cmd: string, args: string[]): [string, string[]] {
-  return osUser ? ['runuser', ['-u', osUser, '--', cmd, ...args]] : [cmd, args];
-}
-
-export async function chownTree(dir: string, osUser: string): Promise<void> {
-  await execFileP('chown', ['-R', `${osUser}:${osUser}`, dir]);
-}
-
-/**
- * Start PostgreSQL on the recovered directory and follow its log until recovery has
- * stopped at the target (promoted, paused or shut down) or failed.
- */
-export async function startRecovery(opts: {
-  dir: string;
-  binDir: string;
-  port: number;
-  action: RecoveryAction | 'end';
-  osUser?: string;
-  signal?: AbortSignal;
-  timeoutMs?: number;
-  onProgress?: (walFilesRestored: number) => void;
-}): Promise<RecoveryOutcome> {
-  const logDir = join(opts.dir, 'log');
-  await mkdir(logDir, { recursive: true, mode: 0o700 });
-  const logFile = join(logDir, 'dbcrate-recover.log');
-  await writeFile(logFile, '', { mode: 0o600 });
-  if (opts.osUser) await chownTree(opts.dir, opts.osUser);
-  const serverOpts = `-p ${opts.port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp`;
-  const [cmd, args] = asUser(opts.osUser, join(opts.binDir, 'pg_ctl'), [
-    '-D',
-    opts.dir,
-    '-l',
-    logFile,
-    '-o',
-    serverOpts,
-    '-W',
-    'start',
-  ]);
-  await new Promise<void>((res, rej) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('error', rej);
-    p.on('close', (code) =>
-      code === 0
-        ? res()
-        : rej(new DbcrateError(ErrorCodes.RECOVERY_FAILED, `pg_ctl start failed: ${err.trim()}`)),
-    );
-  });
-  const deadline = Date.now() + (opts.timeoutMs ?? 24 * 3600_000);
-  for (;;) {
-    const text = await readFile(logFile, 'utf8').catch(() => '');
-    const r = readRecoveryLog(text);
-    opts.onProgress?.(r.outcome.walFilesRestored);
-    if (r.failed) {
-      throw new DbcrateError(ErrorCodes.RECOVERY_FAILED, `recovery failed: ${r.failed}`, {
-        hint: `the server log is ${logFile}`,
-      });
-    }
-    const done =
-      (opts.action === 'pause' && r.paused) ||
-      (opts.action === 'shutdown' && r.shutdown && r.exited) ||
-      ((opts.action === 'promote' || opts.action === 'end') && r.promoted);
-    if (done) {
-      const state = r.promoted ? 'promoted' : r.paused ? 'paused' : 'shut down';
-      await rm(join(opts.dir, PREFETCH_DIR), { recursive: true, force: true }).catch(() => undefined);
-      return { ...r.outcome, state, logFile };
-    }
-    // A server that dies without logging a shutdown (a configuration error, say) must not be waited for.
-    if (!(await postmasterAlive(opts.dir))) {
-      const again = readRecoveryLog(await readFile(logFile, 'utf8').catch(() => ''));
-      if (!again.promoted && !again.paused && !again.shutdown) {
-        throw new DbcrateError(
-          ErrorCodes.RECOVERY_FAILED,
-          `the server stopped: ${again.lastFatal ?? 'no reason logged'}`,
-          {
-            hint: `the server log is ${logFile}`,
-          },
-        );
-      }
-      continue;
-    }
-    if (opts.signal?.aborted) {
-      throw new DbcrateError(
-        ErrorCodes.INTERRUPTED,
-        `interrupted; the server on ${opts.dir} keeps running (pg_ctl -D ${opts.dir} stop)`,
-      );
-    }
-    if (Date.now() > deadline) {
-      throw new DbcrateError(ErrorCodes.RECOVERY_FAILED, 'recovery did not reach its target in time', {
-        hint: `see ${logFile}`,
-      });
-    }
-    await new Promise((r2) => setTimeout(r2, 250));
   }
 }
 

@@ -94,11 +94,14 @@ export class WalAgent {
       storage: opts.storage,
       databaseId: opts.databaseId,
       systemIdentifier: opts.systemIdentifier,
-      seal: (plain) => sealWal(plain, opts.seal),
+      seal: (plain, walFile) => sealWal(plain, opts.seal, walFile),
       hooks: opts.hooks,
       hashAndSeal: pool
-        ? async (plain) =>
-            (await pool.run({ plain, opts: opts.seal }, { transferList: [plain.buffer as ArrayBuffer] })) as {
+        ? async (plain, walFile) =>
+            (await pool.run(
+              { plain, opts: opts.seal, walFile },
+              { transferList: [plain.buffer as ArrayBuffer] },
+            )) as {
               sha256: string;
               sealed: Uint8Array;
             }

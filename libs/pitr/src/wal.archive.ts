@@ -4,7 +4,13 @@ import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
-import { getCipher, type DecryptionKey, type RecipientKey } from '@dbcrate/crypto';
+import {
+  getCipher,
+  type DecryptionKey,
+  type RecipientKey,
+  type SigningKey,
+  type TrustPolicy,
+} from '@dbcrate/crypto';
 import type { ObjectInfo, Storage } from '@dbcrate/storage';
 import {
   CLUSTER_FORMAT_VERSION,
@@ -28,18 +34,68 @@ export interface WalSealOptions {
   recipients: RecipientKey[];
   level?: number;
   implementation?: ZstdImplementation;
+  /** Sign inside the encrypted object (docs/signing.md); needs `databaseId` and the file's name. */
+  signingKey?: SigningKey;
+  databaseId?: string;
 }
 
-/** Plaintext WAL file → zstd → OpenPGP, in memory (a WAL file is at most a segment, 16 MiB by default). */
-export async function sealWal(plain: Uint8Array, opts: WalSealOptions): Promise<Uint8Array> {
+/** The signature notation that binds a WAL object to its database id and file name. */
+export const WAL_BINDING_NOTATION = 'binding@dbcrate';
+
+export function walBinding(databaseId: string, walFile: string): string {
+  return `${databaseId}/${walFile}`;
+}
+
+/**
+ * Plaintext WAL file → zstd → OpenPGP, in memory (a WAL file is at most a segment, 16 MiB
+ * by default). With a signing key the message is signed inside its encryption (no extra
+ * object, no extra request), the signature naming `<database id>/<WAL file name>`.
+ */
+export async function sealWal(
+  plain: Uint8Array,
+  opts: WalSealOptions,
+  walFile?: string,
+): Promise<Uint8Array> {
   const codec = getCodec('zstd', { implementation: opts.implementation ?? 'auto' });
   const compressed = await codec.compressBuffer(plain, { level: opts.level ?? 3, threads: 0 });
-  return getCipher('openpgp').encryptBuffer(compressed, opts.recipients);
+  if (!opts.signingKey) return getCipher('openpgp').encryptBuffer(compressed, opts.recipients);
+  if (!walFile || !opts.databaseId) {
+    throw new DbcrateError(ErrorCodes.INTERNAL, 'a signed WAL object needs its database id and file name');
+  }
+  return getCipher('openpgp').encryptBuffer(compressed, opts.recipients, {
+    signingKey: opts.signingKey,
+    notations: { [WAL_BINDING_NOTATION]: walBinding(opts.databaseId, walFile) },
+  });
 }
 
-/** The reverse of sealWal; the OpenPGP MDC and the zstd checksum are both checked. */
-export async function openWal(stored: Uint8Array, keys: DecryptionKey[]): Promise<Buffer> {
-  const compressed = await getCipher('openpgp').decryptBuffer(stored, keys);
+export interface WalOpenCheck {
+  trust: TrustPolicy;
+  databaseId: string;
+  walFile: string;
+}
+
+/**
+ * The reverse of sealWal; the OpenPGP MDC and the zstd checksum are both checked, and with
+ * `check` the signature inside: by a trusted signer, for this database id and file name.
+ */
+export async function openWal(
+  stored: Uint8Array,
+  keys: DecryptionKey[],
+  check?: WalOpenCheck,
+): Promise<Buffer> {
+  const compressed = await getCipher('openpgp').decryptBuffer(
+    stored,
+    keys,
+    check
+      ? {
+          verify: {
+            trust: check.trust,
+            notations: { [WAL_BINDING_NOTATION]: walBinding(check.databaseId, check.walFile) },
+            what: `WAL file ${check.walFile}`,
+          },
+        }
+      : {},
+  );
   return getCodec('zstd').decompressBuffer(compressed);
 }
 
@@ -87,12 +143,13 @@ export interface WalArchiverOptions {
   databaseId: string;
   systemIdentifier: string;
   walSegmentSize?: number;
-  seal: (plain: Buffer) => Promise<Uint8Array>;
+  /** `walFile` is the name the object is stored under: a signed object is bound to it. */
+  seal: (plain: Buffer, walFile: string) => Promise<Uint8Array>;
   /**
    * Optional: hash and seal in one step, elsewhere (the agent runs it on a worker thread and
    * may transfer `plain` away). Used for segments, which are almost always new.
    */
-  hashAndSeal?: (plain: Buffer) => Promise<{ sha256: string; sealed: Uint8Array }>;
+  hashAndSeal?: (plain: Buffer, walFile: string) => Promise<{ sha256: string; sealed: Uint8Array }>;
   /** Tests: barriers inside the race of two pushers (wal.claim.ts; PutOptions.beforeCommit). */
   hooks?: ClaimHooks & { beforeCommit?: (walFile: string) => Promise<void> };
 }
@@ -151,7 +208,7 @@ export class WalArchiver {
     const layout = (await this.ensureIdentity(segSize))?.formatVersion ?? CLUSTER_FORMAT_VERSION;
     const plainBytes = plain.length;
     const offload = this.opts.hashAndSeal && name.kind === 'segment' ? this.opts.hashAndSeal : undefined;
-    const early = offload ? await offload(plain) : undefined;
+    const early = offload ? await offload(plain, name.name) : undefined;
     const sha = early?.sha256 ?? sha256Hex(plain);
     const pre = await walNameState(this.opts.storage, this.opts.databaseId, name.name, layout);
     const other = pre.objects.find((o) => o.sha256 !== sha) ?? pre.claims.find((c) => c.sha256 !== sha);
@@ -167,7 +224,7 @@ export class WalArchiver {
     // A zero-byte object under our name is not an archived copy: replace it.
     if (pre.empty.some((e) => e.key === key)) await this.opts.storage.delete(key);
 
-    const sealed = early?.sealed ?? (await this.opts.seal(plain));
+    const sealed = early?.sealed ?? (await this.opts.seal(plain, name.name));
     let stored = true;
     await claimAndWrite(
       this.opts.storage,

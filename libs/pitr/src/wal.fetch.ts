@@ -2,7 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import { chown, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
-import type { DecryptionKey } from '@dbcrate/crypto';
+import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
 import { openWal, sha256Hex } from './wal.archive';
 import type { WalLayout } from './pitr.layout';
@@ -19,6 +19,8 @@ export interface WalFetchOptions {
   storage: Storage;
   databaseId: string;
   keys: DecryptionKey[];
+  /** Check the signature inside each object (signer, database id, file name); the CLI always gives one. */
+  trust?: TrustPolicy;
   signal?: AbortSignal;
   /** The archive's WAL layout (cluster.json formatVersion), when known: one listing instead of two. */
   layout?: WalLayout;
@@ -61,7 +63,11 @@ export async function fetchWalObject(
   sha256: string,
 ): Promise<Buffer> {
   const stored = await readObject(opts.storage, key, { signal: opts.signal });
-  const plain = await openWal(stored, opts.keys);
+  const plain = await openWal(
+    stored,
+    opts.keys,
+    opts.trust ? { trust: opts.trust, databaseId: opts.databaseId, walFile } : undefined,
+  );
   if (sha256Hex(plain) !== sha256) {
     throw new DbcrateError(
       ErrorCodes.INTEGRITY,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Storage } from '@dbcrate/storage';
-import { completeBaseBackups } from './base.backups';
+import type { TrustPolicy } from '@dbcrate/crypto';
+import { listBaseBackups } from './base.backups';
 import type { BaseManifest } from './base.manifest';
 import {
   parseWalKey,
@@ -20,6 +21,7 @@ import {
   walFileName,
   type TimelineHistoryEntry,
 } from './wal.names';
+import { liveBranches, type LiveBranch } from './timeline.branches';
 
 export interface ArchivedWalFile extends ParsedWalKey {
   lastModified?: Date;
@@ -183,13 +185,25 @@ export interface DatabaseWindows {
   /** Timelines with WAL but no base backup that can reach them. */
   unreachable: number[];
   conflicts: string[];
+  /** The newest timeline and others that kept growing after it forked (recover then needs --timeline). */
+  liveBranches: LiveBranch[];
+  /** Complete base backups not signed by a trusted signer: not used for any window. */
+  untrusted?: { backupId: string; reason: string }[];
 }
 
-export async function restoreWindows(storage: Storage, databaseId: string): Promise<DatabaseWindows> {
-  const backups = await completeBaseBackups(storage, databaseId);
+export async function restoreWindows(
+  storage: Storage,
+  databaseId: string,
+  opts: { trust?: TrustPolicy } = {},
+): Promise<DatabaseWindows> {
+  const listed = await listBaseBackups(storage, databaseId, opts);
+  const backups = listed.filter((e) => e.status === 'complete').map((e) => e.manifest!);
+  const untrusted = listed
+    .filter((e) => e.status === 'untrusted')
+    .map((e) => ({ backupId: e.backupId, reason: e.reason ?? 'unsigned' }));
   const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const index = await indexArchive(storage, databaseId, segSize);
-  return windowsFromIndex(index, backups);
+  return { ...windowsFromIndex(index, backups), ...(opts.trust ? { untrusted } : {}) };
 }
 
 export function windowsFromIndex(index: WalIndex, backups: BaseManifest[]): DatabaseWindows {
@@ -235,6 +249,7 @@ export function windowsFromIndex(index: WalIndex, backups: BaseManifest[]): Data
     timelines: out,
     unreachable,
     conflicts: index.conflicts,
+    liveBranches: timelines.size ? liveBranches(index, Math.max(...timelines)) : [],
   };
 }
 

@@ -136,6 +136,14 @@ describe('parseConnectionString', () => {
     expect(e.hint).toContain('postgres://USER:PASSWORD@HOST:PORT/DBNAME');
   });
 
+  it('says a percent-encoded name that is not UTF-8 is not UTF-8 (not "does not exist" later)', () => {
+    const e = badUrl('postgres://u@h/caf%E9');
+    expect(e.code).toBe('E_BAD_URL');
+    expect(e.message).toContain('the database name in');
+    expect(e.message).toContain('is not valid UTF-8');
+    expect(e.hint).toContain('RENAME TO');
+  });
+
   it('never puts the password of a rejected URL in the error', () => {
     const e = badUrl('postgres://u:TopSecret123@h:0/d');
     expect(e.message).not.toContain('TopSecret123');

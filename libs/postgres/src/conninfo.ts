@@ -95,6 +95,17 @@ function decode(input: string, part: string, what: string): string {
   try {
     return decodeURIComponent(part);
   } catch {
+    // Well-formed %XX escapes that are not UTF-8 (a LATIN1 name, say): libpq and the server
+    // would compare other bytes and answer "does not exist", which sends the user the wrong way.
+    if (/^(?:[^%]|%[0-9A-Fa-f]{2})*$/.test(part)) {
+      throw new DbcrateError(
+        ErrorCodes.BAD_URL,
+        `the ${what} in "${maskConnectionString(input)}" is not valid UTF-8 once percent-decoded`,
+        {
+          hint: `dbcrate sends names as UTF-8; rename the object to a UTF-8 name (ALTER DATABASE … RENAME TO …) and retry`,
+        },
+      );
+    }
     throw badUrl(input, `bad percent-encoding in the ${what}`);
   }
 }

@@ -129,7 +129,13 @@ export class FsStorage implements Storage {
       // Early refusal saves writing the whole object only to find the name taken.
       if (opts.ifNotExists && (await this.exists(final))) throw this.conflict(key);
       tmp = join(dir, tempNameFor(baseName(key)));
-      fh = await open(tmp, 'wx', 0o600);
+      const name = tmp;
+      fh = await open(name, 'wx', 0o600).catch(async (e: unknown) => {
+        // Removed since (another writer's cleanup of an empty folder): make it again, once.
+        if (errno(e) !== 'ENOENT') throw e;
+        await this.mkdirs(dir);
+        return open(name, 'wx', 0o600);
+      });
       let size = 0;
       for await (const chunk of chunksOf(body, opts.signal, what)) {
         await writeAll(fh, chunk);
@@ -188,16 +194,54 @@ export class FsStorage implements Storage {
     }
   }
 
-  /** mkdir -p, then fsync the parent of every directory created so the new entries are durable. */
+  /**
+   * mkdir -p, then fsync the parent of every directory created so the new entries are
+   * durable. Done one level at a time rather than with `mkdir({ recursive: true })`, which
+   * loops forever where mkdir(2) says ENOENT under an existing parent (/proc, some FUSE
+   * mounts), and whose errors cannot say which level failed.
+   */
   private async mkdirs(dir: string): Promise<void> {
-    const first = await mkdir(dir, { recursive: true });
-    if (!first) return;
-    const chain: string[] = [];
-    for (let d = dir; d.length >= first.length; d = dirname(d)) {
-      chain.push(dirname(d));
-      if (d === first) break;
+    const missing: string[] = [];
+    for (let d = dir; ; d = dirname(d)) {
+      try {
+        const st = await stat(d);
+        if (!st.isDirectory()) throw Object.assign(new Error(`${d} is not a folder`), { code: 'ENOTDIR' });
+        break;
+      } catch (e) {
+        if (errno(e) !== 'ENOENT' || dirname(d) === d) throw this.mkdirError(e, d);
+        missing.push(d);
+      }
     }
-    for (const d of chain) await fsyncDir(d);
+    for (const d of missing.reverse()) {
+      try {
+        await mkdir(d);
+      } catch (e) {
+        if (errno(e) !== 'EEXIST') throw this.mkdirError(e, d);
+        continue; // created by a concurrent writer
+      }
+      await fsyncDir(dirname(d));
+    }
+  }
+
+  private mkdirError(e: unknown, dir: string): DbcrateError {
+    const code = errno(e) ?? '';
+    const why: Record<string, string> = {
+      ENOENT: 'the file system does not allow creating it there (ENOENT)',
+      ENOTDIR: 'a part of the path is a file, not a folder (ENOTDIR)',
+      EACCES: `permission denied (EACCES) for uid ${process.getuid?.() ?? '?'}`,
+      EPERM: `not permitted (EPERM) for uid ${process.getuid?.() ?? '?'}`,
+      EROFS: 'the file system is read-only (EROFS)',
+      ENOSPC: 'no space left (ENOSPC)',
+      EDQUOT: 'disk quota exceeded (EDQUOT)',
+    };
+    return new DbcrateError(
+      code === 'ENOSPC' || code === 'EDQUOT' ? ErrorCodes.STORAGE_IO : ErrorCodes.STORAGE_DENIED,
+      `cannot create the folder ${dir} in ${this.displayUrl}: ${why[code] ?? causeText(e)}`,
+      {
+        cause: e,
+        hint: 'choose a destination folder that exists or can be created, on a writable file system',
+      },
+    );
   }
 
   async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {
@@ -232,9 +276,17 @@ export class FsStorage implements Storage {
     yield* this.walk(start, prefix);
   }
 
-  private async *walk(rel: string, prefix: string): AsyncGenerator<ObjectInfo> {
+  /**
+   * Folders and files reached through symlinks are listed like real ones (a database folder
+   * linked to another disk is a normal setup); a link loop is walked once.
+   */
+  private async *walk(rel: string, prefix: string, seen = new Set<string>()): AsyncGenerator<ObjectInfo> {
     let entries;
     try {
+      const here = await stat(this.pathOf(rel));
+      const id = `${here.dev}:${here.ino}`;
+      if (seen.has(id)) return;
+      seen.add(id);
       entries = await readdir(this.pathOf(rel), { withFileTypes: true });
     } catch (e) {
       if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return;
@@ -242,9 +294,16 @@ export class FsStorage implements Storage {
     }
     for (const ent of entries) {
       const key = rel ? `${rel}/${ent.name}` : ent.name;
-      if (ent.isDirectory()) {
-        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
-      } else if (ent.isFile() && !isTempName(ent.name) && key.startsWith(prefix)) {
+      let isDir = ent.isDirectory();
+      let isFile = ent.isFile();
+      if (ent.isSymbolicLink()) {
+        const target = await stat(this.pathOf(key)).catch(() => undefined); // dangling: skip
+        isDir = !!target?.isDirectory();
+        isFile = !!target?.isFile();
+      }
+      if (isDir) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix, seen);
+      } else if (isFile && !isTempName(ent.name) && key.startsWith(prefix)) {
         try {
           const st = await stat(this.pathOf(key));
           yield { key, size: st.size, lastModified: st.mtime };
@@ -253,6 +312,33 @@ export class FsStorage implements Storage {
           if (errno(e) !== 'ENOENT') throw mapFsError(e, 'list', `"${key}"`, this.displayUrl);
         }
       }
+    }
+  }
+
+  async checkRoot(): Promise<void> {
+    let st;
+    try {
+      st = await stat(this.root);
+    } catch (e) {
+      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') {
+        throw new DbcrateError(
+          ErrorCodes.STORAGE_NOT_FOUND,
+          `the folder ${this.root} of ${this.displayUrl} does not exist`,
+          {
+            hint: 'check the path (file:// URLs take an absolute path: file:///var/backups/dbcrate)',
+          },
+        );
+      }
+      throw mapFsError(e, 'list', 'the root folder', this.displayUrl);
+    }
+    if (!st.isDirectory()) {
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_NOT_FOUND,
+        `${this.root} of ${this.displayUrl} is a file, not a folder`,
+        {
+          hint: 'give the folder that holds the backups',
+        },
+      );
     }
   }
 

@@ -132,6 +132,11 @@ interface Session {
  * files). A server without fsync@openssh.com fails the put unless the URL says fsync=skip. The host key is always verified: a pinned fingerprint
  * or a matching known_hosts entry, nothing else.
  */
+/** Drop `dir` and everything under it from the session's cache of folders known to exist. */
+function forgetDirs(s: Session, dir: string): void {
+  for (const d of s.dirs) if (d === dir || d.startsWith(`${dir}/`)) s.dirs.delete(d);
+}
+
 export class SftpStorage implements Storage {
   readonly displayUrl: string;
   private session?: Promise<Session>;
@@ -332,7 +337,14 @@ export class SftpStorage implements Storage {
       await this.mkdirs(s, dir);
       if (opts.ifNotExists && (await this.statOf(s, final))) throw this.conflict(key);
       tmp = posix.join(dir, tempNameFor(baseName(key)));
-      handle = await call<Buffer>((cb) => s!.sftp.open(tmp!, 'wx', 0o600, cb));
+      handle = await call<Buffer>((cb) => s!.sftp.open(tmp!, 'wx', 0o600, cb)).catch(async (e: unknown) => {
+        // The folder was removed since it was made or cached (another writer's cleanup of an
+        // empty folder): make it again, once.
+        if (sftpCode(e) !== FX_NO_SUCH_FILE) throw e;
+        forgetDirs(s!, dir);
+        await this.mkdirs(s!, dir);
+        return call<Buffer>((cb) => s!.sftp.open(tmp!, 'wx', 0o600, cb));
+      });
       const size = await this.writeAll(s.sftp, handle, body, opts.signal, what);
       await this.fsync(s.sftp, handle);
       const h = handle;
@@ -478,6 +490,24 @@ export class SftpStorage implements Storage {
     });
   }
 
+  async checkRoot(): Promise<void> {
+    let st: Stats | undefined;
+    try {
+      st = await this.statOf(await this.conn(), this.pathOf(''));
+    } catch (e) {
+      throw mapSftpError(e, 'list', 'the root folder', this.displayUrl);
+    }
+    if (!st?.isDirectory()) {
+      throw new DbcrateError(
+        ErrorCodes.STORAGE_NOT_FOUND,
+        st
+          ? `the path of ${this.displayUrl} is a file, not a folder`
+          : `the folder of ${this.displayUrl} does not exist`,
+        { hint: 'check the path in the sftp:// URL' },
+      );
+    }
+  }
+
   private async statOf(s: Session, path: string): Promise<Stats | undefined> {
     try {
       return await call<Stats>((cb) => s.sftp.stat(path, cb));
@@ -554,7 +584,19 @@ export class SftpStorage implements Storage {
     yield* this.walk(s, start, prefix);
   }
 
-  private async *walk(s: Session, rel: string, prefix: string): AsyncGenerator<ObjectInfo> {
+  /**
+   * Folders and files reached through symlinks are listed like real ones. SFTP has no inode
+   * numbers, so a linked folder is resolved with realpath and skipped when it is the folder
+   * being walked or one of its parents (a loop) or was walked already.
+   */
+  private async *walk(
+    s: Session,
+    rel: string,
+    prefix: string,
+    walked: { linked: Set<string>; root?: string } = { linked: new Set() },
+    /** The real path of `rel` once a link was followed to reach it; else root's + rel. */
+    physical?: string,
+  ): AsyncGenerator<ObjectInfo> {
     let entries: FileEntryWithStats[];
     try {
       entries = await call<FileEntryWithStats[]>((cb) => s.sftp.readdir(this.pathOf(rel), cb));
@@ -565,10 +607,28 @@ export class SftpStorage implements Storage {
     for (const ent of entries) {
       if (ent.filename === '.' || ent.filename === '..') continue;
       const key = rel ? `${rel}/${ent.filename}` : ent.filename;
-      if (ent.attrs.isDirectory()) {
-        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(s, key, prefix);
-      } else if (ent.attrs.isFile() && !isTempName(ent.filename) && key.startsWith(prefix)) {
-        yield { key, size: ent.attrs.size, lastModified: new Date(ent.attrs.mtime * 1000) };
+      let attrs = ent.attrs;
+      let childPhysical = physical === undefined ? undefined : posix.join(physical, ent.filename);
+      if (attrs.isSymbolicLink()) {
+        const target = await call<Stats>((cb) => s.sftp.stat(this.pathOf(key), cb)).catch(() => undefined);
+        if (!target) continue; // dangling
+        attrs = target;
+        if (attrs.isDirectory()) {
+          const to = await call<string>((cb) => s.sftp.realpath(this.pathOf(key), cb));
+          walked.root ??= await call<string>((cb) => s.sftp.realpath(this.pathOf(''), cb));
+          const here = physical ?? posix.join(walked.root, rel);
+          // a link to this folder or a parent is a loop; one walked already is a repeat
+          if (walked.linked.has(to) || `${here}/`.startsWith(`${to}/`)) continue;
+          walked.linked.add(to);
+          childPhysical = to;
+        }
+      }
+      if (attrs.isDirectory()) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) {
+          yield* this.walk(s, key, prefix, walked, childPhysical);
+        }
+      } else if (attrs.isFile() && !isTempName(ent.filename) && key.startsWith(prefix)) {
+        yield { key, size: attrs.size, lastModified: new Date(attrs.mtime * 1000) };
       }
     }
   }
@@ -593,7 +653,11 @@ export class SftpStorage implements Storage {
       throw mapSftpError(e, 'delete', `"${dir}/"`, this.displayUrl);
     }
     // SSH_FXP_RMDIR only removes an empty directory; a non-empty or missing one is left as it is.
-    await call((cb) => s.sftp.rmdir(this.pathOf(dir), cb)).catch(() => undefined);
+    const path = this.pathOf(dir);
+    await call((cb) => s.sftp.rmdir(path, cb)).then(
+      () => forgetDirs(s, path),
+      () => undefined,
+    );
   }
 
   async close(): Promise<void> {

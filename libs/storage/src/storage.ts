@@ -42,6 +42,13 @@ export interface Storage {
    * empty; anything else is left alone. Only storages with real folders (file, SFTP) have it.
    */
   removeEmptyDir?(dir: string): Promise<void>;
+  /**
+   * Throw E_STORAGE_NOT_FOUND when the root folder does not exist, or is a file (storages
+   * with real folders). A listing treats a missing folder as empty, so commands that only
+   * read (snapshots, windows, info) call this first: a mistyped path is an error, not an
+   * empty archive.
+   */
+  checkRoot?(): Promise<void>;
   close(): Promise<void>;
 }
 

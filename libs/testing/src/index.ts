@@ -6,3 +6,4 @@ export * from './cli.harness';
 export * from './stream.harness';
 export * from './stale-dirs';
 export * from './pitr.harness';
+export * from './signing.harness';

@@ -3,6 +3,8 @@ import { DBCRATE_VERSION } from '@dbcrate/pipeline';
 import { reportError } from './cli.errors';
 import { backupCommand } from './commands/backup.command';
 import { basebackupCommand } from './commands/basebackup.command';
+import { checkCommand } from './commands/check.command';
+import { infoCommand } from './commands/info.command';
 import { keysCommand } from './commands/keys.command';
 import { restoreCommand } from './commands/restore.command';
 import { snapshotsCommand } from './commands/snapshots.command';
@@ -23,7 +25,9 @@ export function buildProgram(): Command {
       'after',
       '\nExit codes: 0 ok, 1 internal error, 2 usage/configuration, 3 database, 4 storage, 5 key/passphrase,\n' +
         '            6 integrity check failed, 7 backup/WAL not found, incomplete or outside the restore window,\n' +
-        '            8 target refused, 9 WAL conflict (different content or another cluster), 130 interrupted\n' +
+        '            8 target refused, 9 WAL conflict (different content or another cluster),\n' +
+        '            10 not signed by a trusted signer (--trust, --allow-unsigned), 11 check: WAL did not arrive,\n' +
+        '            130 interrupted\n' +
         '            wal-fetch: 1 = not in the archive, 128 + code on any other error (PostgreSQL then stops recovery)',
     );
   for (const c of [
@@ -38,13 +42,18 @@ export function buildProgram(): Command {
     walFetchCommand(),
     recoverCommand(),
     windowsCommand(),
+    infoCommand(),
+    checkCommand(),
   ]) {
     program.addCommand(c);
   }
   program.exitOverride();
   for (const c of program.commands) {
-    c.exitOverride();
-    for (const sub of c.commands) sub.exitOverride();
+    for (const sub of [c, ...c.commands]) {
+      sub.exitOverride();
+      // --config, --log-level and --progress work on every command: show them there too
+      sub.configureHelp({ showGlobalOptions: true });
+    }
   }
   return program;
 }

@@ -1,12 +1,11 @@
-import { writeFile, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
 import { resolveSettings } from '@dbcrate/config';
-import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { generateKeyPair } from '@dbcrate/crypto';
+import { generateKeyPair, generateSigningKey } from '@dbcrate/crypto';
 import { contextFor } from '../cli.context';
-import { passphraseFrom } from '../key-files';
+import { passphraseFrom, writeKeyFiles } from '../key-files';
 
 const schema = z.object({
   name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, . _ -'),
@@ -14,19 +13,6 @@ const schema = z.object({
   email: z.string().optional(),
   passphraseEnv: z.string().optional(),
 });
-
-async function writeNew(path: string, data: string, mode: number): Promise<void> {
-  try {
-    await writeFile(path, data, { mode, flag: 'wx' });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new DbcrateError(ErrorCodes.USAGE, `${path} already exists; refusing to overwrite a key`, {
-        hint: 'choose another --name or --out directory',
-      });
-    }
-    throw new DbcrateError(ErrorCodes.CONFIG, `cannot write ${path}: ${(e as Error).message}`);
-  }
-}
 
 export function keysCommand(): Command {
   const keys = new Command('keys').description('manage the organisation OpenPGP key pair');
@@ -48,8 +34,10 @@ export function keysCommand(): Command {
       const pair = await generateKeyPair({ name: s.name, email: s.email, passphrase });
       const pub = join(s.out, `${s.name}.pub.asc`);
       const priv = join(s.out, `${s.name}.key.asc`);
-      await writeNew(pub, pair.publicArmored, 0o644);
-      await writeNew(priv, pair.privateArmored, 0o600);
+      await writeKeyFiles([
+        { path: pub, data: pair.publicArmored, mode: 0o644 },
+        { path: priv, data: pair.privateArmored, mode: 0o600 },
+      ]);
       process.stdout.write(`fingerprint ${pair.fingerprint}\npublic key  ${pub}\nprivate key ${priv}\n`);
       if (!passphrase) {
         process.stderr.write(
@@ -58,6 +46,35 @@ export function keysCommand(): Command {
       }
       process.stderr.write(
         'dbcrate: keep the private key away from database hosts: backups only need the public key\n',
+      );
+    });
+  keys
+    .command('generate-signing')
+    .description(
+      "generate this host's signing key (v4 Ed25519): backups it makes are signed with it, readers --trust its public key",
+    )
+    .option('--name <HOST>', 'key name; files are DIR/HOST.sign.pub.asc and DIR/HOST.sign.key.asc (0600)')
+    .option('--out <DIR>', 'directory to write the key files into')
+    .option('--email <EMAIL>', 'e-mail address for the key user id')
+    .option(
+      '--passphrase-env <VAR>',
+      'protect the signing key with the passphrase in environment variable VAR',
+    )
+    .action(async (_o, cmd: Command) => {
+      const ctx = contextFor(cmd);
+      const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+      const passphrase = passphraseFrom(s.passphraseEnv);
+      await mkdir(s.out, { recursive: true });
+      const pair = await generateSigningKey({ name: s.name, email: s.email, passphrase });
+      const pub = join(s.out, `${s.name}.sign.pub.asc`);
+      const priv = join(s.out, `${s.name}.sign.key.asc`);
+      await writeKeyFiles([
+        { path: pub, data: pair.publicArmored, mode: 0o644 },
+        { path: priv, data: pair.privateArmored, mode: 0o600 },
+      ]);
+      process.stdout.write(`fingerprint ${pair.fingerprint}\npublic key  ${pub}\nsigning key ${priv}\n`);
+      process.stderr.write(
+        'dbcrate: the signing key stays on this host (--signing-key); give the public key to every reader (--trust)\n',
       );
     });
   return keys;

@@ -12,21 +12,23 @@ import {
   feedSpool,
   isLsn,
   parseTargetTime,
-  PREFETCH_DIR,
   PrefetchSpool,
   planRecovery,
   resolveClusterId,
   restoreBaseBackup,
-  shellQuote,
   startRecovery,
   writeRecoveryConfig,
   type RecoveryAction,
   type RecoveryTarget,
   type TimelineChoice,
+  type WalServer,
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadPrivateKey } from '../key-files';
+import { markRequired } from '../cli.help';
+import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
+import { removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
 
 const execFileP = promisify(execFile);
 
@@ -48,10 +50,13 @@ const schema = z.object({
   start: booleanSetting.default(false),
   port: intSetting(1, 65535).optional(),
   osUser: z.string().optional(),
-  archive: booleanSetting.default(true),
+  archive: booleanSetting.default(false),
+  acceptGap: booleanSetting.default(false),
+  spoolDepth: intSetting(0, 1024).default(16),
   passphraseEnv: z.string().optional(),
   pgBinDir: z.string().optional(),
   json: z.boolean().optional(),
+  ...trustSettings,
 });
 type Settings = z.infer<typeof schema>;
 
@@ -120,186 +125,238 @@ function freePort(): Promise<number> {
 }
 
 export function recoverCommand(): Command {
-  return new Command('recover')
-    .description(
-      'point-in-time recovery: restore the right base backup into DIR and replay archived WAL to a target',
-    )
-    .option('--from <DEST_URL>', 'destination URL holding base backups and WAL')
-    .option('--key <PRIVKEY_FILE>', 'organisation private key')
-    .option('--target-dir <DIR>', 'new or empty directory to recover into')
-    .option('--to-lsn <LSN>', 'stop at this WAL location (e.g. 0/3000060)')
-    .option('--to-time <TIMESTAMP>', 'stop at this time (ISO 8601 with zone, e.g. 2026-11-25T14:03:12Z)')
-    .option('--to-xid <XID>', 'stop at this transaction id')
-    .option('--to-name <NAME>', 'stop at a restore point made with pg_create_restore_point()')
-    .option('--latest', 'replay all archived WAL')
-    .option('--immediate', 'stop as soon as the base backup is consistent')
-    .option(
-      '--timeline <TLI>',
-      'latest | current | N: the timeline to follow (default latest, as PostgreSQL; for a point on an older branch give its number)',
-    )
-    .option('--inclusive', 'stop just after the target (default)')
-    .addOption(new Option('--exclusive', 'stop just before the target').implies({ inclusive: false }))
-    .option('--action <ACTION>', 'at the target: promote | pause | shutdown (default promote)')
-    .option('--database-id <ID>', 'which cluster, when the destination holds several')
-    .option('--base-backup <ID>', 'use this base backup instead of choosing one')
-    .option('--start', 'start PostgreSQL on DIR and wait until recovery stops at the target')
-    .option('--port <N>', 'port of the recovered server (default: a free port)')
-    .option('--os-user <USER>', 'OS user to run the server as when dbcrate runs as root (default postgres)')
-    .option('--no-archive', 'set archive_mode=off on the recovered server (a test restore must not archive)')
-    .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
-    .option('--pg-bin-dir <DIR>', 'PostgreSQL server binaries (default /usr/lib/postgresql/<major>/bin)')
-    .option('--json', 'print the result as JSON')
-    .action(async (_o, cmd: Command) => {
-      const ctx = contextFor(cmd);
-      const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-      const target = targetOf(s);
-      const timeline = timelineOf(s.timeline);
-      const dir = resolve(s.targetDir);
-      const keyPath = resolve(s.key);
-      await checkEmptyTarget(dir);
-      const key = await loadPrivateKey(keyPath, s.passphraseEnv);
-      const storage = await openStorage(s.from);
-      try {
-        const databaseId = await resolveClusterId(storage, s.databaseId);
-        const plan = await planRecovery({ storage, databaseId, target, timeline, backupId: s.baseBackup });
-        const b = plan.backup;
-        process.stderr.write(
-          `dbcrate: base backup ${b.backupId} (timeline ${b.timeline}, ${b.startLsn} – ${b.stopLsn}); ${plan.window}\n`,
-        );
-
-        const binDir = s.pgBinDir ?? `/usr/lib/postgresql/${b.server.major}/bin`;
-        const osUser = process.getuid?.() === 0 ? (s.osUser ?? 'postgres') : undefined;
-        if (s.start) await checkServerSide(binDir, osUser, keyPath);
-
-        // With --start, WAL is fetched into the prefetch spool while the base backup is still extracting.
-        const feeding = new AbortController();
-        const onAbort = () => feeding.abort();
-        ctx.signal.addEventListener('abort', onAbort, { once: true });
-        const owner = s.start && osUser ? await ownerOf(osUser) : undefined;
-        let fed: Promise<number> = Promise.resolve(0);
-        const startFeeding = () => {
-          fed = feedSpool({
-            histories: plan.index.timelines,
-            spool: new PrefetchSpool(dir),
-            fetch: { storage, databaseId, keys: [key] },
-            walFiles: plan.walFiles,
-            known: plan.index.files,
-            owner,
-            signal: feeding.signal,
-          });
-        };
+  return markRequired(
+    schema,
+    trustFlags(new Command('recover'))
+      .description(
+        'point-in-time recovery: restore the right base backup into DIR and replay archived WAL to a target',
+      )
+      .option('--from <DEST_URL>', 'destination URL holding base backups and WAL')
+      .option('--key <PRIVKEY_FILE>', 'organisation private key')
+      .option('--target-dir <DIR>', 'new or empty directory to recover into')
+      .option('--to-lsn <LSN>', 'stop at this WAL location (e.g. 0/3000060)')
+      .option('--to-time <TIMESTAMP>', 'stop at this time (ISO 8601 with zone, e.g. 2026-11-25T14:03:12Z)')
+      .option('--to-xid <XID>', 'stop at this transaction id')
+      .option('--to-name <NAME>', 'stop at a restore point made with pg_create_restore_point()')
+      .option('--latest', 'replay all archived WAL')
+      .option('--immediate', 'stop as soon as the base backup is consistent')
+      .option(
+        '--timeline <TLI>',
+        'latest | current | N: the timeline to follow (default latest, as PostgreSQL, refused while two timelines grow: then name one; for a point on an older branch give its number)',
+      )
+      .option('--inclusive', 'stop just after the target (default)')
+      .addOption(new Option('--exclusive', 'stop just before the target').implies({ inclusive: false }))
+      .option('--action <ACTION>', 'at the target: promote | pause | shutdown (default promote)')
+      .option('--database-id <ID>', 'which cluster, when the destination holds several')
+      .option('--base-backup <ID>', 'use this base backup instead of choosing one')
+      .option('--start', 'start PostgreSQL on DIR and wait until recovery stops at the target')
+      .option('--port <N>', 'port of the recovered server (default: a free port)')
+      .option('--os-user <USER>', 'OS user to run the server as when dbcrate runs as root (default postgres)')
+      .option(
+        '--archive',
+        'let the recovered server archive WAL as its configuration says (default: archive_mode=off, so a test copy never archives into the production archive)',
+      )
+      .option('--no-archive', 'archive_mode=off on the recovered server (the default)')
+      .option(
+        '--accept-gap',
+        'with --latest: recover to the end of contiguous WAL although the archive goes on after a gap',
+      )
+      .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
+      .option('--pg-bin-dir <DIR>', 'PostgreSQL server binaries (default /usr/lib/postgresql/<major>/bin)')
+      .option('--json', 'print the result as JSON')
+      // WAL files fetched ahead into the spool; 0 = none (every file through restore_command: tests)
+      .addOption(new Option('--spool-depth <N>').hideHelp())
+      .action(async (_o, cmd: Command) => {
+        const ctx = contextFor(cmd);
+        const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+        const target = targetOf(s);
+        const timeline = timelineOf(s.timeline);
+        const dir = resolve(s.targetDir);
+        const keyPath = resolve(s.key);
+        await checkEmptyTarget(dir);
+        const trust = await trustPolicyFrom(s);
+        const key = await loadPrivateKey(keyPath, s.passphraseEnv);
+        const storage = await openStorage(s.from);
         try {
-          await restoreBaseBackup({
+          const databaseId = await resolveClusterId(storage, s.databaseId);
+          const plan = await planRecovery({
             storage,
-            manifest: b,
-            keys: [key],
-            targetDir: dir,
-            signal: ctx.signal,
-            progress: ctx.progress,
-            onExtract: s.start ? startFeeding : undefined,
-          });
-
-          const fetchArgs = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
-          const tail = ['--from', s.from, '--key', keyPath, '--database-id', databaseId];
-          if (s.passphraseEnv) tail.push('--passphrase-env', s.passphraseEnv);
-          // PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %.
-          const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
-          // With --start this process keeps the prefetch spool filled; the fallback need not prefetch too.
-          if (s.start) tail.push('--prefetch', '0');
-          // Most WAL files come from the prefetch spool with a rename, history files (asked for
-          // more than once) with a copy, and a history file known to be missing is answered at
-          // once: no dbcrate process for those. Anything else runs wal-fetch.
-          const restoreCommand =
-            `f=%f; s=${PREFETCH_DIR}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
-            `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
-            `exec ${fetchArgs.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`;
-          const port = s.start ? (s.port ?? (await freePort())) : s.port;
-          const extra: Record<string, string> = {};
-          if (port) extra.port = String(port);
-          if (!s.archive) extra.archive_mode = 'off';
-          const action: RecoveryAction = s.action;
-          await writeRecoveryConfig(dir, {
-            restoreCommand,
+            databaseId,
             target,
             timeline,
-            inclusive: s.inclusive,
-            action,
-            extra,
+            backupId: s.baseBackup,
+            acceptGap: s.acceptGap,
+            trust,
           });
+          const b = plan.backup;
+          process.stderr.write(
+            `dbcrate: base backup ${b.backupId} (timeline ${b.timeline}, ${b.startLsn} – ${b.stopLsn}); ${plan.window}\n`,
+          );
+          const gap = plan.acceptedGap;
+          if (gap) {
+            process.stderr.write(
+              `dbcrate: --accept-gap: recovering to the end of contiguous WAL, ${plan.endLsn}; ${gap.firstMissing} is missing ` +
+                `(${gap.missing} file(s)) and the WAL from ${gap.resumesAt} on is not replayed\n`,
+            );
+          }
 
-          if (!s.start) {
-            const out = { databaseId, backupId: b.backupId, targetDir: dir, started: false };
-            if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
+          const binDir = s.pgBinDir ?? `/usr/lib/postgresql/${b.server.major}/bin`;
+          const osUser = process.getuid?.() === 0 ? (s.osUser ?? 'postgres') : undefined;
+          if (s.start) checkServerSide(binDir);
+          else if (s.passphraseEnv) {
+            // restore_command would need the passphrase in the server's environment, where any
+            // superuser reads it (COPY … FROM PROGRAM 'env').
+            throw new DbcrateError(
+              ErrorCodes.USAGE,
+              '--passphrase-env needs --start: without it the recovered server would have to hold the passphrase to fetch WAL',
+              {
+                hint: 'add --start (recover then serves WAL to the server itself, over a private socket); nothing was downloaded',
+              },
+            );
+          }
+          let walServer: WalServer | undefined;
+
+          // With --start, WAL is fetched into the prefetch spool while the base backup is still extracting.
+          const feeding = new AbortController();
+          const onAbort = () => feeding.abort();
+          ctx.signal.addEventListener('abort', onAbort, { once: true });
+          const owner = s.start && osUser ? await ownerOf(osUser) : undefined;
+          let fed: Promise<number> = Promise.resolve(0);
+          const startFeeding = () => {
+            fed = feedSpool({
+              histories: plan.index.timelines,
+              spool: new PrefetchSpool(dir),
+              fetch: { storage, databaseId, keys: [key], trust },
+              walFiles: plan.walFiles,
+              known: plan.index.files,
+              depth: s.spoolDepth,
+              owner,
+              signal: feeding.signal,
+            });
+          };
+          try {
+            await restoreBaseBackup({
+              storage,
+              manifest: b,
+              keys: [key],
+              targetDir: dir,
+              signal: ctx.signal,
+              progress: ctx.progress,
+              onExtract: s.start && s.spoolDepth > 0 ? startFeeding : undefined,
+            });
+
+            // With --start, this process serves WAL over a private socket and the server gets
+            // neither the passphrase nor the need to read the key.
+            if (s.start)
+              walServer = await serveWal({ storage, databaseId, key, trust, index: plan.index, owner });
+            const restoreCommand = restoreCommandFor({
+              socketDir: walServer?.dir,
+              from: s.from,
+              keyPath,
+              databaseId,
+              trust: s.trust,
+              allowUnsigned: s.allowUnsigned,
+            });
+            const port = s.start ? (s.port ?? (await freePort())) : s.port;
+            const extra: Record<string, string> = {};
+            if (port) extra.port = String(port);
+            // A copy archiving into the production archive under the same system identifier forks
+            // production's history there; only an explicit --archive (a real failover) lets it.
+            if (!s.archive) extra.archive_mode = 'off';
+            const action: RecoveryAction = s.action;
+            await writeRecoveryConfig(dir, {
+              restoreCommand,
+              target,
+              timeline,
+              inclusive: s.inclusive,
+              action,
+              extra,
+            });
+
+            if (!s.start) {
+              process.stderr.write(
+                `dbcrate: warning: restore_command reads ${keyPath} itself: the server's OS user, and any superuser ` +
+                  `(pg_read_file), can read the key; --start serves WAL without that\n`,
+              );
+              const out = {
+                databaseId,
+                backupId: b.backupId,
+                targetDir: dir,
+                started: false,
+                ...(gap ? { acceptedGap: gap, endLsn: plan.endLsn } : {}),
+              };
+              if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
+              else {
+                process.stdout.write(
+                  `restored base backup ${b.backupId} into ${dir}; recovery settings are in postgresql.auto.conf\n`,
+                );
+                process.stdout.write(`start it with: pg_ctl -D ${dir} start\n`);
+              }
+              return;
+            }
+            // Replay progress: bytes of WAL segments replayed of the bytes the plan needs (fixed,
+            // known before the start), one segment size per segment PostgreSQL restored.
+            const segBytes = b.walSegmentSize;
+            const totalBytes = plan.walFiles.length * segBytes;
+            const replay = ctx.progress('replay', totalBytes);
+            let replayed = 0;
+            const outcome = await startRecovery({
+              dir,
+              binDir,
+              port: port!,
+              action: target.kind === 'latest' ? 'end' : action,
+              osUser,
+              signal: ctx.signal,
+              dropEnv: s.passphraseEnv ? [s.passphraseEnv] : [],
+              onProgress: (_files, segments) => {
+                const bytes = Math.min(totalBytes, segments * segBytes);
+                if (bytes > replayed) replay.update((replayed = bytes));
+              },
+            });
+            replay.done({ walFilesRestored: outcome.walFilesRestored, segments: plan.walFiles.length });
+            if (outcome.state === 'promoted') await removeRestoreCommand(dir);
+            const result = {
+              databaseId,
+              backupId: b.backupId,
+              targetDir: dir,
+              port,
+              ...outcome,
+              ...(gap ? { acceptedGap: gap, endLsn: plan.endLsn } : {}),
+            };
+            if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
             else {
               process.stdout.write(
-                `restored base backup ${b.backupId} into ${dir}; recovery settings are in postgresql.auto.conf\n`,
+                `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
+                  `${gap ? ` (the end of contiguous WAL: ${gap.firstMissing} is missing, later WAL not replayed)` : ''}` +
+                  `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
+                  `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
               );
               process.stdout.write(
-                `start it with: pg_ctl -D ${dir} start${s.passphraseEnv ? ` (with ${s.passphraseEnv} set in the server's environment)` : ''}\n`,
+                outcome.state === 'shut down'
+                  ? `the server has shut down at the target (${dir})\n`
+                  : `server ${outcome.state} on port ${port} (data directory ${dir}, log ${outcome.logFile})\n`,
               );
             }
-            return;
-          }
-          const replay = ctx.progress('replay');
-          let seen = 0;
-          const outcome = await startRecovery({
-            dir,
-            binDir,
-            port: port!,
-            action: target.kind === 'latest' ? 'end' : action,
-            osUser,
-            signal: ctx.signal,
-            onProgress: (n) => {
-              if (n > seen) replay.update((n - seen) * b.walSegmentSize);
-              seen = n;
-            },
-          });
-          replay.done({ walFilesRestored: outcome.walFilesRestored });
-          const result = { databaseId, backupId: b.backupId, targetDir: dir, port, ...outcome };
-          if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
-          else {
-            process.stdout.write(
-              `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
-                `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
-                `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
-            );
-            process.stdout.write(
-              outcome.state === 'shut down'
-                ? `the server has shut down at the target (${dir})\n`
-                : `server ${outcome.state} on port ${port} (data directory ${dir}, log ${outcome.logFile})\n`,
-            );
+          } finally {
+            feeding.abort();
+            await fed.catch(() => undefined);
+            if (s.start) await new PrefetchSpool(dir).clear();
+            await walServer?.close();
+            ctx.signal.removeEventListener('abort', onAbort);
           }
         } finally {
-          feeding.abort();
-          await fed.catch(() => undefined);
-          if (s.start) await new PrefetchSpool(dir).clear();
-          ctx.signal.removeEventListener('abort', onAbort);
+          await storage.close();
         }
-      } finally {
-        await storage.close();
-      }
-    });
+      }),
+  );
 }
 
-/** Before downloading anything: the server binaries exist and the server's user can read the key restore_command uses. */
-async function checkServerSide(binDir: string, osUser: string | undefined, keyPath: string): Promise<void> {
+/** Before downloading anything: the server binaries exist. */
+function checkServerSide(binDir: string): void {
   if (!existsSync(join(binDir, 'pg_ctl'))) {
     throw new DbcrateError(ErrorCodes.DB_TOOL_MISSING, `${join(binDir, 'pg_ctl')} does not exist`, {
       hint: "install the PostgreSQL server package of the backup's major version, or pass --pg-bin-dir",
     });
-  }
-  if (osUser) {
-    try {
-      await execFileP('runuser', ['-u', osUser, '--', 'test', '-r', keyPath]);
-    } catch {
-      throw new DbcrateError(
-        ErrorCodes.KEY_INVALID,
-        `the OS user ${osUser}, who runs the recovered server and its restore_command, cannot read ${keyPath}`,
-        {
-          hint: `give ${osUser} read access to the key (chown ${osUser} ${keyPath}), or pass --os-user`,
-        },
-      );
-    }
   }
 }
 

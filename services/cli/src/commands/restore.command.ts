@@ -4,7 +4,9 @@ import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
 import { runRestore } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
-import { loadPrivateKey } from '../key-files';
+import { markRequired } from '../cli.help';
+import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
   from: z.string().min(1, 'the destination URL holding the backup'),
@@ -19,62 +21,68 @@ const schema = z.object({
   noOwner: booleanSetting.default(false),
   spoolDir: z.string().optional(),
   pgBinDir: z.string().optional(),
+  ...trustSettings,
 });
 
 export function restoreCommand(): Command {
-  return new Command('restore')
-    .description('check, decrypt and restore a snapshot into a database')
-    .argument('<SNAPSHOT_ID|latest>', 'snapshot id from `dbcrate snapshots`, or latest')
-    .option('--from <DEST_URL>', 'destination URL holding the backup')
-    .option('--key <PRIVKEY_FILE>', 'organisation private key')
-    .option('--to <POSTGRES_URL>', 'database to restore into (must be empty unless --clean)')
-    .option(
-      '--database-id <ID>',
-      'which database the snapshot belongs to, when the destination holds several',
-    )
-    .option('--jobs <N>', 'parallel pg_restore jobs; above 1 the decrypted dump is spooled to local disk')
-    .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
-    .option('--clean', 'restore into a non-empty database, dropping the objects the backup contains first')
-    .option(
-      '--production',
-      'treat the target as production (also set by the dbcrate.production=on database setting)',
-    )
-    .option('--i-know', 'consent to restoring into a production target')
-    .option('--no-owner', 'do not restore object ownership')
-    .option('--spool-dir <DIR>', 'where --jobs > 1 spools the decrypted dump (default: the temp directory)')
-    .option('--pg-bin-dir <DIR>', 'directory holding pg_restore')
-    .action(async (snapshot: string, _o, cmd: Command) => {
-      const ctx = contextFor(cmd);
-      const flags = cmd.opts();
-      // commander's --no-owner sets owner=false; map it onto our setting
-      const s = resolveSettings(schema, {
-        flags: { ...flags, noOwner: flags.owner === false ? true : undefined },
-        file: ctx.file,
-      });
-      const key = await loadPrivateKey(s.key, s.passphraseEnv);
-      const storage = await openStorage(s.from);
-      try {
-        const r = await runRestore({
-          storage,
-          snapshot,
-          databaseId: s.databaseId,
-          keys: [key],
-          targetUrl: s.to,
-          jobs: s.jobs,
-          clean: s.clean,
-          production: s.production,
-          iKnow: s.iKnow,
-          noOwner: s.noOwner,
-          spoolDir: s.spoolDir,
-          pgBinDir: s.pgBinDir,
-          signal: ctx.signal,
-          progress: ctx.progress,
+  return markRequired(
+    schema,
+    trustFlags(new Command('restore'))
+      .description('check, decrypt and restore a snapshot into a database')
+      .argument('<SNAPSHOT_ID|latest>', 'snapshot id from `dbcrate snapshots`, or latest')
+      .option('--from <DEST_URL>', 'destination URL holding the backup')
+      .option('--key <PRIVKEY_FILE>', 'organisation private key')
+      .option('--to <POSTGRES_URL>', 'database to restore into (must be empty unless --clean)')
+      .option(
+        '--database-id <ID>',
+        'which database the snapshot belongs to, when the destination holds several',
+      )
+      .option('--jobs <N>', 'parallel pg_restore jobs; above 1 the decrypted dump is spooled to local disk')
+      .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
+      .option('--clean', 'restore into a non-empty database, dropping the objects the backup contains first')
+      .option(
+        '--production',
+        'treat the target as production (also set by the dbcrate.production=on database setting)',
+      )
+      .option('--i-know', 'consent to restoring into a production target')
+      .option('--no-owner', 'do not restore object ownership')
+      .option('--spool-dir <DIR>', 'where --jobs > 1 spools the decrypted dump (default: the temp directory)')
+      .option('--pg-bin-dir <DIR>', 'directory holding pg_restore')
+      .action(async (snapshot: string, _o, cmd: Command) => {
+        const ctx = contextFor(cmd);
+        const flags = cmd.opts();
+        // commander's --no-owner sets owner=false; map it onto our setting
+        const s = resolveSettings(schema, {
+          flags: { ...flags, noOwner: flags.owner === false ? true : undefined },
+          file: ctx.file,
         });
-        process.stdout.write(
-          `restored ${r.manifest.databaseId}/${r.manifest.snapshotId} into ${r.target} in ${r.seconds.toFixed(1)}s\n`,
-        );
-      } finally {
-        await storage.close();
-      }
-    });
+        const trust = await trustPolicyFrom(s);
+        const key = await loadPrivateKey(s.key, s.passphraseEnv);
+        const storage = await openStorage(s.from);
+        try {
+          const r = await runRestore({
+            storage,
+            snapshot,
+            databaseId: s.databaseId,
+            keys: [key],
+            trust,
+            targetUrl: s.to,
+            jobs: s.jobs,
+            clean: s.clean,
+            production: s.production,
+            iKnow: s.iKnow,
+            noOwner: s.noOwner,
+            spoolDir: s.spoolDir,
+            pgBinDir: s.pgBinDir,
+            signal: ctx.signal,
+            progress: ctx.progress,
+          });
+          process.stdout.write(
+            `restored ${r.manifest.databaseId}/${r.manifest.snapshotId} into ${r.target} in ${r.seconds.toFixed(1)}s\n`,
+          );
+        } finally {
+          await storage.close();
+        }
+      }),
+  );
 }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
@@ -8,6 +8,7 @@ import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   agentSocketPath,
+  fetchFromWalServer,
   fetchWal,
   followingSegments,
   prefetchInto,
@@ -28,7 +29,8 @@ import {
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
-import { loadPrivateKey, loadRecipients } from '../key-files';
+import { loadPrivateKey, loadRecipients, loadSigning, trustPaths, trustPolicyFrom } from '../key-files';
+import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
 import { agentFailure, settingsVerifier } from './wal.expect';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -43,6 +45,7 @@ const pushSchema = z.object({
   compressionLevel: intSetting(1, 19).default(3),
   zstd: z.enum(['auto', 'native', 'wasm']).default('auto'),
   parallel: intSetting(1, 64).default(2),
+  ...signingSettings,
 });
 
 function required<T>(v: T | undefined, setting: string, what: string): T {
@@ -55,7 +58,7 @@ function required<T>(v: T | undefined, setting: string, what: string): T {
 }
 
 function storageAndSealFlags(cmd: Command): Command {
-  return cmd
+  return signingFlags(cmd)
     .option('--to <DEST_URL>', 'destination URL (file://, s3://, sftp://)')
     .option(
       '--recipient <PUBKEY_FILE>',
@@ -73,10 +76,11 @@ async function archiverFor(s: z.infer<typeof pushSchema>, pgdata: string) {
   const recipients = await loadRecipients(
     required(s.recipient, 'recipient', 'the public key WAL is encrypted to'),
   );
+  const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
   const systemIdentifier = await readSystemIdentifier(pgdata);
   const databaseId = s.databaseId ? validateDatabaseId(s.databaseId) : systemIdentifier;
   const storage = await openStorage(to);
-  const seal = { recipients, level: s.compressionLevel, implementation: s.zstd };
+  const seal = { recipients, level: s.compressionLevel, implementation: s.zstd, signingKey, databaseId };
   return { storage, databaseId, systemIdentifier, seal };
 }
 
@@ -91,11 +95,17 @@ export function walPushCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(s.pgdata ?? process.cwd());
-    const abs = resolve(process.cwd(), path);
+    // %p is relative to the data directory (where archive_command runs), also with --pgdata
+    const abs = resolve(pgdata, path);
     requireWalFileName(abs.split('/').pop() ?? '');
     if (s.agent) {
       const g = cmd.optsWithGlobals<{ config?: string }>();
-      const flags = cmd.opts<{ to?: string; recipient?: string[]; databaseId?: string }>();
+      const flags = cmd.opts<{
+        to?: string;
+        recipient?: string[];
+        databaseId?: string;
+        signingKey?: string;
+      }>();
       const expect = pushExpect({ ...flags, config: g.config });
       const reply = await requestPush(s.socket ?? agentSocketPath(pgdata), abs, { expect }).catch(
         (e: unknown) => {
@@ -109,7 +119,7 @@ export function walPushCommand(): Command {
     }
     const a = await archiverFor(s, pgdata);
     try {
-      const archiver = new WalArchiver({ ...a, seal: (plain) => sealWal(plain, a.seal) });
+      const archiver = new WalArchiver({ ...a, seal: (plain, walFile) => sealWal(plain, a.seal, walFile) });
       const r = await archiver.push(abs, ctx.signal);
       logger().info({ walFile: r.walFile, outcome: r.outcome }, 'wal-push done');
     } finally {
@@ -137,6 +147,38 @@ function hangInPutForTests(): { beforeCommit: (walFile: string) => Promise<void>
   };
 }
 
+/**
+ * archive_command runs as the cluster's owner and only trusts an agent of that user (its
+ * socket and secret are private to it): an agent of another user would never be used, and
+ * archive_command would fail or fall back. Say so at once instead.
+ */
+async function requireClusterOwner(pgdata: string): Promise<void> {
+  const st = await stat(pgdata).catch((e: NodeJS.ErrnoException) => {
+    throw new DbcrateError(ErrorCodes.CONFIG, `cannot read the data directory ${pgdata}: ${e.code}`, {
+      hint: 'give the data directory of the cluster whose WAL to archive (--pgdata)',
+    });
+  });
+  const uid = process.getuid?.();
+  if (uid === undefined || st.uid === uid) return;
+  const owner = userName(st.uid);
+  throw new DbcrateError(
+    ErrorCodes.CONFIG,
+    `the agent runs as ${userName(uid)} (uid ${uid}), but ${pgdata} belongs to ${owner} (uid ${st.uid}), who runs archive_command`,
+    { hint: `start it as the cluster's owner: runuser -u ${owner} -- dbcrate agent --pgdata ${pgdata} …` },
+  );
+}
+
+function userName(uid: number): string {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(uid));
+    return line?.split(':')[0] ?? String(uid);
+  } catch {
+    return String(uid);
+  }
+}
+
 export function agentCommand(): Command {
   return storageAndSealFlags(
     new Command('agent')
@@ -150,6 +192,7 @@ export function agentCommand(): Command {
     const ctx = contextFor(cmd);
     const s = resolveSettings(pushSchema, { flags: cmd.opts(), file: ctx.file });
     const pgdata = resolve(required(s.pgdata, 'pgdata', 'the data directory of the cluster'));
+    await requireClusterOwner(pgdata);
     const a = await archiverFor(s, pgdata);
     const agent = new WalAgent({
       ...a,
@@ -162,6 +205,7 @@ export function agentCommand(): Command {
         databaseId: a.databaseId,
         systemIdentifier: a.systemIdentifier,
         recipients: a.seal.recipients,
+        signer: a.seal.signingKey.fingerprint,
       }),
     });
     await agent.start();
@@ -183,6 +227,7 @@ const fetchSchema = z.object({
   prefetch: intSetting(0, 256).default(8),
   prefetchParallel: intSetting(1, 32).default(2),
   prefetchOnly: booleanSetting.default(false),
+  ...trustSettings,
   walSegmentSize: intSetting(1 << 20, 1 << 30).optional(),
 });
 
@@ -202,7 +247,7 @@ function fetchExitCode(e: unknown): number {
 }
 
 export function walFetchCommand(): Command {
-  return new Command('wal-fetch')
+  return trustFlags(new Command('wal-fetch'))
     .description(
       "restore one WAL file (restore_command = 'dbcrate wal-fetch %f %p …'; `dbcrate recover` writes it)",
     )
@@ -212,6 +257,10 @@ export function walFetchCommand(): Command {
     .option('--key <PRIVKEY_FILE>', 'organisation private key')
     .option('--passphrase-env <VAR>', 'environment variable holding the private key passphrase')
     .option('--database-id <ID>', 'database id in the destination')
+    .option(
+      '--from-socket <DIR>',
+      'ask the `dbcrate recover --start` process serving WAL in DIR (no key needed; recover writes this)',
+    )
     .option('--pgdata <DIR>', 'data directory being recovered (default: the current directory)')
     .option('--prefetch <N>', 'following segments to fetch ahead in the background (default 8, 0 = off)')
     .option('--prefetch-parallel <N>', 'parallel downloads of the prefetcher (default 2)')
@@ -229,6 +278,12 @@ export function walFetchCommand(): Command {
 }
 
 async function walFetch(walFile: string, path: string, cmd: Command): Promise<void> {
+  const fromSocket = cmd.opts<{ fromSocket?: string }>().fromSocket;
+  if (fromSocket) {
+    requireWalFileName(walFile);
+    await writeAtomically(resolve(process.cwd(), path), await fetchFromWalServer(fromSocket, walFile));
+    return;
+  }
   const ctx = contextFor(cmd);
   const s = resolveSettings(fetchSchema, { flags: cmd.opts(), file: ctx.file });
   requireWalFileName(walFile);
@@ -263,8 +318,9 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
           `${walFile} is not in the archive ${storage.displayUrl}`,
         );
       }
+      const trust = await trustPolicyFrom(s);
       const keys = [await loadPrivateKey(s.key, s.passphraseEnv)];
-      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys }, walFile));
+      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys, trust }, walFile));
     } finally {
       await storage.close();
     }
@@ -279,11 +335,12 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
 }
 
 async function fetchOptions(s: z.infer<typeof fetchSchema>) {
+  const trust = await trustPolicyFrom(s);
   const key = await loadPrivateKey(s.key, s.passphraseEnv);
   const storage = await openStorage(s.from);
   // recover writes --database-id into restore_command; by hand, the destination's only cluster will do.
   const databaseId = await resolveClusterId(storage, s.databaseId);
-  return { storage, databaseId, keys: [key] };
+  return { storage, databaseId, keys: [key], trust };
 }
 
 /** A detached copy of this command fetches the following segments while PostgreSQL replays. */
@@ -299,6 +356,8 @@ function startPrefetcher(
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.walSegmentSize) args.push('--wal-segment-size', String(s.walSegmentSize));
   if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
+  for (const t of trustPaths(s.trust)) args.push('--trust', resolve(t));
+  if (s.allowUnsigned) args.push('--allow-unsigned');
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: 'ignore',

@@ -1,9 +1,9 @@
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { loadConfigFile, resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import type { RecipientKey } from '@dbcrate/crypto';
+import { signingKeyFingerprint, type RecipientKey } from '@dbcrate/crypto';
 import { AgentError, type PushExpect } from '@dbcrate/pitr';
 import { displayUrl } from '@dbcrate/storage';
 import { loadRecipients } from '../key-files';
@@ -12,6 +12,7 @@ const expectSchema = z.object({
   to: z.string().optional(),
   recipient: z.array(z.string()).optional(),
   databaseId: z.string().optional(),
+  signingKey: z.string().optional(),
 });
 
 export interface AgentSettings {
@@ -19,6 +20,8 @@ export interface AgentSettings {
   databaseId: string;
   systemIdentifier: string;
   recipients: RecipientKey[];
+  /** Fingerprint of the key the agent signs with. */
+  signer?: string;
 }
 
 const sameUrl = (a: string, b: string): boolean => a.replace(/\/+$/, '') === b.replace(/\/+$/, '');
@@ -53,7 +56,12 @@ export function settingsVerifier(agent: AgentSettings): (expect: PushExpect) => 
     if (hit && (await stamp(hit.files)) === hit.stamp) return;
     const file = loadConfigFile(expect.config);
     const s = resolveSettings(expectSchema, {
-      flags: { to: expect.to, recipient: expect.recipient, databaseId: expect.databaseId },
+      flags: {
+        to: expect.to,
+        recipient: expect.recipient,
+        databaseId: expect.databaseId,
+        signingKey: expect.signingKey,
+      },
       env: expect.env ?? {},
       file,
     });
@@ -69,6 +77,15 @@ export function settingsVerifier(agent: AgentSettings): (expect: PushExpect) => 
       const same = theirs.size === mine.size && [...theirs].every((f) => mine.has(f));
       if (!same)
         problems.push(`recipients ${[...theirs].join(', ')} (the agent encrypts to ${[...mine].join(', ')})`);
+    }
+    if (s.signingKey && agent.signer) {
+      const file = resolve(expect.cwd ?? '/', s.signingKey);
+      const theirs = await signingKeyFingerprint(await readFile(file, 'utf8')).catch(
+        () => `an unreadable key (${file})`,
+      );
+      if (theirs !== agent.signer)
+        problems.push(`signing key ${theirs} (the agent signs with ${agent.signer})`);
+      files.push(file);
     }
     if (problems.length) {
       throw new DbcrateError(

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { resolveSettings } from '@dbcrate/config';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import {
+  describeLiveBranches,
   describeWindow,
   listClusterIds,
   resolveClusterId,
@@ -11,11 +12,15 @@ import {
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
+import { markRequired } from '../cli.help';
+import { trustPolicyFrom } from '../key-files';
+import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
   from: z.string().min(1, 'the destination URL holding base backups and WAL'),
   databaseId: z.string().optional(),
   json: z.boolean().optional(),
+  ...trustSettings,
 });
 
 function print(w: DatabaseWindows): void {
@@ -32,49 +37,66 @@ function print(w: DatabaseWindows): void {
   }
   for (const tli of w.unreachable) out(`  timeline ${tli}: WAL archived but no base backup can reach it`);
   for (const c of w.conflicts) out(`  ERROR: ${c} is archived twice with different content`);
+  if (w.liveBranches.length) out(`  ERROR: ${describeLiveBranches(w.liveBranches)}`);
+  for (const u of w.untrusted ?? []) out(`  base backup ${u.backupId}: untrusted (${u.reason}); not used`);
 }
 
 export function windowsCommand(): Command {
-  return new Command('windows')
-    .description(
-      'restore windows per database: earliest base backup → last archived WAL, and any gap in the WAL',
-    )
-    .option('--from <DEST_URL>', 'destination URL holding base backups and WAL')
-    .option('--database-id <ID>', 'only this database')
-    .option('--json', 'print the result as JSON')
-    .action(async (_o, cmd: Command) => {
-      const ctx = contextFor(cmd);
-      const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-      const storage = await openStorage(s.from);
-      try {
-        const ids = s.databaseId
-          ? [await resolveClusterId(storage, s.databaseId)]
-          : await listClusterIds(storage);
-        const all: DatabaseWindows[] = [];
-        for (const id of ids) all.push(await restoreWindows(storage, id));
-        if (s.json) process.stdout.write(JSON.stringify({ databases: all }, null, 2) + '\n');
-        else {
-          if (all.length === 0)
-            process.stdout.write(`${storage.displayUrl} holds no physical backups or WAL\n`);
-          all.forEach(print);
-        }
-        const gaps = all.flatMap((d) =>
-          d.timelines.flatMap((t) => t.gaps.map((g) => `${d.databaseId}: ${g.firstMissing}`)),
-        );
-        const conflicts = all.flatMap((d) => d.conflicts);
-        if (gaps.length || conflicts.length) {
-          throw new DbcrateError(
-            ErrorCodes.WAL_GAP,
-            gaps.length
-              ? `the WAL archive has a gap (${gaps.join(', ')}): restore windows end before it`
-              : `WAL archived twice with different content: ${conflicts.join(', ')}`,
-            {
-              hint: 'take a new base backup now: recovery past a gap is impossible; then find why archiving lost WAL',
-            },
+  return markRequired(
+    schema,
+    trustFlags(new Command('windows'))
+      .description(
+        'restore windows per database: earliest base backup → last archived WAL, and any gap in the WAL',
+      )
+      .option('--from <DEST_URL>', 'destination URL holding base backups and WAL')
+      .option('--database-id <ID>', 'only this database')
+      .option('--json', 'print the result as JSON')
+      .action(async (_o, cmd: Command) => {
+        const ctx = contextFor(cmd);
+        const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
+        const trust = await trustPolicyFrom(s);
+        const storage = await openStorage(s.from);
+        try {
+          const ids = s.databaseId
+            ? [await resolveClusterId(storage, s.databaseId)]
+            : await listClusterIds(storage);
+          const all: DatabaseWindows[] = [];
+          for (const id of ids) all.push(await restoreWindows(storage, id, { trust }));
+          if (s.json) process.stdout.write(JSON.stringify({ databases: all }, null, 2) + '\n');
+          else {
+            if (all.length === 0)
+              process.stdout.write(`${storage.displayUrl} holds no physical backups or WAL\n`);
+            all.forEach(print);
+          }
+          const gaps = all.flatMap((d) =>
+            d.timelines.flatMap((t) => t.gaps.map((g) => `${d.databaseId}: ${g.firstMissing}`)),
           );
+          const conflicts = all.flatMap((d) => d.conflicts);
+          const branches = all.filter((d) => d.liveBranches.length);
+          if (branches.length && !gaps.length && !conflicts.length) {
+            const d = branches[0];
+            throw new DbcrateError(
+              ErrorCodes.TIMELINE_BRANCHES,
+              `${d.databaseId}: ${describeLiveBranches(d.liveBranches)}`,
+              {
+                hint: `recover needs an explicit --timeline (${[d.liveBranches[0].timeline, ...d.liveBranches.map((b) => b.other)].join(' or ')}); a recovered copy archiving here (recover --archive) makes such a branch`,
+              },
+            );
+          }
+          if (gaps.length || conflicts.length) {
+            throw new DbcrateError(
+              ErrorCodes.WAL_GAP,
+              gaps.length
+                ? `the WAL archive has a gap (${gaps.join(', ')}): restore windows end before it`
+                : `WAL archived twice with different content: ${conflicts.join(', ')}`,
+              {
+                hint: 'take a new base backup now: recovery past a gap is impossible; then find why archiving lost WAL',
+              },
+            );
+          }
+        } finally {
+          await storage.close();
         }
-      } finally {
-        await storage.close();
-      }
-    });
+      }),
+  );
 }

@@ -1,0 +1,123 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ErrorCodes, isDbcrateError } from '@dbcrate/core';
+import { TarGuard } from './tar.guard';
+import { buildTar, paxData, type TarEntry } from './tar.guard.fixture';
+
+/** Run a tar through the guard in small chunks (headers split across chunks); what passed, and the error. */
+async function guard(tar: Buffer): Promise<{ passed: number; error?: { code: string; message: string } }> {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < tar.length; i += 300) chunks.push(tar.subarray(i, i + 300));
+  let passed = 0;
+  try {
+    await pipeline(
+      Readable.from(chunks),
+      new TarGuard(),
+      new Writable({
+        write(c: Buffer, _e, cb) {
+          passed += c.length;
+          cb();
+        },
+      }),
+    );
+    return { passed };
+  } catch (e) {
+    if (!isDbcrateError(e)) throw e;
+    return { passed, error: { code: e.code, message: e.message } };
+  }
+}
+
+const base: TarEntry[] = [
+  { name: './', type: '5' },
+  { name: './PG_VERSION', data: '15\n' },
+  { name: './global/', type: '5' },
+  { name: './global/pg_control', data: Buffer.alloc(8192, 1) },
+];
+
+describe('TarGuard', () => {
+  it('passes what pg_basebackup writes, byte for byte', async () => {
+    const tar = buildTar([
+      ...base,
+      { name: './pg_wal/', type: '5' },
+      { name: 'link', type: '2', link: 'global/pg_control' },
+    ]);
+    expect(await guard(tar)).toEqual({ passed: tar.length });
+  });
+
+  it('passes an archive made by GNU tar (ustar, GNU and pax formats)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dbcrate-guard-'));
+    try {
+      mkdirSync(join(dir, 'd', 'e'), { recursive: true });
+      writeFileSync(join(dir, 'd', 'e', `${'long-name-'.repeat(15)}.txt`), 'x'.repeat(5000));
+      writeFileSync(join(dir, 'PG_VERSION'), '15\n');
+      symlinkSync('../PG_VERSION', join(dir, 'd', 'v'));
+      for (const format of ['gnu', 'posix']) {
+        const tar = execFileSync('tar', [`--format=${format}`, '-c', '-f', '-', '-C', dir, '.']);
+        expect(await guard(tar)).toEqual({ passed: tar.length });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  const refused: [string, TarEntry][] = [
+    ['a character device', { name: './dev-null', type: '3', devmajor: 1, devminor: 3 }],
+    ['a block device', { name: './sda', type: '4', devmajor: 8 }],
+    ['a FIFO', { name: './fifo', type: '6' }],
+    ['a hard link', { name: './hard', type: '1', link: 'PG_VERSION' }],
+    ['the setuid bit', { name: './suid', mode: 0o4755, data: '#!/bin/sh\n' }],
+    ['the setgid bit', { name: './sgid/', type: '5', mode: 0o2755 }],
+    ['an absolute or ".." path', { name: '/etc/cron.d/x', data: 'x' }],
+    ['an absolute or ".." path', { name: './global/../../x', data: 'x' }],
+    ['outside the data directory', { name: './evil', type: '2', link: '/etc/shadow' }],
+    ['outside the data directory', { name: './global/evil', type: '2', link: '../../etc' }],
+  ];
+  it.each(refused)('refuses %s before tar sees it', async (why, entry) => {
+    const before = buildTar(base).subarray(0, -1024).length;
+    const r = await guard(buildTar([...base, entry, { name: './after', data: 'x' }]));
+    expect(r.error?.code).toBe(ErrorCodes.INTEGRITY);
+    expect(r.error?.message).toContain(why);
+    // The refused header never reached tar whole (chunks are 300 bytes; at most a part of it did).
+    expect(r.passed).toBeLessThan(before + 512);
+  });
+
+  it('refuses entries below a symlink, and a path hidden in a pax or GNU long name header', async () => {
+    const under = await guard(
+      buildTar([
+        ...base,
+        { name: 'a/', type: '5' },
+        { name: 'a/b', type: '2', link: '..' },
+        { name: 'a/b/x', type: '2', link: '..' },
+      ]),
+    );
+    expect(under.error?.message).toMatch(/inside or replaces a symlink/);
+    const pax = await guard(
+      buildTar([
+        ...base,
+        { name: 'pax', type: 'x', data: paxData({ path: '../../root/x' }) },
+        { name: 'innocent', data: 'x' },
+      ]),
+    );
+    expect(pax.error?.message).toMatch(/absolute or "\.\." path/);
+    const long = await guard(
+      buildTar([
+        ...base,
+        { name: '././@LongLink', type: 'L', data: '/etc/passwd\0' },
+        { name: 'innocent', data: 'x' },
+      ]),
+    );
+    expect(long.error?.message).toMatch(/absolute or "\.\." path/);
+  });
+
+  it('refuses a damaged header and an archive cut inside an entry', async () => {
+    const tar = buildTar(base);
+    const bad = Buffer.from(tar);
+    bad[600] ^= 0xff; // inside the second header
+    expect((await guard(bad)).error?.message).toMatch(/bad checksum/);
+    expect((await guard(tar.subarray(0, 1200))).error?.message).toMatch(/ends in the middle/);
+  });
+});

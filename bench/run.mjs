@@ -3,7 +3,8 @@
 // pg_restore, in one run, on one throwaway PostgreSQL 15 cluster; then the PITR benchmarks
 // against pgBackRest (bench/pitr.mjs). See docs/benchmarks.md.
 //
-// Usage: node bench/run.mjs [--only backup|pitr]   (default: both, backup/restore first)
+// Usage: node bench/run.mjs [--only backup|pitr|walscale]   (default: backup and pitr, backup/restore first;
+// walscale, archive_command time against the archive's size, runs only when asked for: bench/wal-scale.mjs)
 //
 // Environment: BENCH_SCALE_GB (1), BENCH_RUNS (3), BENCH_RUNS_4X (1), BENCH_4X (1),
 // BENCH_PROFILE (1), BENCH_STAGES (1), BENCH_PEERS_ONLY (0), BENCH_TMPDIR (os.tmpdir()), BENCH_KEEP (0),
@@ -58,7 +59,7 @@ const ONLY = (() => {
     else if (a.startsWith('--only=')) only = a.slice(7);
     else if (a === '-h' || a === '--help') {
       console.log(
-        'usage: node bench/run.mjs [--only backup|pitr]   (default: both; environment knobs in docs/benchmarks.md)',
+        'usage: node bench/run.mjs [--only backup|pitr|walscale]   (default: backup and pitr; environment knobs in docs/benchmarks.md)',
       );
       process.exit(0);
     } else {
@@ -66,8 +67,8 @@ const ONLY = (() => {
       process.exit(2);
     }
   }
-  if (only !== null && !['backup', 'pitr'].includes(only)) {
-    console.error(`bench: --only ${only}: expected backup or pitr`);
+  if (only !== null && !['backup', 'pitr', 'walscale'].includes(only)) {
+    console.error(`bench: --only ${only}: expected backup, pitr or walscale`);
     process.exit(2);
   }
   return only;
@@ -687,6 +688,11 @@ async function gpgInfo(pub, env) {
 async function all() {
   let failed = false;
   let missed = false;
+  if (ONLY === 'walscale') {
+    const { runWalScale } = await import('./wal-scale.mjs');
+    await runWalScale();
+    return;
+  }
   if (ONLY !== 'pitr') {
     try {
       await main();

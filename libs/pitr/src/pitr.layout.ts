@@ -263,6 +263,8 @@ export async function ensureClusterIdentity(
       await storage.delete(c).catch(() => undefined);
     return identity;
   } finally {
+    // (an empty claims/ folder stays on file/SFTP: removing it could pull it from under a
+    // racer about to write its claim there)
     await storage.delete(claimKey).catch(() => undefined);
     // On file and SFTP the claims folder would stay behind, empty (rmdir only removes it so).
     await storage.removeEmptyDir?.(`${databaseId}/${CLAIMS_DIR}`).catch(() => undefined);

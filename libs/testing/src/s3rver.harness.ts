@@ -23,6 +23,12 @@ export const S3RVER_SECRET_ACCESS_KEY = 'S3RVER';
 export interface S3rverOptions {
   /** Buckets created before start; default ["dbcrate-test"]. */
   buckets?: string[];
+  /**
+   * Honour `If-None-Match: *` on PutObject and CompleteMultipartUpload as AWS S3 does
+   * (412 PreconditionFailed when the key exists), which s3rver itself ignores. Only keys
+   * written through this server count; the check and the write are one step per key.
+   */
+  conditionalWrites?: boolean;
 }
 
 export interface OpenUpload {
@@ -160,6 +166,36 @@ function multipartShim(dir: string, requests: RecordedRequest[]): KoaMiddleware 
   };
 }
 
+/** If-None-Match: * for PutObject and CompleteMultipartUpload (see S3rverOptions.conditionalWrites). */
+function conditionalShim(): KoaMiddleware {
+  const taken = new Set<string>();
+  return async (ctx, next) => {
+    const [, bucket, ...rest] = ctx.path.split('/');
+    const key = `${bucket}/${decodeURIComponent(rest.join('/'))}`;
+    const isPut = ctx.method === 'PUT' && !('partNumber' in ctx.query) && !ctx.headers['x-amz-copy-source'];
+    const isComplete = ctx.method === 'POST' && typeof ctx.query.uploadId === 'string';
+    if (!bucket || !rest.length || !(isPut || isComplete)) {
+      await next();
+      if (ctx.method === 'DELETE' && ctx.status < 300 && !('uploadId' in ctx.query)) taken.delete(key);
+      return;
+    }
+    if (ctx.headers['if-none-match'] === '*' && taken.has(key))
+      return xmlError(
+        ctx,
+        412,
+        'PreconditionFailed',
+        'At least one of the pre-conditions you specified did not hold',
+      );
+    const fresh = !taken.has(key);
+    taken.add(key); // reserved before s3rver writes: a second conditional write now fails
+    try {
+      await next();
+    } finally {
+      if (fresh && ctx.status >= 300) taken.delete(key);
+    }
+  };
+}
+
 const live = new Set<() => void>();
 let exitHook = false;
 
@@ -179,6 +215,7 @@ export async function startS3rver(opts: S3rverOptions = {}): Promise<S3rverHarne
   });
   const requests: RecordedRequest[] = [];
   server.middleware.unshift(multipartShim(directory, requests));
+  if (opts.conditionalWrites) server.middleware.splice(1, 0, conditionalShim());
   let port: number;
   try {
     ({ port } = await server.run());

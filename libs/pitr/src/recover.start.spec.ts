@@ -79,9 +79,31 @@ describe('the recovered server', () => {
     process.env.DBCRATE_TEST_SECRET_VAR = 'x';
     try {
       expect(serverEnvironment(['DBCRATE_TEST_SECRET_VAR']).DBCRATE_TEST_SECRET_VAR).toBeUndefined();
-      expect(serverEnvironment().DBCRATE_TEST_SECRET_VAR).toBe('x');
+      expect(serverEnvironment().DBCRATE_TEST_SECRET_VAR).toBeUndefined();
     } finally {
       delete process.env.DBCRATE_TEST_SECRET_VAR;
+    }
+  });
+
+  it('inherits only an allowlist: no storage credentials, PGPASSWORD or dbcrate settings', () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      AWS_SECRET_ACCESS_KEY: 's',
+      PGPASSWORD: 'p',
+      DBCRATE_TRUST: 't',
+      LC_ALL: 'C',
+      TZ: 'UTC',
+    });
+    try {
+      const env = serverEnvironment();
+      expect(env.AWS_SECRET_ACCESS_KEY).toBeUndefined();
+      expect(env.PGPASSWORD).toBeUndefined();
+      expect(env.DBCRATE_TRUST).toBeUndefined();
+      expect(env).toEqual(expect.objectContaining({ LC_ALL: 'C', TZ: 'UTC', PATH: process.env.PATH }));
+    } finally {
+      for (const k of ['AWS_SECRET_ACCESS_KEY', 'PGPASSWORD', 'DBCRATE_TRUST', 'LC_ALL', 'TZ'])
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
     }
   });
 });

@@ -173,9 +173,19 @@ export function recoveryServerOptions(port: number): string {
   return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C`;
 }
 
-/** The environment the recovered server gets: without the variables named (the passphrase's, say). */
+/**
+ * What the recovered server may inherit. Anything else stays out: recover's environment holds
+ * storage credentials (AWS_SECRET_ACCESS_KEY, …), PGPASSWORD, DBCRATE_* settings, the
+ * passphrase, and any superuser of the recovered server reads the postmaster's environment
+ * (COPY … FROM PROGRAM 'env'). restore_command asks recover over its socket and needs none.
+ */
+const SERVER_ENV =
+  /^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z]+|TZ|TZDIR|TMPDIR|PGTZ|PG_OOM_ADJUST_FILE|PG_OOM_ADJUST_VALUE)$/;
+
+/** The environment the recovered server gets: an allowlist, and never the variables named (the passphrase's, say). */
 export function serverEnvironment(drop: string[] = []): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (SERVER_ENV.test(k) && v !== undefined) env[k] = v;
   for (const k of drop) delete env[k];
   return env;
 }

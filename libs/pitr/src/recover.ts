@@ -141,7 +141,7 @@ export function planFromIndex(index: WalIndex, backups: BaseManifest[], opts: Pl
         ErrorCodes.TIMELINE_BRANCHES,
         `${describeLiveBranches(live)}; --timeline latest would follow timeline ${latestTli}`,
         {
-          hint: `choose one: ${[latestTli, ...live.map((b) => b.other)].map((t) => `--timeline ${t}`).join(' or ')} (\`dbcrate windows\` shows both); nothing was downloaded`,
+          hint: `choose one: ${[...new Set([latestTli, ...live.map((b) => b.other)])].map((t) => `--timeline ${t}`).join(' or ')} (\`dbcrate windows\` shows both); nothing was downloaded`,
         },
       );
     }

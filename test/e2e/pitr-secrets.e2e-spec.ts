@@ -27,6 +27,10 @@ import {
 
 const DB = 'pitr_secrets';
 const isRoot = process.getuid?.() === 0;
+const CREDENTIALS = {
+  AWS_SECRET_ACCESS_KEY: 'e2e-aws-secret-0b1c',
+  PGPASSWORD: 'e2e-libpq-password-7f3d',
+};
 
 /**
  * No secret reaches the recovered server: `recover --start --passphrase-env` keeps the
@@ -97,7 +101,12 @@ const isRoot = process.getuid?.() === 0;
         '0',
         '--json',
       ],
-      { asPostgres: false, env: { [PASSPHRASE_ENV]: PASSPHRASE }, timeoutMs: 120_000 },
+      {
+        asPostgres: false,
+        // Storage credentials and a libpq password as an operator's shell would hold them.
+        env: { [PASSPHRASE_ENV]: PASSPHRASE, ...CREDENTIALS },
+        timeoutMs: 120_000,
+      },
     );
     rec = attachCluster({
       dataDir: targetDir,
@@ -123,6 +132,18 @@ const isRoot = process.getuid?.() === 0;
     const env = rows.map((r) => r.l).join('\n');
     expect(env).not.toContain(PASSPHRASE);
     expect(env).not.toContain(PASSPHRASE_ENV);
+  });
+
+  it("the server's environment holds none of recover's credentials (storage keys, PGPASSWORD)", async () => {
+    const rows = await rec.query<{ l: string }>(
+      `CREATE TEMP TABLE e2 (l text); COPY e2 FROM PROGRAM 'env'; SELECT l FROM e2`,
+    );
+    const env = rows.map((r) => r.l).join('\n');
+    expect(env).toMatch(/^PATH=/m);
+    for (const [k, v] of Object.entries(CREDENTIALS)) {
+      expect(env).not.toContain(v);
+      expect(env).not.toMatch(new RegExp(`^${k}=`, 'm'));
+    }
   });
 
   it('the server cannot read the private key', async () => {

@@ -116,3 +116,24 @@ describe('planFromIndex: a target LSN at the end of contiguous WAL', () => {
     expect(plan.walFiles).toEqual([seg(1, 2), seg(1, 3), seg(1, 4)]);
   });
 });
+
+describe('planFromIndex: a WAL file archived twice with different content', () => {
+  it('on the path, it is refused before anything is downloaded (exit 9), naming the file', () => {
+    const index = { ...makeIndex([seg(1, 2), seg(1, 3), seg(1, 4)]), conflicts: [seg(1, 3)] };
+    const e = refusal(index, {});
+    expect(e.code).toBe(ErrorCodes.WAL_CONFLICT);
+    expect(ExitCodes[e.code]).toBe(9);
+    expect(e.message).toContain(seg(1, 3));
+    expect(e.hint).toMatch(/nothing was downloaded/);
+  });
+
+  it('a conflict after the target does not stop a recovery that never reads it', () => {
+    const index = { ...makeIndex([seg(1, 2), seg(1, 3), seg(1, 4)]), conflicts: [seg(1, 4)] };
+    const plan = planFromIndex(index, [BACKUP], {
+      databaseId: DB,
+      target: { kind: 'lsn', lsn: '0/3000100' },
+      timeline: 'latest',
+    });
+    expect(plan.walFiles).toEqual([seg(1, 2), seg(1, 3)]);
+  });
+});

@@ -7,10 +7,12 @@ import { startRecovery } from './recover.start';
 /**
  * startRecovery against a stand-in pg_ctl (binDir is a parameter): it records its options
  * and environment, leaves a live "postmaster" (sleep) and writes the log lines of a
- * scenario. Deterministic: no real server, no timing race.
+ * scenario (named in a file: the server inherits only an allowlisted environment).
+ * Deterministic: no real server, no timing race.
  */
 const FAKE_PG_CTL = `#!/bin/bash
 while [ $# -gt 0 ]; do case "$1" in -D) D=$2; shift;; -l) L=$2; shift;; -o) O=$2; shift;; esac; shift; done
+FAKE_MODE=$(cat "$D/../fake.mode")
 echo "$O" > "$D/fake.opts"
 env > "$D/fake.env"
 if [ "$FAKE_MODE" != dies ]; then sleep 120 >/dev/null 2>&1 & P=$!; else true & P=$!; wait $P; fi
@@ -54,32 +56,26 @@ describe('startRecovery', () => {
       }
     }
     rmSync(root, { recursive: true, force: true });
-    delete process.env.FAKE_MODE;
+    delete process.env.AWS_SECRET_ACCESS_KEY;
     delete process.env.DBCRATE_TEST_PASSPHRASE;
   });
 
   const run = (mode: string, extra: Partial<Parameters<typeof startRecovery>[0]> = {}) => {
-    process.env.FAKE_MODE = mode;
-    return startRecovery({
-      dir,
-      binDir,
-      port: 54999,
-      action: 'promote',
-      timeoutMs: 60_000,
-      keepEnv: ['FAKE_MODE'],
-      ...extra,
-    });
+    writeFileSync(join(root, 'fake.mode'), mode);
+    return startRecovery({ dir, binDir, port: 54999, action: 'promote', timeoutMs: 60_000, ...extra });
   };
 
   it('asks for lc_messages=C and keeps the named variables out of the server environment', async () => {
     process.env.DBCRATE_TEST_PASSPHRASE = 'sekrit-passphrase';
+    process.env.AWS_SECRET_ACCESS_KEY = 'sekrit-storage-key';
     const out = await run('promote', { dropEnv: ['DBCRATE_TEST_PASSPHRASE'] });
     expect(out.state).toBe('promoted');
     expect(out.walFilesRestored).toBe(1);
     expect(readFileSync(join(dir, 'fake.opts'), 'utf8')).toMatch(/-c lc_messages=C\b/);
     const env = readFileSync(join(dir, 'fake.env'), 'utf8');
-    expect(env).toContain('FAKE_MODE=promote');
+    expect(env).toMatch(/^PATH=/m);
     expect(env).not.toContain('sekrit-passphrase');
+    expect(env).not.toContain('sekrit-storage-key');
   });
 
   it('a FATAL and then no progress fails at once with the log tail, not at the deadline', async () => {

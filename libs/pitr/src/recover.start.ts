@@ -173,21 +173,20 @@ export function recoveryServerOptions(port: number): string {
   return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C`;
 }
 
-/** What the recovered server may inherit: where programs are, the locale, the time zone. */
-const SERVER_ENV = /^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TMPDIR|TZ|PGTZ|LANG|LANGUAGE|LC_[A-Z]+)$/;
-
 /**
- * The environment the recovered server gets: only an allowlist (SERVER_ENV, plus `keep`), so
- * that no secret of the recover process (the key's passphrase, storage credentials such as
- * AWS_SECRET_ACCESS_KEY, PGPASSWORD, DBCRATE_SFTP_PASSWORD) reaches a server whose superuser
- * can read its environment (COPY … FROM PROGRAM 'env'); `drop` removes even allowed names.
- * restore_command needs none of them: it asks this process over the WAL socket.
+ * What the recovered server may inherit. Anything else stays out: recover's environment holds
+ * storage credentials (AWS_SECRET_ACCESS_KEY, …), PGPASSWORD, DBCRATE_* settings, the
+ * passphrase, and any superuser of the recovered server reads the postmaster's environment
+ * (COPY … FROM PROGRAM 'env'). restore_command asks recover over its socket and needs none.
  */
-export function serverEnvironment(drop: string[] = [], keep: string[] = []): NodeJS.ProcessEnv {
+const SERVER_ENV =
+  /^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z]+|TZ|TZDIR|TMPDIR|PGTZ|PG_OOM_ADJUST_FILE|PG_OOM_ADJUST_VALUE)$/;
+
+/** The environment the recovered server gets: an allowlist, and never the variables named (the passphrase's, say). */
+export function serverEnvironment(drop: string[] = []): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if ((SERVER_ENV.test(k) || keep.includes(k)) && !drop.includes(k)) env[k] = v;
-  }
+  for (const [k, v] of Object.entries(process.env)) if (SERVER_ENV.test(k) && v !== undefined) env[k] = v;
+  for (const k of drop) delete env[k];
   return env;
 }
 
@@ -213,8 +212,6 @@ export async function startRecovery(opts: {
   stallMs?: number;
   /** Environment variables the server must not inherit (e.g. the passphrase's). */
   dropEnv?: string[];
-  /** Variables to pass on beyond the allowlist (tests: the stand-in pg_ctl's mode). */
-  keepEnv?: string[];
   onProgress?: (walFilesRestored: number, segmentsRestored: number) => void;
 }): Promise<RecoveryOutcome> {
   const logDir = join(opts.dir, 'log');
@@ -235,7 +232,7 @@ export async function startRecovery(opts: {
   await new Promise<void>((res, rej) => {
     const p = spawn(cmd, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: serverEnvironment(opts.dropEnv, opts.keepEnv),
+      env: serverEnvironment(opts.dropEnv),
     });
     let err = '';
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));

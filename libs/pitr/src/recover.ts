@@ -141,7 +141,7 @@ export function planFromIndex(index: WalIndex, backups: BaseManifest[], opts: Pl
         ErrorCodes.TIMELINE_BRANCHES,
         `${describeLiveBranches(live)}; --timeline latest would follow timeline ${latestTli}`,
         {
-          hint: `choose one: ${[latestTli, ...live.map((b) => b.other)].map((t) => `--timeline ${t}`).join(' or ')} (\`dbcrate windows\` shows both); nothing was downloaded`,
+          hint: `choose one: ${[...new Set([latestTli, ...live.map((b) => b.other)])].map((t) => `--timeline ${t}`).join(' or ')} (\`dbcrate windows\` shows both); nothing was downloaded`,
         },
       );
     }
@@ -221,6 +221,19 @@ export function planFromIndex(index: WalIndex, backups: BaseManifest[], opts: Pl
     const walFiles: string[] = [];
     for (let seg = startSeg; seg <= lastSeg; seg++) {
       walFiles.push(walFileName(timelineForSegment(path, seg, segSize), seg, segSize));
+    }
+    // The index keeps one object per name; with two (two servers archived here), replay would
+    // take whichever was listed last, maybe the other server's history.
+    const needed = [...walFiles, ...path.slice(1).map((p) => historyFileName(p.timeline))];
+    const clash = needed.filter((n) => index.conflicts.includes(n));
+    if (clash.length) {
+      throw new DbcrateError(
+        ErrorCodes.WAL_CONFLICT,
+        `${clash[0]} is archived more than once with different content${clash.length > 1 ? ` (and ${clash.length - 1} more WAL file(s) of this recovery)` : ''}; replay would take one copy at random`,
+        {
+          hint: `two servers archived to database id "${opts.databaseId}" (\`dbcrate windows\` lists the conflicts); keep the right object and delete the other, or choose a target before it; nothing was downloaded`,
+        },
+      );
     }
     return {
       databaseId: opts.databaseId,

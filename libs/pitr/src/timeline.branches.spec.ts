@@ -90,6 +90,68 @@ describe('liveBranches', () => {
     expect(liveBranches(index, 2)).toEqual([]);
   });
 
+  it('a parent that grew after the fork only as a .partial (an old primary promoted away from) is a live branch', () => {
+    // production went on in segment 5 of timeline 1, then its standby took over: only 5.partial arrives
+    const index = makeIndex([...BASE, [`${seg(1, 5)}.partial`, 20]], FORK);
+    expect(liveBranches(index, 2).map((b) => [b.timeline, b.other, b.walFile])).toEqual([
+      [2, 1, `${seg(1, 5)}.partial`],
+    ]);
+  });
+
+  it('every fork on the path counts: timeline 1 growing after 2 forked is caught when 3 is the newest', () => {
+    const chain = {
+      2: [{ timeline: 1, switchLsn: '0/4000060' }],
+      3: [
+        { timeline: 1, switchLsn: '0/4000060' },
+        { timeline: 2, switchLsn: '0/6000060' },
+      ],
+    };
+    const files: Array<[string, number]> = [
+      ...BASE,
+      [seg(2, 6), 14],
+      [seg(1, 4), 15], // production, still on timeline 1 after the copy forked at minute 10
+      [seg(1, 5), 16],
+      ['00000003.history', 30],
+      [`${seg(2, 6)}.partial`, 31],
+      [seg(3, 6), 32],
+    ];
+    const live = liveBranches(makeIndex(files, chain), 3);
+    expect(live.map((b) => [b.timeline, b.parent, b.other, b.walFile])).toEqual([[2, 1, 1, seg(1, 5)]]);
+    let err: DbcrateError | undefined;
+    try {
+      planFromIndex(makeIndex(files, chain), [BACKUP], {
+        databaseId: DB,
+        target: { kind: 'latest' },
+        timeline: 'latest',
+      });
+    } catch (e) {
+      err = e as DbcrateError;
+    }
+    expect(err?.code).toBe(ErrorCodes.TIMELINE_BRANCHES);
+    expect(err!.hint).toMatch(/--timeline 3 or --timeline 1/);
+  });
+
+  it('a timeline that lived on before a later fork from an older point of it is not a live branch', () => {
+    // 3 forked from 2 at 0/6000060 (a PITR on 2), after 2 had gone on to segment 8
+    const chain = {
+      2: [{ timeline: 1, switchLsn: '0/4000060' }],
+      3: [
+        { timeline: 1, switchLsn: '0/4000060' },
+        { timeline: 2, switchLsn: '0/6000060' },
+      ],
+    };
+    const files: Array<[string, number]> = [
+      ...BASE,
+      [seg(2, 6), 14],
+      [seg(2, 7), 15],
+      [seg(2, 8), 16],
+      ['00000003.history', 30],
+      [`${seg(2, 6)}.partial`, 31],
+      [seg(3, 6), 32],
+    ];
+    expect(liveBranches(makeIndex(files, chain), 3)).toEqual([]);
+  });
+
   it('a timeline without history (or whose history file is not archived) has no fork to check', () => {
     expect(liveBranches(makeIndex(BASE, FORK), 1)).toEqual([]);
     const noHistoryObject = makeIndex(

@@ -1,9 +1,9 @@
-import { historyFileName, segmentNumber } from './wal.names';
+import { historyFileName, parseLsn, segmentNumber, segmentOfLsn } from './wal.names';
 import { timelineForSegment, timelinePath, type WalIndex } from './windows';
 
 /** WAL of another timeline stored after `timeline` forked: that timeline kept growing too. */
 export interface LiveBranch {
-  /** The newer timeline (what --timeline latest follows) and where it forked. */
+  /** The timeline of a fork on the path --timeline latest follows, and where it forked from its parent. */
   timeline: number;
   parent: number;
   forkLsn: string;
@@ -15,50 +15,60 @@ export interface LiveBranch {
 }
 
 /**
- * Timelines that kept growing after `timeline` was created (its history file stored): a
- * segment or backup label of another timeline, not on `timeline`'s path, stored later. A
- * recovered copy promoted and archiving into production's archive gives exactly that, and
- * following the newest timeline then lands on the copy. `.partial` files are left out: a
- * promoted server archives its parent's last segment as .partial after the history file.
+ * Timelines that kept growing after a fork on `timeline`'s path: for each fork (a child
+ * timeline's history file stored), WAL of an older timeline, not on the path, stored later.
+ * A recovered copy promoted and archiving into production's archive gives exactly that, and
+ * following the newest timeline then lands on the copy. Every fork counts, not only the
+ * newest: in 1 → 2 → 3, timeline 1 growing after 2 forked is lost on 3's path as well.
+ * A `.partial` counts too (an old primary promoted away from can leave only that), except
+ * the parent's segment at the fork point, which the promotion itself archives.
  */
 export function liveBranches(index: WalIndex, timeline: number): LiveBranch[] {
   const history = index.histories.get(timeline);
-  const forkedAt = index.files.get(historyFileName(timeline))?.lastModified;
-  if (!history?.length || !forkedAt) return [];
+  if (!history?.length) return [];
   const path = timelinePath(index, timeline);
-  const newest = new Map<number, { walFile: string; storedAt: Date }>();
-  for (const f of index.files.values()) {
-    if ((f.kind !== 'segment' && f.kind !== 'backup') || !f.segmentName || f.timeline === timeline) continue;
-    if (!f.lastModified || f.lastModified <= forkedAt) continue;
-    const seg = segmentNumber(f.segmentName, index.segmentSize);
-    // Late archiving of WAL from before the fork (read by this path) is the same history, not a branch.
-    if (timelineForSegment(path, seg, index.segmentSize) === f.timeline) continue;
-    const prev = newest.get(f.timeline);
-    if (!prev || f.lastModified > prev.storedAt)
-      newest.set(f.timeline, { walFile: f.name, storedAt: f.lastModified });
-  }
-  const parent = history[history.length - 1];
-  return [...newest.entries()]
-    .sort(([a], [b]) => a - b)
-    .map(([other, w]) => ({
-      timeline,
-      parent: parent.timeline,
-      forkLsn: parent.switchLsn,
-      forkedAt: forkedAt.toISOString(),
-      other,
-      walFile: w.walFile,
-      storedAt: w.storedAt.toISOString(),
-    }));
+  const found = new Map<string, LiveBranch & { stored: Date }>();
+  history.forEach((h, i) => {
+    const child = history[i + 1]?.timeline ?? timeline;
+    const forkedAt = index.files.get(historyFileName(child))?.lastModified;
+    if (!forkedAt) return;
+    const forkSeg = segmentOfLsn(parseLsn(h.switchLsn), index.segmentSize);
+    for (const f of index.files.values()) {
+      if (f.kind !== 'segment' && f.kind !== 'backup' && f.kind !== 'partial') continue;
+      if (!f.segmentName || f.timeline >= child) continue;
+      if (!f.lastModified || f.lastModified <= forkedAt) continue;
+      const seg = segmentNumber(f.segmentName, index.segmentSize);
+      if (f.kind === 'partial' && f.timeline === h.timeline && seg === forkSeg) continue;
+      // Late archiving of WAL from before the fork (read by this path) is the same history, not a branch.
+      if (timelineForSegment(path, seg, index.segmentSize) === f.timeline) continue;
+      const k = `${child}:${f.timeline}`;
+      const prev = found.get(k);
+      if (!prev || f.lastModified > prev.stored) {
+        found.set(k, {
+          timeline: child,
+          parent: h.timeline,
+          forkLsn: h.switchLsn,
+          forkedAt: forkedAt.toISOString(),
+          other: f.timeline,
+          walFile: f.name,
+          storedAt: f.lastModified.toISOString(),
+          stored: f.lastModified,
+        });
+      }
+    }
+  });
+  return [...found.values()]
+    .sort((a, b) => b.timeline - a.timeline || a.other - b.other)
+    .map(({ stored: _stored, ...b }) => b);
 }
 
 export function describeLiveBranches(branches: LiveBranch[]): string {
   if (branches.length === 0) return '';
-  const b = branches[0];
-  const others = branches
-    .map((x) => `timeline ${x.other} (still written after the fork: ${x.walFile} stored ${x.storedAt})`)
-    .join(', ');
-  return (
-    `two live branches: timeline ${b.timeline} (forked from timeline ${b.parent} at ${b.forkLsn}, ${b.forkedAt}) ` +
-    `and ${others}`
-  );
+  return branches
+    .map(
+      (b) =>
+        `two live branches: timeline ${b.timeline} (forked from timeline ${b.parent} at ${b.forkLsn}, ${b.forkedAt}) ` +
+        `and timeline ${b.other} (still written after the fork: ${b.walFile} stored ${b.storedAt})`,
+    )
+    .join('; ');
 }

@@ -155,6 +155,32 @@ describe('logical backups: no false success', () => {
     expect(await listSnapshots(storage)).toEqual([]);
   });
 
+  it('a refused data upload is reported as such, not as the "Premature close" the other stages see', async () => {
+    const storage = await fsStorage('refused-data');
+    const refusing = new Proxy(storage, {
+      get(target, prop, receiver) {
+        if (prop === 'put') {
+          return async (key: string, body: Readable) => {
+            // as a backend that fails at open: the body is dropped first, the error comes after
+            body.destroy();
+            await new Promise((r) => setTimeout(r, 50));
+            throw new DbcrateError(
+              ErrorCodes.STORAGE_DENIED,
+              `cannot write "${key}": permission denied (EACCES)`,
+            );
+          };
+        }
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const e = await caught(
+      runBackup({ dbUrl: source, storage: refusing, recipients: [recipient], databaseId: 'rd' }),
+    );
+    expect(e.code).toBe(ErrorCodes.STORAGE_DENIED);
+    expect(e.message).toContain('permission denied');
+  });
+
   it('a manifest write that committed but reported a failure leaves no manifest pointing at deleted data', async () => {
     const storage = await fsStorage('manifest-lost-answer');
     const e = await caught(

@@ -51,21 +51,28 @@ export async function storeToolOutput(opts: StoreToolOutputOptions): Promise<Met
   };
   const chainDone = pipeline([opts.tool.stdout, ...opts.stages, stored]).catch(note);
   let created = false;
+  let storageError: unknown;
   const putDone = opts.storage
     .put(opts.key, stored, { signal: abort.signal, ifNotExists: true })
     .then(() => {
       created = true;
     })
-    .catch(note);
+    .catch((e: unknown) => {
+      if (String((e as { code?: string })?.code ?? '').startsWith('E_STORAGE_')) storageError = e;
+      return note(e);
+    });
   const toolDone = opts.tool.exited.catch(note);
   try {
     await Promise.all([putDone, chainDone, toolDone]);
     opts.verify?.();
   } catch (e) {
-    firstError ??= e;
     opts.tool.kill();
     abort.abort(e);
     await Promise.allSettled([putDone, chainDone, toolDone]);
+    // Only now: the part that failed first may settle after the ones that merely saw the
+    // stream close under them ("Premature close", what Promise.all rejected with). A storage
+    // that refused the object is the cause of the tool's broken pipe, not the other way round.
+    firstError = storageError ?? firstError ?? e;
     // The put may have completed before a late error (tool exit code, verify): remove it then,
     // and only then. A failed put left nothing of ours (the backends discard partial objects).
     if (created) await opts.storage.delete(opts.key).catch(() => undefined);

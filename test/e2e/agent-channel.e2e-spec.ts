@@ -292,7 +292,10 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
         expect(r.code).toBe(2);
         expect(r.stderr).toMatch(new RegExp(`signing key ${other.fingerprint}`));
         const yaml = join(env.root, 'other-signer.yaml');
-        fs.writeFileSync(yaml, `${fs.readFileSync(env.configFile, 'utf8')}signing-key: ${other.keyFile}\n`);
+        fs.writeFileSync(
+          yaml,
+          `${fs.readFileSync(env.configFile, 'utf8').replace(/^signing-key:.*\n/m, '')}signing-key: ${other.keyFile}\n`,
+        );
         giveToPostgres(yaml, 0o600);
         const n = await runNative([`pg_wal/${seg}`, '--config', yaml], { cwd: pg.dataDir, asPostgres: true });
         expect(n.code).toBe(2);

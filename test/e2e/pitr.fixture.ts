@@ -61,7 +61,10 @@ export async function preparePitr(name: string): Promise<PitrEnv> {
   fs.mkdirSync(destDir);
   giveToPostgres(destDir, 0o700);
   const configFile = join(root, 'wal.yaml');
-  fs.writeFileSync(configFile, `to: file://${destDir}\nrecipient:\n  - ${keys.pub}\n`);
+  // The signing key in the file, not only in the environment: a recovered server started with
+  // --archive inherits no DBCRATE_* variables, and its archive_command reads this file.
+  const signing = process.env.DBCRATE_SIGNING_KEY ? `signing-key: ${process.env.DBCRATE_SIGNING_KEY}\n` : '';
+  fs.writeFileSync(configFile, `to: file://${destDir}\nrecipient:\n  - ${keys.pub}\n${signing}`);
   giveToPostgres(configFile, 0o600);
   return {
     name,

@@ -214,7 +214,7 @@ export async function ensureClusterIdentity(
   storage: Storage,
   databaseId: string,
   cluster: { systemIdentifier: string; walSegmentSize?: number },
-  hooks: { beforeClaimCheck?: () => Promise<void> } = {},
+  hooks: { afterPrecheck?: () => Promise<void>; beforeClaimCheck?: () => Promise<void> } = {},
 ): Promise<ClusterIdentity | undefined> {
   const sysid = cluster.systemIdentifier;
   const check = (have: ClusterIdentity): ClusterIdentity => {
@@ -226,6 +226,7 @@ export async function ensureClusterIdentity(
   if (!cluster.walSegmentSize) return undefined;
   const foreign = (await clusterClaims(storage, databaseId)).find((c) => c.sysid !== sysid);
   if (foreign) throw claimMismatch(databaseId, storage, foreign, sysid);
+  await hooks.afterPrecheck?.();
   const claimKey = `${databaseId}/${CLAIMS_DIR}/cluster-${sysid}-${randomBytes(8).toString('hex')}.json`;
   await storage.put(claimKey, Readable.from([JSON.stringify({ systemIdentifier: sysid }) + '\n']), {
     ifNotExists: true,

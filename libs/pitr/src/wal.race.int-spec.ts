@@ -165,10 +165,14 @@ describe.each(backends)('races on %s', (name, open) => {
 
   it('two contents that both claim before either checks: both refused, nothing left; a retry then wins', async () => {
     const { db, a, b, segB } = await twoContents();
+    // Both past the pre-check before either claims (else the later one is refused by its
+    // pre-check and never reaches the second barrier), then both claimed before either checks.
+    const prechecked = barrier(2);
     const both = barrier(2);
+    const hooks = { afterPrecheck: prechecked, beforeClaimCheck: both };
     const [ra, rb] = await Promise.all([
-      settle(archiver(db, { hooks: { beforeClaimCheck: both } }).push(a)),
-      settle(archiver(db, { hooks: { beforeClaimCheck: both } }).push(b)),
+      settle(archiver(db, { hooks }).push(a)),
+      settle(archiver(db, { hooks }).push(b)),
     ]);
     expect([ra.ok, rb.ok]).toEqual([false, false]);
     expect([ra, rb].map((r) => !r.ok && r.code)).toEqual([ErrorCodes.WAL_CONFLICT, ErrorCodes.WAL_CONFLICT]);
@@ -194,14 +198,15 @@ describe.each(backends)('races on %s', (name, open) => {
 
   it('two clusters racing on an empty prefix: never both succeed, no cluster.json from a loser', async () => {
     const db = `race${++n}`;
-    const both = barrier(2);
+    // both past the check for a foreign claim before either writes its own (as in the WAL race)
+    const hooks = { afterPrecheck: barrier(2), beforeClaimCheck: barrier(2) };
     const [r1, r2] = await Promise.all([
       settle(
         ensureClusterIdentity(
           storage,
           db,
           { systemIdentifier: '111', walSegmentSize: DEFAULT_WAL_SEGMENT_SIZE },
-          { beforeClaimCheck: both },
+          hooks,
         ),
       ),
       settle(
@@ -209,7 +214,7 @@ describe.each(backends)('races on %s', (name, open) => {
           storage,
           db,
           { systemIdentifier: '222', walSegmentSize: DEFAULT_WAL_SEGMENT_SIZE },
-          { beforeClaimCheck: both },
+          hooks,
         ),
       ),
     ]);

@@ -100,6 +100,10 @@ describe('the recovered server', () => {
       expect(env.PGPASSWORD).toBeUndefined();
       expect(env.DBCRATE_TRUST).toBeUndefined();
       expect(env).toEqual(expect.objectContaining({ LC_ALL: 'C', TZ: 'UTC', PATH: process.env.PATH }));
+      // recover --archive: archive_command may need the rest, never the passphrase
+      const all = serverEnvironment(['PGPASSWORD'], { all: true });
+      expect(all.AWS_SECRET_ACCESS_KEY).toBe('s');
+      expect(all.PGPASSWORD).toBeUndefined();
     } finally {
       for (const k of ['AWS_SECRET_ACCESS_KEY', 'PGPASSWORD', 'DBCRATE_TRUST', 'LC_ALL', 'TZ'])
         if (saved[k] === undefined) delete process.env[k];

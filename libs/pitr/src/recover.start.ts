@@ -183,9 +183,10 @@ const SERVER_ENV =
   /^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z]+|TZ|TZDIR|TMPDIR|PGTZ|PG_OOM_ADJUST_FILE|PG_OOM_ADJUST_VALUE)$/;
 
 /** The environment the recovered server gets: an allowlist, and never the variables named (the passphrase's, say). */
-export function serverEnvironment(drop: string[] = []): NodeJS.ProcessEnv {
+export function serverEnvironment(drop: string[] = [], opts: { all?: boolean } = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (SERVER_ENV.test(k) && v !== undefined) env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if ((opts.all || SERVER_ENV.test(k)) && v !== undefined) env[k] = v;
   for (const k of drop) delete env[k];
   return env;
 }
@@ -212,6 +213,8 @@ export async function startRecovery(opts: {
   stallMs?: number;
   /** Environment variables the server must not inherit (e.g. the passphrase's). */
   dropEnv?: string[];
+  /** Inherit the whole environment (but dropEnv): a server that archives (recover --archive) may need it for archive_command. */
+  fullEnvironment?: boolean;
   onProgress?: (walFilesRestored: number, segmentsRestored: number) => void;
 }): Promise<RecoveryOutcome> {
   const logDir = join(opts.dir, 'log');
@@ -232,7 +235,7 @@ export async function startRecovery(opts: {
   await new Promise<void>((res, rej) => {
     const p = spawn(cmd, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: serverEnvironment(opts.dropEnv),
+      env: serverEnvironment(opts.dropEnv, { all: opts.fullEnvironment }),
     });
     let err = '';
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));

@@ -308,6 +308,9 @@ export function recoverCommand(): Command {
               osUser,
               signal: ctx.signal,
               dropEnv: s.passphraseEnv ? [s.passphraseEnv] : [],
+              // A server that archives runs archive_command, which may need this environment (its
+              // signing key, storage credentials): only then does it inherit more than an allowlist.
+              fullEnvironment: s.archive,
               onProgress: (_files, segments) => {
                 const bytes = Math.min(totalBytes, segments * segBytes);
                 if (bytes > replayed) replay.update((replayed = bytes));

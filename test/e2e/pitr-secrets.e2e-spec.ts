@@ -49,6 +49,7 @@ const CREDENTIALS = {
   let expected: unknown[];
   let targetDir: string;
   let json: RecoverJson;
+  let paused: PitrServer | undefined;
 
   beforeAll(async () => {
     env = await preparePitr('secrets');
@@ -74,6 +75,7 @@ const CREDENTIALS = {
 
   afterAll(async () => {
     await rec?.stop();
+    await paused?.stop();
     await cleanup(env);
     await pg?.stop();
     fs.rmSync(keyDir, { recursive: true, force: true });
@@ -159,5 +161,47 @@ const CREDENTIALS = {
       const p = join(targetDir, f);
       if (fs.existsSync(p)) expect(fs.readFileSync(p, 'utf8')).not.toContain(PASSPHRASE);
     }
+  });
+
+  it('as root, the prefetch spool lives under a root-owned parent, not in pg_wal (which the server user owns)', async () => {
+    const dir = join(env.root, 'recovered-paused');
+    const port = await freePort();
+    const r = await runCliAs(
+      [
+        'recover',
+        '--from',
+        env.dest,
+        '--key',
+        rootKey,
+        '--passphrase-env',
+        PASSPHRASE_ENV,
+        '--target-dir',
+        dir,
+        '--immediate',
+        '--action',
+        'pause',
+        '--start',
+        '--port',
+        String(port),
+        '--json',
+      ],
+      { asPostgres: false, env: { [PASSPHRASE_ENV]: PASSPHRASE }, timeoutMs: 120_000 },
+    );
+    paused = attachCluster({
+      dataDir: dir,
+      port,
+      superuser: pg.superuser,
+      password: pg.password,
+      binDir: pg.binDir,
+    });
+    expect({ code: r.code, out: explain(r, paused) }).toEqual(expect.objectContaining({ code: 0 }));
+    expect((JSON.parse(r.stdout) as RecoverJson).state).toBe('paused');
+    // paused: restore_command is still there, and names the spool it used
+    const auto = fs.readFileSync(join(dir, 'postgresql.auto.conf'), 'utf8');
+    const m = /s=(\/[^;]*dbcrate-spool-[^/;]+)\/spool;/.exec(auto);
+    expect(m).not.toBeNull();
+    expect(auto).not.toContain('pg_wal/dbcrate-prefetch');
+    expect(fs.existsSync(m![1])).toBe(false); // removed when recover ended
+    expect(fs.existsSync(join(dir, 'pg_wal', 'dbcrate-prefetch'))).toBe(false);
   });
 });

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -221,11 +222,17 @@ export function recoverCommand(): Command {
           const onAbort = () => feeding.abort();
           ctx.signal.addEventListener('abort', onAbort, { once: true });
           const owner = s.start && osUser ? await ownerOf(osUser) : undefined;
+          // As root, the spool must not be in pg_wal: once the data directory is the server's,
+          // its user could swap the spool for a symlink and have root write (and chown) files
+          // wherever it points. A root-owned parent in the sticky temp dir cannot be swapped.
+          const spoolParent = owner ? await mkdtemp(join(tmpdir(), 'dbcrate-spool-')) : undefined;
+          if (spoolParent) await chmod(spoolParent, 0o711);
+          const spool = new PrefetchSpool(dir, spoolParent && join(spoolParent, 'spool'));
           let fed: Promise<number> = Promise.resolve(0);
           const startFeeding = () => {
             fed = feedSpool({
               histories: plan.index.timelines,
-              spool: new PrefetchSpool(dir),
+              spool,
               fetch: { storage, databaseId, keys: [key], trust },
               walFiles: plan.walFiles,
               known: plan.index.files,
@@ -251,6 +258,7 @@ export function recoverCommand(): Command {
               walServer = await serveWal({ storage, databaseId, key, trust, index: plan.index, owner });
             const restoreCommand = restoreCommandFor({
               socketDir: walServer?.dir,
+              spoolDir: spoolParent && spool.dir,
               from: s.from,
               keyPath,
               databaseId,
@@ -343,7 +351,8 @@ export function recoverCommand(): Command {
           } finally {
             feeding.abort();
             await fed.catch(() => undefined);
-            if (s.start) await new PrefetchSpool(dir).clear();
+            if (s.start) await spool.clear();
+            if (spoolParent) await rm(spoolParent, { recursive: true, force: true });
             await walServer?.close();
             ctx.signal.removeEventListener('abort', onAbort);
           }

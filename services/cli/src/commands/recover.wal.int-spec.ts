@@ -1,0 +1,47 @@
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { removeRestoreCommand } from './recover.wal';
+
+const isRoot = process.getuid?.() === 0;
+const AUTO = "port = '5499'\nrestore_command = 'wal-fetch %f %p'\narchive_mode = 'off'\n";
+
+/** recover (as root) edits postgresql.auto.conf of a promoted server whose OS user owns the directory. */
+(isRoot ? describe : describe.skip)(
+  'removeRestoreCommand as root in a directory the server user owns',
+  () => {
+    let root: string;
+    let dir: string;
+    let uid: number;
+
+    beforeEach(() => {
+      uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+      root = mkdtempSync(join(tmpdir(), 'dbcrate-autoconf-'));
+      dir = join(root, 'data');
+      execFileSync('install', ['-d', '-o', String(uid), '-m', '700', dir]);
+    });
+
+    afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+    it('removes restore_command, keeps the rest and the owner', async () => {
+      const path = join(dir, 'postgresql.auto.conf');
+      writeFileSync(path, AUTO, { mode: 0o600 });
+      chownSync(path, uid, uid);
+      await removeRestoreCommand(dir);
+      const text = readFileSync(path, 'utf8');
+      expect(text).not.toMatch(/^\s*restore_command/m);
+      expect(text).toContain("archive_mode = 'off'");
+      expect(statSync(path).uid).toBe(uid);
+    });
+
+    it('a symlink planted as postgresql.auto.conf is refused: root rewrites nothing it points to', async () => {
+      const victim = join(root, 'root-file');
+      writeFileSync(victim, AUTO, { mode: 0o600 });
+      symlinkSync(victim, join(dir, 'postgresql.auto.conf'));
+      await expect(removeRestoreCommand(dir)).rejects.toThrow(/is a symlink/);
+      expect(readFileSync(victim, 'utf8')).toBe(AUTO);
+      expect(statSync(victim).uid).toBe(0);
+    });
+  },
+);

@@ -1,10 +1,11 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { RecoveryAction } from './recover';
+import { removeTree } from './tree.remove';
 import { PREFETCH_DIR } from './wal.fetch';
 
 const execFileP = promisify(execFile);
@@ -267,7 +268,7 @@ export async function startRecovery(opts: {
         ((opts.action === 'promote' || opts.action === 'end') && r.promoted);
       if (done) {
         const state = r.promoted ? 'promoted' : r.paused ? 'paused' : 'shut down';
-        await rm(join(opts.dir, PREFETCH_DIR), { recursive: true, force: true }).catch(() => undefined);
+        await removeTree(join(opts.dir, PREFETCH_DIR)).catch(() => undefined);
         return { ...r.outcome, state, logFile };
       }
       // A server that dies without logging a shutdown (a configuration error, say) must not be waited for.

@@ -5,6 +5,7 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
 import { openWal, sha256Hex } from './wal.archive';
+import { removeTree } from './tree.remove';
 import { walNameState } from './wal.claim';
 import { parseWalFileName, requireWalFileName, segmentNumber, walFileName } from './wal.names';
 
@@ -171,7 +172,7 @@ export class PrefetchSpool {
 
   async clear(): Promise<void> {
     this.made = false;
-    await rm(this.dir, { recursive: true, force: true });
+    await removeTree(this.dir);
   }
 
   /** One prefetcher at a time: an exclusive lock file holding its pid. */

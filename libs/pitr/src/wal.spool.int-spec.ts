@@ -11,6 +11,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { removeTree } from './tree.remove';
 import { PrefetchSpool, writeAtomically } from './wal.fetch';
 
 const isRoot = process.getuid?.() === 0;
@@ -71,5 +72,24 @@ const WAL = '000000010000000000000007';
       /not a directory/,
     );
     expect(statSync(elsewhere).uid).toBe(0);
+  });
+});
+
+(isRoot ? describe : describe.skip)('removing a tree the server user can write, as root', () => {
+  it('removes it all and never follows a symlink in it', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'dbcrate-rmtree-'));
+    try {
+      const keep = join(root, 'keep');
+      execFileSync('mkdir', ['-p', join(keep, 'sub'), join(root, 'tree', 'a')]);
+      writeFileSync(join(keep, 'sub', 'f'), 'x');
+      symlinkSync(keep, join(root, 'tree', 'a', 'link'));
+      symlinkSync(join(keep, 'sub'), join(root, 'tree', 'link2'));
+      await removeTree(join(root, 'tree'));
+      expect(() => lstatSync(join(root, 'tree'))).toThrow(/ENOENT/);
+      expect(readFileSync(join(keep, 'sub', 'f'), 'utf8')).toBe('x');
+      await removeTree(join(root, 'absent')); // no error
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -15,6 +15,7 @@ import {
   parseTargetTime,
   PrefetchSpool,
   planRecovery,
+  removeTree,
   resolveClusterId,
   restoreBaseBackup,
   startRecovery,
@@ -352,7 +353,7 @@ export function recoverCommand(): Command {
             feeding.abort();
             await fed.catch(() => undefined);
             if (s.start) await spool.clear();
-            if (spoolParent) await rm(spoolParent, { recursive: true, force: true });
+            if (spoolParent) await removeTree(spoolParent);
             await walServer?.close();
             ctx.signal.removeEventListener('abort', onAbort);
           }

@@ -30,6 +30,21 @@ describe('RecoveryLogReader fed as the log grows', () => {
     expect(r.segmentsRestored).toBe(2);
   });
 
+  it("a client's FATAL (another pid than the startup process's) is no recovery failure", () => {
+    const r = new RecoveryLogReader();
+    r.feed(
+      [
+        L('LOG:  starting point-in-time recovery to earliest consistent point'),
+        L('LOG:  restored log file "000000010000000000000002" from archive'),
+        '2026-11-25 14:05:02.100 UTC [5001] FATAL:  password authentication failed for user "monitor"',
+        '',
+      ].join('\n'),
+    );
+    expect(r.state().lastFatal).toBeUndefined();
+    r.feed(L('FATAL:  could not open file "pg_wal/000000010000000000000003": Permission denied\n'));
+    expect(r.state().lastFatal).toMatch(/could not open file/);
+  });
+
   it('keeps the last lines for an error message', () => {
     const r = new RecoveryLogReader();
     for (let i = 0; i < 30; i++) r.feed(L(`LOG:  line ${i}\n`));

@@ -43,6 +43,10 @@ export class RecoveryLogReader {
   private shutdown = false;
   private exited = false;
   private lastFatal?: string;
+  /** Any FATAL, a client's too: the reason given when the server stops and nothing better was logged. */
+  private anyFatal?: string;
+  /** The startup process's pid (from "[pid]" in the line prefix), once a recovery line names it. */
+  private startupPid?: string;
   private rest = '';
   /** WAL segments (not history files) restored: what replay progress counts. */
   segmentsRestored = 0;
@@ -85,9 +89,16 @@ export class RecoveryLogReader {
     if (/database system is ready to accept connections/.test(line)) this.promoted = true;
     if (/pausing at the end of recovery|recovery has paused/.test(line)) this.paused = true;
     if (/shutdown at recovery target/.test(line)) this.shutdown = true;
+    const pid = /\[(\d+)\]/.exec(line)?.[1];
+    if (pid && /starting (point-in-time|archive) recovery|restored log file|redo starts at/.test(line))
+      this.startupPid ??= pid;
     if ((m = /(?:FATAL|PANIC):\s+(.*)$/.exec(line))) {
-      if (!/the database system is (starting up|not yet accepting connections|in recovery mode)/.test(m[1]))
-        this.lastFatal = m[1];
+      if (!/the database system is (starting up|not yet accepting connections|in recovery mode)/.test(m[1])) {
+        this.anyFatal = m[1];
+        // A client's FATAL (a wrong password, say, once hot standby accepts connections) says
+        // nothing about recovery: only the startup process's, or one before it is known, counts.
+        if (!(pid && this.startupPid && pid !== this.startupPid)) this.lastFatal = m[1];
+      }
     }
     if (/database system is shut down|startup process \(PID \d+\) exited with exit code/.test(line))
       this.exited = true;
@@ -95,7 +106,9 @@ export class RecoveryLogReader {
 
   state(): RecoveryLogState {
     const failed =
-      this.exited && !this.shutdown ? (this.lastFatal ?? 'the server stopped during recovery') : undefined;
+      this.exited && !this.shutdown
+        ? (this.lastFatal ?? this.anyFatal ?? 'the server stopped during recovery')
+        : undefined;
     return {
       outcome: { ...this.o },
       promoted: this.promoted,

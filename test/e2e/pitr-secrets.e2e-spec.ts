@@ -50,6 +50,7 @@ const CREDENTIALS = {
   let targetDir: string;
   let json: RecoverJson;
   let paused: PitrServer | undefined;
+  let pausedDir: string;
 
   beforeAll(async () => {
     env = await preparePitr('secrets');
@@ -71,6 +72,10 @@ const CREDENTIALS = {
     fs.copyFileSync(env.keys.priv, rootKey);
     fs.chownSync(rootKey, 0, 0);
     fs.chmodSync(rootKey, 0o600);
+  });
+
+  beforeAll(() => {
+    pausedDir = join(env.root, 'recovered-paused');
   });
 
   afterAll(async () => {
@@ -164,7 +169,7 @@ const CREDENTIALS = {
   });
 
   it('as root, the prefetch spool lives under a root-owned parent, not in pg_wal (which the server user owns)', async () => {
-    const dir = join(env.root, 'recovered-paused');
+    const dir = pausedDir;
     const port = await freePort();
     const r = await runCliAs(
       [
@@ -183,6 +188,8 @@ const CREDENTIALS = {
         '--start',
         '--port',
         String(port),
+        '--log-level',
+        'debug',
         '--json',
       ],
       { asPostgres: false, env: { [PASSPHRASE_ENV]: PASSPHRASE }, timeoutMs: 120_000 },
@@ -196,11 +203,16 @@ const CREDENTIALS = {
     });
     expect({ code: r.code, out: explain(r, paused) }).toEqual(expect.objectContaining({ code: 0 }));
     expect((JSON.parse(r.stdout) as RecoverJson).state).toBe('paused');
-    // paused: restore_command is still there, and names the spool it used
+    const m = /"spool":"(\/[^"]*dbcrate-spool-[^/"]+)\/spool"/.exec(r.stderr);
+    expect({ spool: m?.[1], stderr: r.stderr.slice(-2000) }).toEqual(
+      expect.objectContaining({ spool: expect.any(String) }),
+    );
+    // paused: restore_command stays (resuming needs a new recover), naming that spool
     const auto = fs.readFileSync(join(dir, 'postgresql.auto.conf'), 'utf8');
-    const m = /s=(\/[^;]*dbcrate-spool-[^/;]+)\/spool;/.exec(auto);
-    expect(m).not.toBeNull();
+    expect(auto).toContain(`s=${m![1]}/spool;`);
     expect(auto).not.toContain('pg_wal/dbcrate-prefetch');
+    // the timeline the plan checked, not 'latest' (which a history file archived meanwhile could move)
+    expect(auto).toMatch(/^recovery_target_timeline = '1'$/m);
     expect(fs.existsSync(m![1])).toBe(false); // removed when recover ended
     expect(fs.existsSync(join(dir, 'pg_wal', 'dbcrate-prefetch'))).toBe(false);
   });

@@ -16,6 +16,13 @@ describe('RecoveryLogReader fed as the log grows', () => {
     expect(r.segmentsRestored).toBe(1);
   });
 
+  it('remembers the restored segment furthest along, across timelines', () => {
+    const r = new RecoveryLogReader();
+    for (const f of ['000000010000000000000003', '000000020000000000000004', '00000002.history'])
+      r.feed(L(`LOG:  restored log file "${f}" from archive\n`));
+    expect(r.state().outcome.lastSegmentRestored).toBe('000000020000000000000004');
+  });
+
   it('history files are WAL files restored but not replayed segments', () => {
     const r = new RecoveryLogReader();
     r.feed(
@@ -88,6 +95,7 @@ describe('the recovered server', () => {
   it('logs in English whatever the locale: lc_messages=C on its command line', () => {
     expect(recoveryServerOptions(5433)).toMatch(/-c lc_messages=C(\s|$)/);
     expect(recoveryServerOptions(5433)).toMatch(/^-p 5433 /);
+    expect(recoveryServerOptions(5433)).toMatch(/-c log_min_messages=warning(\s|$)/);
   });
 
   it('does not inherit the variables named (the passphrase)', () => {

@@ -19,6 +19,8 @@ export interface RecoveryOutcome {
   stoppedAt?: string;
   timeline?: number;
   walFilesRestored: number;
+  /** The restored WAL segment furthest along (the highest segment number). */
+  lastSegmentRestored?: string;
   logFile: string;
 }
 
@@ -74,7 +76,12 @@ export class RecoveryLogReader {
     let m: RegExpExecArray | null;
     if ((m = /restored log file "(.*)" from archive/.exec(line))) {
       o.walFilesRestored++;
-      if (/^[0-9A-F]{24}$/.test(m[1])) this.segmentsRestored++;
+      if (/^[0-9A-F]{24}$/.test(m[1])) {
+        this.segmentsRestored++;
+        // the segment number is the last 16 hex digits: compare those, whatever the timeline
+        if (!o.lastSegmentRestored || m[1].slice(8) >= o.lastSegmentRestored.slice(8))
+          o.lastSegmentRestored = m[1];
+      }
     }
     if ((m = /recovery stopping (.*)$/.exec(line))) {
       o.stoppedAt = m[1];
@@ -182,9 +189,13 @@ export async function chownTree(dir: string, osUser: string): Promise<void> {
   await execFileP('chown', ['-R', `${osUser}:${osUser}`, dir]);
 }
 
-/** The server options recover --start uses: lc_messages=C so that the log lines it follows are English. */
+/**
+ * The server options recover --start uses: lc_messages=C so that the log lines it follows are
+ * English, and log_min_messages=warning (the default) so that a production setting of error or
+ * fatal does not hide the LOG lines that say where recovery stands.
+ */
 export function recoveryServerOptions(port: number): string {
-  return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C`;
+  return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C -c log_min_messages=warning`;
 }
 
 /**

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
-import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   feedSpool,
   isLsn,
@@ -229,6 +229,7 @@ export function recoverCommand(): Command {
           const spoolParent = owner ? await mkdtemp(join(tmpdir(), 'dbcrate-spool-')) : undefined;
           if (spoolParent) await chmod(spoolParent, 0o711);
           const spool = new PrefetchSpool(dir, spoolParent && join(spoolParent, 'spool'));
+          if (s.start) logger().debug({ spool: spool.dir }, 'prefetch spool');
           let fed: Promise<number> = Promise.resolve(0);
           const startFeeding = () => {
             fed = feedSpool({
@@ -276,7 +277,10 @@ export function recoverCommand(): Command {
             await writeRecoveryConfig(dir, {
               restoreCommand,
               target,
-              timeline,
+              // The timeline the plan checked (path, gaps, live branches), not 'latest': a history
+              // file archived while the base backup downloads (a copy promoted meanwhile) would
+              // otherwise send replay onto a timeline nobody checked.
+              timeline: plan.timeline,
               inclusive: s.inclusive,
               action,
               extra,
@@ -327,6 +331,7 @@ export function recoverCommand(): Command {
             });
             replay.done({ walFilesRestored: outcome.walFilesRestored, segments: plan.walFiles.length });
             if (outcome.state === 'promoted') await removeRestoreCommand(dir);
+            checkReachedEnd(plan.walFiles, target, outcome, dir);
             const result = {
               databaseId,
               backupId: b.backupId,
@@ -361,6 +366,31 @@ export function recoverCommand(): Command {
           await storage.close();
         }
       }),
+  );
+}
+
+/**
+ * --latest ends where restore_command first says "not archived". Every WAL file the plan
+ * listed is archived, so stopping short means restore_command failed with a status PostgreSQL
+ * takes for "missing" (a dbcrate that no longer starts, say, exits 1): the promoted server
+ * lacks archived WAL. Exit 0 would be a lie.
+ */
+export function checkReachedEnd(
+  walFiles: string[],
+  target: RecoveryTarget,
+  outcome: { lastSegmentRestored?: string; logFile?: string },
+  dir: string,
+): void {
+  const last = walFiles[walFiles.length - 1];
+  if (target.kind !== 'latest' || !last) return;
+  const reached = outcome.lastSegmentRestored;
+  if (reached && reached.slice(8) >= last.slice(8)) return;
+  throw new DbcrateError(
+    ErrorCodes.RECOVERY_FAILED,
+    `replay ended at ${reached ?? 'the base backup'}, short of ${last}, the end of the contiguous archived WAL: the server in ${dir} was promoted without WAL that is archived`,
+    {
+      hint: `do not use that server; see why restore_command failed in ${outcome.logFile ?? 'the server log'}, then recover again into a new directory`,
+    },
   );
 }
 

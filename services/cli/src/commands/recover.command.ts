@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -30,7 +29,7 @@ import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
 import { loadPrivateKey, trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
-import { removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
+import { makeSpoolParent, removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
 
 const execFileP = promisify(execFile);
 
@@ -226,8 +225,7 @@ export function recoverCommand(): Command {
           // As root, the spool must not be in pg_wal: once the data directory is the server's,
           // its user could swap the spool for a symlink and have root write (and chown) files
           // wherever it points. A root-owned parent in the sticky temp dir cannot be swapped.
-          const spoolParent = owner ? await mkdtemp(join(tmpdir(), 'dbcrate-spool-')) : undefined;
-          if (spoolParent) await chmod(spoolParent, 0o711);
+          const spoolParent = owner ? await makeSpoolParent() : undefined;
           const spool = new PrefetchSpool(dir, spoolParent && join(spoolParent, 'spool'));
           if (s.start) logger().debug({ spool: spool.dir }, 'prefetch spool');
           let fed: Promise<number> = Promise.resolve(0);

@@ -1,8 +1,18 @@
-import { execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { removeRestoreCommand } from './recover.wal';
+import { makeSpoolParent, removeRestoreCommand } from './recover.wal';
 
 const isRoot = process.getuid?.() === 0;
 const AUTO = "port = '5499'\nrestore_command = 'wal-fetch %f %p'\narchive_mode = 'off'\n";
@@ -45,3 +55,26 @@ const AUTO = "port = '5499'\nrestore_command = 'wal-fetch %f %p'\narchive_mode =
     });
   },
 );
+
+(isRoot ? describe : describe.skip)('the root-owned spool parent', () => {
+  it('is 0711 and root-owned; one left by a killed recover (dead pid) is swept, a live one kept', async () => {
+    const dead = spawnSync('true').pid!;
+    const stale = mkdtempSync(join(tmpdir(), 'dbcrate-spool-'));
+    mkdirSync(join(stale, 'spool'));
+    writeFileSync(join(stale, 'spool', '000000010000000000000003'), 'decrypted WAL');
+    writeFileSync(join(stale, 'recover.pid'), String(dead));
+    const live = mkdtempSync(join(tmpdir(), 'dbcrate-spool-'));
+    writeFileSync(join(live, 'recover.pid'), String(process.pid));
+    let made: string | undefined;
+    try {
+      made = await makeSpoolParent();
+      expect(existsSync(stale)).toBe(false);
+      expect(existsSync(live)).toBe(true);
+      const st = statSync(made);
+      expect([st.uid, st.mode & 0o777]).toEqual([0, 0o711]);
+      expect(readFileSync(join(made, 'recover.pid'), 'utf8')).toBe(String(process.pid));
+    } finally {
+      for (const d of [stale, live, made]) if (d) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { constants, type Stats } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
@@ -7,6 +8,7 @@ import {
   fetchWal,
   fetchWalObject,
   PREFETCH_DIR,
+  removeTree,
   shellQuote,
   WalServer,
   writeAtomically,
@@ -106,4 +108,38 @@ export async function removeRestoreCommand(dir: string): Promise<void> {
       /^\s*restore_command\s*=/.test(l) ? '# restore_command removed by dbcrate recover after promotion' : l,
     );
   await writeAtomically(path, Buffer.from(kept.join('\n')), { uid: st.uid, gid: st.gid });
+}
+
+const SPOOL_PREFIX = 'dbcrate-spool-';
+const SPOOL_PID = 'recover.pid';
+
+/**
+ * recover as root: a root-owned parent (0711) in the sticky temp dir for the prefetch spool,
+ * which the server's user cannot swap for a symlink. It holds decrypted WAL, so those left by
+ * a killed recover (their pid is gone) are removed first.
+ */
+export async function makeSpoolParent(): Promise<string> {
+  const tmp = tmpdir();
+  for (const name of await readdir(tmp).catch(() => [] as string[])) {
+    if (!name.startsWith(SPOOL_PREFIX)) continue;
+    const p = join(tmp, name);
+    const st = await lstat(p).catch(() => undefined);
+    if (!st?.isDirectory() || st.uid !== process.getuid?.()) continue;
+    const pid = Number(await readFile(join(p, SPOOL_PID), 'utf8').catch(() => '0'));
+    if (pid > 0 ? alive(pid) : Date.now() - st.mtimeMs < 60_000) continue; // in use, or just made
+    await removeTree(p).catch(() => undefined);
+  }
+  const parent = await mkdtemp(join(tmp, SPOOL_PREFIX));
+  await chmod(parent, 0o711);
+  await writeFile(join(parent, SPOOL_PID), String(process.pid), { mode: 0o600, flag: 'wx' });
+  return parent;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

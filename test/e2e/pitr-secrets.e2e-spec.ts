@@ -49,6 +49,8 @@ const CREDENTIALS = {
   let expected: unknown[];
   let targetDir: string;
   let json: RecoverJson;
+  let paused: PitrServer | undefined;
+  let pausedDir: string;
 
   beforeAll(async () => {
     env = await preparePitr('secrets');
@@ -72,8 +74,13 @@ const CREDENTIALS = {
     fs.chmodSync(rootKey, 0o600);
   });
 
+  beforeAll(() => {
+    pausedDir = join(env.root, 'recovered-paused');
+  });
+
   afterAll(async () => {
     await rec?.stop();
+    await paused?.stop();
     await cleanup(env);
     await pg?.stop();
     fs.rmSync(keyDir, { recursive: true, force: true });
@@ -159,5 +166,54 @@ const CREDENTIALS = {
       const p = join(targetDir, f);
       if (fs.existsSync(p)) expect(fs.readFileSync(p, 'utf8')).not.toContain(PASSPHRASE);
     }
+  });
+
+  it('as root, the prefetch spool lives under a root-owned parent, not in pg_wal (which the server user owns)', async () => {
+    const dir = pausedDir;
+    const port = await freePort();
+    const r = await runCliAs(
+      [
+        'recover',
+        '--from',
+        env.dest,
+        '--key',
+        rootKey,
+        '--passphrase-env',
+        PASSPHRASE_ENV,
+        '--target-dir',
+        dir,
+        '--immediate',
+        '--action',
+        'pause',
+        '--start',
+        '--port',
+        String(port),
+        '--log-level',
+        'debug',
+        '--json',
+      ],
+      { asPostgres: false, env: { [PASSPHRASE_ENV]: PASSPHRASE }, timeoutMs: 120_000 },
+    );
+    paused = attachCluster({
+      dataDir: dir,
+      port,
+      superuser: pg.superuser,
+      password: pg.password,
+      binDir: pg.binDir,
+    });
+    expect({ code: r.code, out: explain(r, paused) }).toEqual(expect.objectContaining({ code: 0 }));
+    expect((JSON.parse(r.stdout) as RecoverJson).state).toBe('paused');
+    const m = /"spool":"(\/[^"]*dbcrate-spool-[^/"]+)\/spool"/.exec(r.stderr);
+    expect({ spool: m?.[1], stderr: r.stderr.slice(-2000) }).toEqual(
+      expect.objectContaining({ spool: expect.any(String) }),
+    );
+    // paused: restore_command stays (resuming needs a new recover), naming that spool
+    const auto = fs.readFileSync(join(dir, 'postgresql.auto.conf'), 'utf8');
+    expect(auto).toContain(`s=${m![1]}/spool;`);
+    expect(auto).not.toContain('pg_wal/dbcrate-prefetch');
+    // the timeline the plan checked, not 'latest' (which a history file archived meanwhile could move)
+    expect(auto).toMatch(/^recovery_target_timeline = '1'$/m);
+    expect(fs.existsSync(m![1])).toBe(false); // removed when recover ended
+    expect(fs.existsSync(join(dir, 'pg_wal', 'dbcrate-prefetch'))).toBe(false);
   });
 });

@@ -18,3 +18,4 @@ export * from './tar.scanner';
 export * from './tar.guard';
 export * from './archive.info';
 export * from './archive.check';
+export * from './tree.remove';

@@ -42,6 +42,7 @@ describe('readRecoveryLog', () => {
     expect(r).toEqual({
       outcome: {
         walFilesRestored: 3,
+        lastSegmentRestored: '000000010000000000000003',
         stoppedAt: 'after WAL location (LSN) "0/3000060"',
         lsn: '0/3000060',
         time: '2026-11-25 14:00:00.123456+00',

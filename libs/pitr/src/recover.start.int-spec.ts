@@ -24,6 +24,7 @@ case "$FAKE_MODE" in
   stall) echo "$T FATAL:  could not open file \\"pg_wal/000000010000000000000003\\": Permission denied" >> "$L";;
   promote) printf '%s\\n' "$T LOG:  restored log file \\"000000010000000000000002\\" from archive" "$T LOG:  redo done at 0/2000100" "$T LOG:  database system is ready to accept connections" >> "$L";;
   dies) echo "$T FATAL:  invalid value for parameter" >> "$L";;
+  clientfatal) echo "2026-11-25 14:05:02.100 UTC [77] FATAL:  password authentication failed for user \\"monitor\\"" >> "$L";;
 esac
 exit 0
 `;
@@ -91,6 +92,16 @@ describe('startRecovery', () => {
     expect((err as DbcrateError).message).toMatch(/no progress for 1 s after: could not open file/);
     expect((err as DbcrateError).hint).toMatch(/last lines:\n.*starting point-in-time recovery/);
     expect(Date.now() - t0).toBeLessThan(30_000);
+  });
+
+  it("a client's FATAL during a slow replay is no stall: recovery is waited for", async () => {
+    let err: unknown;
+    try {
+      await run('clientfatal', { stallMs: 300, timeoutMs: 2500 });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as DbcrateError).message).toBe('recovery did not reach its target in time');
   });
 
   it('a server that is gone fails with its FATAL and the log tail', async () => {

@@ -16,6 +16,13 @@ describe('RecoveryLogReader fed as the log grows', () => {
     expect(r.segmentsRestored).toBe(1);
   });
 
+  it('remembers the restored segment furthest along, across timelines', () => {
+    const r = new RecoveryLogReader();
+    for (const f of ['000000010000000000000003', '000000020000000000000004', '00000002.history'])
+      r.feed(L(`LOG:  restored log file "${f}" from archive\n`));
+    expect(r.state().outcome.lastSegmentRestored).toBe('000000020000000000000004');
+  });
+
   it('history files are WAL files restored but not replayed segments', () => {
     const r = new RecoveryLogReader();
     r.feed(
@@ -28,6 +35,21 @@ describe('RecoveryLogReader fed as the log grows', () => {
     );
     expect(r.state().outcome.walFilesRestored).toBe(3);
     expect(r.segmentsRestored).toBe(2);
+  });
+
+  it("a client's FATAL (another pid than the startup process's) is no recovery failure", () => {
+    const r = new RecoveryLogReader();
+    r.feed(
+      [
+        L('LOG:  starting point-in-time recovery to earliest consistent point'),
+        L('LOG:  restored log file "000000010000000000000002" from archive'),
+        '2026-11-25 14:05:02.100 UTC [5001] FATAL:  password authentication failed for user "monitor"',
+        '',
+      ].join('\n'),
+    );
+    expect(r.state().lastFatal).toBeUndefined();
+    r.feed(L('FATAL:  could not open file "pg_wal/000000010000000000000003": Permission denied\n'));
+    expect(r.state().lastFatal).toMatch(/could not open file/);
   });
 
   it('keeps the last lines for an error message', () => {
@@ -73,6 +95,7 @@ describe('the recovered server', () => {
   it('logs in English whatever the locale: lc_messages=C on its command line', () => {
     expect(recoveryServerOptions(5433)).toMatch(/-c lc_messages=C(\s|$)/);
     expect(recoveryServerOptions(5433)).toMatch(/^-p 5433 /);
+    expect(recoveryServerOptions(5433)).toMatch(/-c log_min_messages=warning(\s|$)/);
   });
 
   it('does not inherit the variables named (the passphrase)', () => {
@@ -100,6 +123,10 @@ describe('the recovered server', () => {
       expect(env.PGPASSWORD).toBeUndefined();
       expect(env.DBCRATE_TRUST).toBeUndefined();
       expect(env).toEqual(expect.objectContaining({ LC_ALL: 'C', TZ: 'UTC', PATH: process.env.PATH }));
+      // recover --archive: archive_command may need the rest, never the passphrase
+      const all = serverEnvironment(['PGPASSWORD'], { all: true });
+      expect(all.AWS_SECRET_ACCESS_KEY).toBe('s');
+      expect(all.PGPASSWORD).toBeUndefined();
     } finally {
       for (const k of ['AWS_SECRET_ACCESS_KEY', 'PGPASSWORD', 'DBCRATE_TRUST', 'LC_ALL', 'TZ'])
         if (saved[k] === undefined) delete process.env[k];

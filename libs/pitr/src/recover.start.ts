@@ -1,10 +1,11 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { RecoveryAction } from './recover';
+import { removeTree } from './tree.remove';
 import { PREFETCH_DIR } from './wal.fetch';
 
 const execFileP = promisify(execFile);
@@ -18,6 +19,8 @@ export interface RecoveryOutcome {
   stoppedAt?: string;
   timeline?: number;
   walFilesRestored: number;
+  /** The restored WAL segment furthest along (the highest segment number). */
+  lastSegmentRestored?: string;
   logFile: string;
 }
 
@@ -42,6 +45,10 @@ export class RecoveryLogReader {
   private shutdown = false;
   private exited = false;
   private lastFatal?: string;
+  /** Any FATAL, a client's too: the reason given when the server stops and nothing better was logged. */
+  private anyFatal?: string;
+  /** The startup process's pid (from "[pid]" in the line prefix), once a recovery line names it. */
+  private startupPid?: string;
   private rest = '';
   /** WAL segments (not history files) restored: what replay progress counts. */
   segmentsRestored = 0;
@@ -69,7 +76,12 @@ export class RecoveryLogReader {
     let m: RegExpExecArray | null;
     if ((m = /restored log file "(.*)" from archive/.exec(line))) {
       o.walFilesRestored++;
-      if (/^[0-9A-F]{24}$/.test(m[1])) this.segmentsRestored++;
+      if (/^[0-9A-F]{24}$/.test(m[1])) {
+        this.segmentsRestored++;
+        // the segment number is the last 16 hex digits: compare those, whatever the timeline
+        if (!o.lastSegmentRestored || m[1].slice(8) >= o.lastSegmentRestored.slice(8))
+          o.lastSegmentRestored = m[1];
+      }
     }
     if ((m = /recovery stopping (.*)$/.exec(line))) {
       o.stoppedAt = m[1];
@@ -84,9 +96,16 @@ export class RecoveryLogReader {
     if (/database system is ready to accept connections/.test(line)) this.promoted = true;
     if (/pausing at the end of recovery|recovery has paused/.test(line)) this.paused = true;
     if (/shutdown at recovery target/.test(line)) this.shutdown = true;
+    const pid = /\[(\d+)\]/.exec(line)?.[1];
+    if (pid && /starting (point-in-time|archive) recovery|restored log file|redo starts at/.test(line))
+      this.startupPid ??= pid;
     if ((m = /(?:FATAL|PANIC):\s+(.*)$/.exec(line))) {
-      if (!/the database system is (starting up|not yet accepting connections|in recovery mode)/.test(m[1]))
-        this.lastFatal = m[1];
+      if (!/the database system is (starting up|not yet accepting connections|in recovery mode)/.test(m[1])) {
+        this.anyFatal = m[1];
+        // A client's FATAL (a wrong password, say, once hot standby accepts connections) says
+        // nothing about recovery: only the startup process's, or one before it is known, counts.
+        if (!(pid && this.startupPid && pid !== this.startupPid)) this.lastFatal = m[1];
+      }
     }
     if (/database system is shut down|startup process \(PID \d+\) exited with exit code/.test(line))
       this.exited = true;
@@ -94,7 +113,9 @@ export class RecoveryLogReader {
 
   state(): RecoveryLogState {
     const failed =
-      this.exited && !this.shutdown ? (this.lastFatal ?? 'the server stopped during recovery') : undefined;
+      this.exited && !this.shutdown
+        ? (this.lastFatal ?? this.anyFatal ?? 'the server stopped during recovery')
+        : undefined;
     return {
       outcome: { ...this.o },
       promoted: this.promoted,
@@ -168,9 +189,13 @@ export async function chownTree(dir: string, osUser: string): Promise<void> {
   await execFileP('chown', ['-R', `${osUser}:${osUser}`, dir]);
 }
 
-/** The server options recover --start uses: lc_messages=C so that the log lines it follows are English. */
+/**
+ * The server options recover --start uses: lc_messages=C so that the log lines it follows are
+ * English, and log_min_messages=warning (the default) so that a production setting of error or
+ * fatal does not hide the LOG lines that say where recovery stands.
+ */
 export function recoveryServerOptions(port: number): string {
-  return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C`;
+  return `-p ${port} -c logging_collector=off -c log_destination=stderr -c unix_socket_directories=/tmp -c lc_messages=C -c log_min_messages=warning`;
 }
 
 /**
@@ -183,9 +208,10 @@ const SERVER_ENV =
   /^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_[A-Z]+|TZ|TZDIR|TMPDIR|PGTZ|PG_OOM_ADJUST_FILE|PG_OOM_ADJUST_VALUE)$/;
 
 /** The environment the recovered server gets: an allowlist, and never the variables named (the passphrase's, say). */
-export function serverEnvironment(drop: string[] = []): NodeJS.ProcessEnv {
+export function serverEnvironment(drop: string[] = [], opts: { all?: boolean } = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (SERVER_ENV.test(k) && v !== undefined) env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if ((opts.all || SERVER_ENV.test(k)) && v !== undefined) env[k] = v;
   for (const k of drop) delete env[k];
   return env;
 }
@@ -212,6 +238,8 @@ export async function startRecovery(opts: {
   stallMs?: number;
   /** Environment variables the server must not inherit (e.g. the passphrase's). */
   dropEnv?: string[];
+  /** Inherit the whole environment (but dropEnv): a server that archives (recover --archive) may need it for archive_command. */
+  fullEnvironment?: boolean;
   onProgress?: (walFilesRestored: number, segmentsRestored: number) => void;
 }): Promise<RecoveryOutcome> {
   const logDir = join(opts.dir, 'log');
@@ -232,7 +260,7 @@ export async function startRecovery(opts: {
   await new Promise<void>((res, rej) => {
     const p = spawn(cmd, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: serverEnvironment(opts.dropEnv),
+      env: serverEnvironment(opts.dropEnv, { all: opts.fullEnvironment }),
     });
     let err = '';
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -264,7 +292,7 @@ export async function startRecovery(opts: {
         ((opts.action === 'promote' || opts.action === 'end') && r.promoted);
       if (done) {
         const state = r.promoted ? 'promoted' : r.paused ? 'paused' : 'shut down';
-        await rm(join(opts.dir, PREFETCH_DIR), { recursive: true, force: true }).catch(() => undefined);
+        await removeTree(join(opts.dir, PREFETCH_DIR)).catch(() => undefined);
         return { ...r.outcome, state, logFile };
       }
       // A server that dies without logging a shutdown (a configuration error, say) must not be waited for.

@@ -1,11 +1,12 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { chown, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { lchown, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
 import { openWal, sha256Hex } from './wal.archive';
 import type { WalLayout } from './pitr.layout';
+import { removeTree } from './tree.remove';
 import { walNameState } from './wal.claim';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
@@ -80,15 +81,31 @@ export async function fetchWalObject(
   return plain;
 }
 
-/** Write atomically (temp + rename) so PostgreSQL never reads a half-written file. */
+/**
+ * Write atomically (temp + rename) so PostgreSQL never reads a half-written file. recover,
+ * run as root, writes into a directory the server's OS user can write (the spool): a symlink
+ * planted at the temp name must not make root write or chown its target. So the temp file is
+ * created with O_EXCL|O_NOFOLLOW (a stale one, or a link, is unlinked first, never followed)
+ * and chowned through its descriptor; rename replaces a name, never a link's target.
+ */
 export async function writeAtomically(
   path: string,
   data: Uint8Array,
   owner?: { uid: number; gid: number },
 ): Promise<void> {
   const tmp = `${path}.dbcrate-tmp`;
-  await writeFile(tmp, data, { mode: 0o600 });
-  if (owner) await chown(tmp, owner.uid, owner.gid);
+  await rm(tmp, { force: true });
+  const fh = await open(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    await fh.writeFile(data);
+    if (owner) await fh.chown(owner.uid, owner.gid);
+  } finally {
+    await fh.close();
+  }
   await rename(tmp, path);
 }
 
@@ -103,8 +120,9 @@ export class PrefetchSpool {
   readonly dir: string;
   private made = false;
 
-  constructor(pgdata: string) {
-    this.dir = join(pgdata, PREFETCH_DIR);
+  /** `dir`: somewhere else than pg_wal (recover as root keeps it under a root-owned parent). */
+  constructor(pgdata: string, dir?: string) {
+    this.dir = dir ?? join(pgdata, PREFETCH_DIR);
   }
 
   /** Move a prefetched file into place; false when it is not in the spool. */
@@ -139,7 +157,12 @@ export class PrefetchSpool {
 
   private async make(owner?: { uid: number; gid: number }): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    if (owner) await chown(this.dir, owner.uid, owner.gid);
+    if (owner) {
+      // chown follows links: never hand whatever a planted link points to to the server's user.
+      if (!(await lstat(this.dir)).isDirectory())
+        throw new DbcrateError(ErrorCodes.RECOVERY_FAILED, `${this.dir} is not a directory (a symlink?)`);
+      await lchown(this.dir, owner.uid, owner.gid);
+    }
     this.made = true;
   }
 
@@ -158,7 +181,7 @@ export class PrefetchSpool {
 
   async clear(): Promise<void> {
     this.made = false;
-    await rm(this.dir, { recursive: true, force: true });
+    await removeTree(this.dir);
   }
 
   /** One prefetcher at a time: an exclusive lock file holding its pid. */

@@ -4,6 +4,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, logger } from '@dbcrate/core';
+import { removeTree } from './tree.remove';
 import { parseWalFileName } from './wal.names';
 
 /** Inside the serving directory: the socket and the token a client must present. */
@@ -74,7 +75,7 @@ export class WalServer {
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
-    await rm(this.dir, { recursive: true, force: true });
+    await removeTree(this.dir);
   }
 }
 

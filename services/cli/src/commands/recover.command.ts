@@ -7,13 +7,14 @@ import { promisify } from 'node:util';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
-import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   feedSpool,
   isLsn,
   parseTargetTime,
   PrefetchSpool,
   planRecovery,
+  removeTree,
   resolveClusterId,
   restoreBaseBackup,
   startRecovery,
@@ -28,7 +29,7 @@ import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
 import { loadPrivateKey, trustPolicyFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
-import { removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
+import { makeSpoolParent, removeRestoreCommand, restoreCommandFor, serveWal } from './recover.wal';
 
 const execFileP = promisify(execFile);
 
@@ -221,11 +222,17 @@ export function recoverCommand(): Command {
           const onAbort = () => feeding.abort();
           ctx.signal.addEventListener('abort', onAbort, { once: true });
           const owner = s.start && osUser ? await ownerOf(osUser) : undefined;
+          // As root, the spool must not be in pg_wal: once the data directory is the server's,
+          // its user could swap the spool for a symlink and have root write (and chown) files
+          // wherever it points. A root-owned parent in the sticky temp dir cannot be swapped.
+          const spoolParent = owner ? await makeSpoolParent() : undefined;
+          const spool = new PrefetchSpool(dir, spoolParent && join(spoolParent, 'spool'));
+          if (s.start) logger().debug({ spool: spool.dir }, 'prefetch spool');
           let fed: Promise<number> = Promise.resolve(0);
           const startFeeding = () => {
             fed = feedSpool({
               histories: plan.index.timelines,
-              spool: new PrefetchSpool(dir),
+              spool,
               fetch: { storage, databaseId, keys: [key], trust },
               walFiles: plan.walFiles,
               known: plan.index.files,
@@ -251,6 +258,7 @@ export function recoverCommand(): Command {
               walServer = await serveWal({ storage, databaseId, key, trust, index: plan.index, owner });
             const restoreCommand = restoreCommandFor({
               socketDir: walServer?.dir,
+              spoolDir: spoolParent && spool.dir,
               from: s.from,
               keyPath,
               databaseId,
@@ -267,7 +275,10 @@ export function recoverCommand(): Command {
             await writeRecoveryConfig(dir, {
               restoreCommand,
               target,
-              timeline,
+              // The timeline the plan checked (path, gaps, live branches), not 'latest': a history
+              // file archived while the base backup downloads (a copy promoted meanwhile) would
+              // otherwise send replay onto a timeline nobody checked.
+              timeline: plan.timeline,
               inclusive: s.inclusive,
               action,
               extra,
@@ -308,6 +319,9 @@ export function recoverCommand(): Command {
               osUser,
               signal: ctx.signal,
               dropEnv: s.passphraseEnv ? [s.passphraseEnv] : [],
+              // A server that archives runs archive_command, which may need this environment (its
+              // signing key, storage credentials): only then does it inherit more than an allowlist.
+              fullEnvironment: s.archive,
               onProgress: (_files, segments) => {
                 const bytes = Math.min(totalBytes, segments * segBytes);
                 if (bytes > replayed) replay.update((replayed = bytes));
@@ -315,6 +329,7 @@ export function recoverCommand(): Command {
             });
             replay.done({ walFilesRestored: outcome.walFilesRestored, segments: plan.walFiles.length });
             if (outcome.state === 'promoted') await removeRestoreCommand(dir);
+            checkReachedEnd(plan.walFiles, target, outcome, dir);
             const result = {
               databaseId,
               backupId: b.backupId,
@@ -340,7 +355,8 @@ export function recoverCommand(): Command {
           } finally {
             feeding.abort();
             await fed.catch(() => undefined);
-            if (s.start) await new PrefetchSpool(dir).clear();
+            if (s.start) await spool.clear();
+            if (spoolParent) await removeTree(spoolParent);
             await walServer?.close();
             ctx.signal.removeEventListener('abort', onAbort);
           }
@@ -348,6 +364,31 @@ export function recoverCommand(): Command {
           await storage.close();
         }
       }),
+  );
+}
+
+/**
+ * --latest ends where restore_command first says "not archived". Every WAL file the plan
+ * listed is archived, so stopping short means restore_command failed with a status PostgreSQL
+ * takes for "missing" (a dbcrate that no longer starts, say, exits 1): the promoted server
+ * lacks archived WAL. Exit 0 would be a lie.
+ */
+export function checkReachedEnd(
+  walFiles: string[],
+  target: RecoveryTarget,
+  outcome: { lastSegmentRestored?: string; logFile?: string },
+  dir: string,
+): void {
+  const last = walFiles[walFiles.length - 1];
+  if (target.kind !== 'latest' || !last) return;
+  const reached = outcome.lastSegmentRestored;
+  if (reached && reached.slice(8) >= last.slice(8)) return;
+  throw new DbcrateError(
+    ErrorCodes.RECOVERY_FAILED,
+    `replay ended at ${reached ?? 'the base backup'}, short of ${last}, the end of the contiguous archived WAL: the server in ${dir} was promoted without WAL that is archived`,
+    {
+      hint: `do not use that server; see why restore_command failed in ${outcome.logFile ?? 'the server log'}, then recover again into a new directory`,
+    },
   );
 }
 

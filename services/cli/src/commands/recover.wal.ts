@@ -1,12 +1,17 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { chmod, lstat, mkdtemp, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
 import {
   fetchWal,
   fetchWalObject,
   PREFETCH_DIR,
+  removeTree,
   shellQuote,
   WalServer,
+  writeAtomically,
   type WalFetchOptions,
   type WalIndex,
 } from '@dbcrate/pitr';
@@ -25,6 +30,8 @@ const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
  */
 export function restoreCommandFor(o: {
   socketDir?: string;
+  /** The prefetch spool, when not pg_wal/dbcrate-prefetch (recover as root). */
+  spoolDir?: string;
   from: string;
   keyPath: string;
   databaseId: string;
@@ -41,7 +48,7 @@ export function restoreCommandFor(o: {
     if (o.allowUnsigned) tail.push('--allow-unsigned');
   }
   return (
-    `f=%f; s=${PREFETCH_DIR}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
+    `f=%f; s=${word(o.spoolDir ?? PREFETCH_DIR)}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
     `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
     `exec ${fetch.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`
   );
@@ -71,14 +78,68 @@ export function serveWal(o: {
   });
 }
 
-/** After promotion nothing may call restore_command again: take it out of postgresql.auto.conf. */
+/**
+ * After promotion nothing may call restore_command again: take it out of postgresql.auto.conf.
+ * recover may run as root while the server's user owns the directory (and a superuser of the
+ * running server can run commands as that user): never follow a link there, and replace the
+ * file by rename, so that a kill leaves the old or the new file, never one cut short that lost
+ * archive_mode=off.
+ */
 export async function removeRestoreCommand(dir: string): Promise<void> {
   const path = join(dir, 'postgresql.auto.conf');
-  const text = await readFile(path, 'utf8');
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
+    throw new DbcrateError(
+      ErrorCodes.RECOVERY_FAILED,
+      `cannot remove restore_command from ${path}: ${e.code === 'ELOOP' ? 'it is a symlink' : e.code}`,
+      { hint: 'the server is promoted; remove the restore_command line by hand' },
+    );
+  });
+  let text: string;
+  let st: Stats;
+  try {
+    st = await fh.stat();
+    text = await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
   const kept = text
     .split('\n')
     .map((l) =>
       /^\s*restore_command\s*=/.test(l) ? '# restore_command removed by dbcrate recover after promotion' : l,
     );
-  await writeFile(path, kept.join('\n'));
+  await writeAtomically(path, Buffer.from(kept.join('\n')), { uid: st.uid, gid: st.gid });
+}
+
+const SPOOL_PREFIX = 'dbcrate-spool-';
+const SPOOL_PID = 'recover.pid';
+
+/**
+ * recover as root: a root-owned parent (0711) in the sticky temp dir for the prefetch spool,
+ * which the server's user cannot swap for a symlink. It holds decrypted WAL, so those left by
+ * a killed recover (their pid is gone) are removed first.
+ */
+export async function makeSpoolParent(): Promise<string> {
+  const tmp = tmpdir();
+  for (const name of await readdir(tmp).catch(() => [] as string[])) {
+    if (!name.startsWith(SPOOL_PREFIX)) continue;
+    const p = join(tmp, name);
+    const st = await lstat(p).catch(() => undefined);
+    if (!st?.isDirectory() || st.uid !== process.getuid?.()) continue;
+    const pid = Number(await readFile(join(p, SPOOL_PID), 'utf8').catch(() => '0'));
+    if (pid > 0 ? alive(pid) : Date.now() - st.mtimeMs < 60_000) continue; // in use, or just made
+    await removeTree(p).catch(() => undefined);
+  }
+  const parent = await mkdtemp(join(tmp, SPOOL_PREFIX));
+  await chmod(parent, 0o711);
+  await writeFile(join(parent, SPOOL_PID), String(process.pid), { mode: 0o600, flag: 'wx' });
+  return parent;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -119,5 +119,65 @@ describe('TarGuard', () => {
     bad[600] ^= 0xff; // inside the second header
     expect((await guard(bad)).error?.message).toMatch(/bad checksum/);
     expect((await guard(tar.subarray(0, 1200))).error?.message).toMatch(/ends in the middle/);
+  });
+
+  // A chain of symlinks, each inside by its letters, ends outside on disk: `recover` (as root)
+  // then writes recovery.signal and postgresql.auto.conf through it, anywhere.
+  const chain: TarEntry[] = [
+    { name: 's2', type: '2', link: '.' },
+    { name: 's3', type: '2', link: 's2/..' },
+    { name: 's4', type: '2', link: 's3/..' },
+    { name: 'recovery.signal', type: '2', link: 's4/victim' },
+  ];
+  it('refuses symlinks that leave the data directory through another symlink, in either order', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dbcrate-guard-'));
+    try {
+      // What GNU tar makes of it without the guard: recovery.signal resolves outside.
+      const data = join(dir, 'a', 'data');
+      mkdirSync(data, { recursive: true });
+      execFileSync('tar', ['-x', '-f', '-', '-C', data], { input: buildTar([...base, ...chain]) });
+      expect(realpathSync.native(join(data, 's4'))).toBe(realpathSync.native(dir));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    for (const entries of [chain, [...chain].reverse()]) {
+      const r = await guard(buildTar([...base, ...entries]));
+      expect(r.error?.code).toBe(ErrorCodes.INTEGRITY);
+      expect(r.error?.message).toMatch(/through the symlink|on the way of another symlink/);
+    }
+    // A symlink to a symlink, or through a real directory, stays fine.
+    const ok = buildTar([
+      ...base,
+      { name: 'l1', type: '2', link: 'global/pg_control' },
+      { name: 'l2', type: '2', link: 'l1' },
+      { name: 'l3', type: '2', link: 'global/../PG_VERSION' },
+    ]);
+    expect(await guard(ok)).toEqual({ passed: ok.length });
+  });
+
+  it("checks every name tar may use: a second pax header drops the first one's path, GNU.sparse.name renames", async () => {
+    // GNU tar takes the ustar name here (the later pax header replaces the earlier one).
+    const twoPax = await guard(
+      buildTar([
+        ...base,
+        { name: 'lnk', type: '2', link: 'global' },
+        { name: 'pax', type: 'x', data: paxData({ path: 'innocent' }) },
+        { name: 'pax', type: 'x', data: paxData({ mtime: '1700000000' }) },
+        { name: 'lnk/x', data: 'x' },
+      ]),
+    );
+    expect(twoPax.error?.message).toMatch(/inside or replaces a symlink/);
+    const sparse = await guard(
+      buildTar([
+        ...base,
+        {
+          name: 'pax',
+          type: 'x',
+          data: paxData({ 'GNU.sparse.name': 'elsewhere', 'GNU.sparse.major': '1' }),
+        },
+        { name: 'innocent', data: 'x' },
+      ]),
+    );
+    expect(sparse.error?.message).toMatch(/GNU sparse-file headers/);
   });
 });

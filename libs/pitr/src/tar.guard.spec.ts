@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,5 +179,32 @@ describe('TarGuard', () => {
       ]),
     );
     expect(sparse.error?.message).toMatch(/GNU sparse-file headers/);
+  });
+
+  it('refuses a numeric field tar would not read: tar skips such a header and takes file content for headers', async () => {
+    // The "file" holds a device node's header; a checksum field "0NNNNNz " is read by a
+    // lenient parser, while GNU tar skips the header and extracts the device.
+    const inner = buildTar([{ name: 'devnode', type: '3', devmajor: 1, devminor: 3 }]).subarray(0, 512);
+    const tar = buildTar([...base, { name: 'innocent', data: Buffer.concat([inner, Buffer.alloc(512)]) }]);
+    const h = tar.subarray(tar.length - 1024 - 1024 - 512, tar.length - 1024 - 1024);
+    expect(h.toString('latin1', 0, 8)).toBe('innocent');
+    h.write('        ', 148, 'latin1');
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, '0')}z `, 148, 'latin1');
+    // What GNU tar lists (exit 2 after "Skipping to next header"): the hidden device node.
+    const listed = spawnSync('tar', ['-t', '-v', '-f', '-'], { input: tar });
+    expect(listed.stdout.toString()).toMatch(/^c.* devnode$/m);
+    const r = await guard(tar);
+    expect(r.error?.code).toBe(ErrorCodes.INTEGRITY);
+    expect(r.error?.message).toMatch(/unreadable checksum field/);
+    const size = await guard(
+      buildTar([
+        ...base,
+        { name: 'pax', type: 'x', data: paxData({ size: '12abc' }) },
+        { name: 'f', data: 'x' },
+      ]),
+    );
+    expect(size.error?.message).toMatch(/unreadable size/);
   });
 });

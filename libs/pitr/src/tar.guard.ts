@@ -93,6 +93,7 @@ export class TarGuard extends Transform {
     const type = String.fromCharCode(h[156] || 0x30);
     const size =
       type === 'x' || type === 'L' || type === 'K' ? this.size(h) : (this.pax.size ?? this.size(h));
+    if (!Number.isSafeInteger(size)) throw this.refuse('an entry has an unreadable size');
     const padded = Math.ceil(size / BLOCK) * BLOCK;
     if (type === 'L' || type === 'K' || type === 'x') {
       if (size > 1024 * 1024) throw this.refuse(`an extension header of ${size} bytes`);
@@ -109,7 +110,7 @@ export class TarGuard extends Transform {
     this.longLink = undefined;
     this.names = [];
     this.links = [];
-    const mode = Number.parseInt(str(h, 100, 8).trim() || '0', 8);
+    const mode = this.octal(h, 100, 8, 'mode');
     for (const n of names) for (const l of links) this.check(type, n, l, mode);
     if (type !== '0' && size > 0)
       throw this.refuse(`"${name}" is not a regular file but has ${size} bytes of content`);
@@ -220,14 +221,25 @@ export class TarGuard extends Transform {
       for (let k = 125; k < 136; k++) v = v * 256 + h[k];
       return v;
     }
-    return Number.parseInt(str(h, 124, 12).trim() || '0', 8);
+    return this.octal(h, 124, 12, 'size');
   }
 
   private checksumOk(h: Buffer): boolean {
-    const recorded = Number.parseInt(str(h, 148, 8).trim(), 8);
+    const recorded = this.octal(h, 148, 8, 'checksum');
     let sum = 0;
     for (let k = 0; k < BLOCK; k++) sum += k >= 148 && k < 156 ? 0x20 : h[k];
     return recorded === sum;
+  }
+
+  /**
+   * A numeric header field, as strictly as GNU tar reads it or more: tar skips a header whose
+   * field it cannot read and looks for the next one in what follows, so a field this guard
+   * read leniently ("0123z") would let tar take file content for headers it never saw.
+   */
+  private octal(h: Buffer, off: number, len: number, what: string): number {
+    const text = str(h, off, len);
+    if (!/^ *[0-7]+ *$/.test(text)) throw this.refuse(`an entry header has an unreadable ${what} field`);
+    return Number.parseInt(text.trim(), 8);
   }
 
   private refuse(why: string): DbcrateError {
@@ -272,7 +284,8 @@ function parsePax(body: Buffer): Pax {
     const eq = rec.indexOf('=');
     const key = rec.slice(0, eq);
     if (key === 'path' || key === 'linkpath') out[key] = rec.slice(eq + 1);
-    if (key === 'size') out.size = Number.parseInt(rec.slice(eq + 1), 10);
+    // An unreadable size would be read differently by tar: NaN makes the entry refused.
+    if (key === 'size') out.size = /^\d+$/.test(rec.slice(eq + 1)) ? Number(rec.slice(eq + 1)) : NaN;
     if (key.startsWith('GNU.sparse.')) out.sparse ??= key;
     i += len;
   }

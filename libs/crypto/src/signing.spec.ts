@@ -41,6 +41,19 @@ describe('signing keys', () => {
     const org = await generateKeyPair({ name: 'org' });
     expect((await loadTrustedKeys([org.publicArmored]))[0].fingerprint).toBe(org.fingerprint);
   });
+
+  it('refuses a private key given as a trusted signer key, alone or among public keys', async () => {
+    const pair = await generateSigningKey({ name: 'leaked' });
+    const e = await failure(loadTrustedKeys([pair.privateArmored]));
+    expect(e.code).toBe(ErrorCodes.KEY_INVALID);
+    expect(e.message).toMatch(/private key/);
+    const both = await failure(loadTrustedKeys([`${pair.publicArmored}\n${pair.privateArmored}`]));
+    expect(both.code).toBe(ErrorCodes.KEY_INVALID);
+    // several public keys in one file are all trusted
+    const two = await generateSigningKey({ name: 'second' });
+    const keys = await loadTrustedKeys([`${pair.publicArmored}\n${two.publicArmored}`]);
+    expect(keys.map((k) => k.fingerprint)).toEqual([pair.fingerprint, two.fingerprint]);
+  });
 });
 
 describe('detached signatures', () => {

@@ -167,12 +167,25 @@ export async function signingKeyFingerprint(armored: string): Promise<string> {
   return fpr(keys[0]);
 }
 
-/** Signer keys to trust: public keys (a private key's public part is used). */
+/**
+ * Signer keys to trust: public keys only. A private key given as one is refused: a reader
+ * holding a signer's private key can sign, i.e. forge, what it is meant to check, and the key
+ * should not have left the producing host.
+ */
 export async function loadTrustedKeys(texts: string[]): Promise<TrustedKey[]> {
   const out: TrustedKey[] = [];
   for (const text of texts) {
     for (const k of await readAll(text, 'signer public key')) {
-      const pub = k.isPrivate() ? k.toPublic() : (k as PublicKey);
+      if (k.isPrivate()) {
+        throw new DbcrateError(
+          ErrorCodes.KEY_INVALID,
+          `the trusted signer key ${fpr(k)} is given as a private key; trust needs only its public key`,
+          {
+            hint: 'give the .sign.pub.asc file (gpg --export --armor), and remove the private key from this host: whoever holds it can sign forged backups',
+          },
+        );
+      }
+      const pub = k as PublicKey;
       await requireSigningCapable(pub, 'trusted key');
       if (!out.some((t) => t.fingerprint === fpr(pub)))
         out.push({ fingerprint: fpr(pub), armored: pub.armor() });

@@ -10,6 +10,7 @@ export * from './base.backups';
 export * from './wal.fetch';
 export * from './windows';
 export * from './recover';
+export * from './recover.histories';
 export * from './recover.start';
 export * from './timeline.branches';
 export * from './wal.serve';

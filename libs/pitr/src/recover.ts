@@ -5,6 +5,7 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
 import type { TrustPolicy } from '@dbcrate/crypto';
 import { usableBaseBackups } from './base.backups';
+import { useSignedHistories } from './recover.histories';
 import type { BaseManifest } from './base.manifest';
 import { describeLiveBranches, liveBranches } from './timeline.branches';
 import { fetchWal, fetchWalObject, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
@@ -108,6 +109,7 @@ export async function planRecovery(opts: PlanOptions & { storage: Storage }): Pr
   });
   const segSize = backups[0]?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const index = await indexArchive(opts.storage, opts.databaseId, segSize);
+  if (opts.fetch) await useSignedHistories(index, opts.fetch);
   return planFromIndex(index, backups, opts);
 }
 
@@ -120,6 +122,8 @@ export interface PlanOptions {
   acceptGap?: boolean;
   /** Signers to trust: untrusted base backups are refused (E_UNTRUSTED) or skipped. */
   trust?: TrustPolicy;
+  /** To read the signed .history files (planRecovery): the plan then ignores the unsigned timeline summaries. */
+  fetch?: WalFetchOptions;
 }
 
 /** planRecovery on what was listed: pure, so every refusal can be tested without storage. */

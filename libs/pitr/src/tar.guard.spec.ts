@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -119,5 +119,92 @@ describe('TarGuard', () => {
     bad[600] ^= 0xff; // inside the second header
     expect((await guard(bad)).error?.message).toMatch(/bad checksum/);
     expect((await guard(tar.subarray(0, 1200))).error?.message).toMatch(/ends in the middle/);
+  });
+
+  // A chain of symlinks, each inside by its letters, ends outside on disk: `recover` (as root)
+  // then writes recovery.signal and postgresql.auto.conf through it, anywhere.
+  const chain: TarEntry[] = [
+    { name: 's2', type: '2', link: '.' },
+    { name: 's3', type: '2', link: 's2/..' },
+    { name: 's4', type: '2', link: 's3/..' },
+    { name: 'recovery.signal', type: '2', link: 's4/victim' },
+  ];
+  it('refuses symlinks that leave the data directory through another symlink, in either order', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dbcrate-guard-'));
+    try {
+      // What GNU tar makes of it without the guard: recovery.signal resolves outside.
+      const data = join(dir, 'a', 'data');
+      mkdirSync(data, { recursive: true });
+      execFileSync('tar', ['-x', '-f', '-', '-C', data], { input: buildTar([...base, ...chain]) });
+      expect(realpathSync.native(join(data, 's4'))).toBe(realpathSync.native(dir));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    for (const entries of [chain, [...chain].reverse()]) {
+      const r = await guard(buildTar([...base, ...entries]));
+      expect(r.error?.code).toBe(ErrorCodes.INTEGRITY);
+      expect(r.error?.message).toMatch(/through the symlink|on the way of another symlink/);
+    }
+    // A symlink to a symlink, or through a real directory, stays fine.
+    const ok = buildTar([
+      ...base,
+      { name: 'l1', type: '2', link: 'global/pg_control' },
+      { name: 'l2', type: '2', link: 'l1' },
+      { name: 'l3', type: '2', link: 'global/../PG_VERSION' },
+    ]);
+    expect(await guard(ok)).toEqual({ passed: ok.length });
+  });
+
+  it("checks every name tar may use: a second pax header drops the first one's path, GNU.sparse.name renames", async () => {
+    // GNU tar takes the ustar name here (the later pax header replaces the earlier one).
+    const twoPax = await guard(
+      buildTar([
+        ...base,
+        { name: 'lnk', type: '2', link: 'global' },
+        { name: 'pax', type: 'x', data: paxData({ path: 'innocent' }) },
+        { name: 'pax', type: 'x', data: paxData({ mtime: '1700000000' }) },
+        { name: 'lnk/x', data: 'x' },
+      ]),
+    );
+    expect(twoPax.error?.message).toMatch(/inside or replaces a symlink/);
+    const sparse = await guard(
+      buildTar([
+        ...base,
+        {
+          name: 'pax',
+          type: 'x',
+          data: paxData({ 'GNU.sparse.name': 'elsewhere', 'GNU.sparse.major': '1' }),
+        },
+        { name: 'innocent', data: 'x' },
+      ]),
+    );
+    expect(sparse.error?.message).toMatch(/GNU sparse-file headers/);
+  });
+
+  it('refuses a numeric field tar would not read: tar skips such a header and takes file content for headers', async () => {
+    // The "file" holds a device node's header; a checksum field "0NNNNNz " is read by a
+    // lenient parser, while GNU tar skips the header and extracts the device.
+    const inner = buildTar([{ name: 'devnode', type: '3', devmajor: 1, devminor: 3 }]).subarray(0, 512);
+    const tar = buildTar([...base, { name: 'innocent', data: Buffer.concat([inner, Buffer.alloc(512)]) }]);
+    const h = tar.subarray(tar.length - 1024 - 1024 - 512, tar.length - 1024 - 1024);
+    expect(h.toString('latin1', 0, 8)).toBe('innocent');
+    h.write('        ', 148, 'latin1');
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, '0')}z `, 148, 'latin1');
+    // What GNU tar lists (exit 2 after "Skipping to next header"): the hidden device node.
+    const listed = spawnSync('tar', ['-t', '-v', '-f', '-'], { input: tar });
+    expect(listed.stdout.toString()).toMatch(/^c.* devnode$/m);
+    const r = await guard(tar);
+    expect(r.error?.code).toBe(ErrorCodes.INTEGRITY);
+    expect(r.error?.message).toMatch(/unreadable checksum field/);
+    const size = await guard(
+      buildTar([
+        ...base,
+        { name: 'pax', type: 'x', data: paxData({ size: '12abc' }) },
+        { name: 'f', data: 'x' },
+      ]),
+    );
+    expect(size.error?.message).toMatch(/unreadable size/);
   });
 });

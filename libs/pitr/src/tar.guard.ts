@@ -24,7 +24,14 @@ export class TarGuard extends Transform {
   private longName?: string;
   private longLink?: string;
   private pax: Pax = {};
+  // Every name and link target the extension headers of the current entry gave: which one
+  // tar uses depends on their order (a later pax header replaces an earlier one), so all
+  // of them must pass.
+  private names: string[] = [];
+  private links: string[] = [];
   private readonly symlinks = new Set<string>();
+  /** Paths that a symlink's target goes through as a directory: none may become a symlink. */
+  private readonly traversed = new Set<string>();
   private zeroBlocks = 0;
   private ended = false;
 
@@ -86,6 +93,7 @@ export class TarGuard extends Transform {
     const type = String.fromCharCode(h[156] || 0x30);
     const size =
       type === 'x' || type === 'L' || type === 'K' ? this.size(h) : (this.pax.size ?? this.size(h));
+    if (!Number.isSafeInteger(size)) throw this.refuse('an entry has an unreadable size');
     const padded = Math.ceil(size / BLOCK) * BLOCK;
     if (type === 'L' || type === 'K' || type === 'x') {
       if (size > 1024 * 1024) throw this.refuse(`an extension header of ${size} bytes`);
@@ -95,12 +103,15 @@ export class TarGuard extends Transform {
       return;
     }
     const name = this.pax.path ?? this.longName ?? this.ustarName(h);
-    const link = this.pax.linkpath ?? this.longLink ?? str(h, 157, 100);
+    const names = new Set([...this.names, this.ustarName(h)]);
+    const links = new Set([...this.links, str(h, 157, 100)]);
     this.pax = {};
     this.longName = undefined;
     this.longLink = undefined;
-    const mode = Number.parseInt(str(h, 100, 8).trim() || '0', 8);
-    this.check(type, name, link, mode);
+    this.names = [];
+    this.links = [];
+    const mode = this.octal(h, 100, 8, 'mode');
+    for (const n of names) for (const l of links) this.check(type, n, l, mode);
     if (type !== '0' && size > 0)
       throw this.refuse(`"${name}" is not a regular file but has ${size} bytes of content`);
     this.entries++;
@@ -134,12 +145,42 @@ export class TarGuard extends Transform {
       if (name === '' || link === '' || link.startsWith('/')) {
         throw this.refuse(`the symlink "${rawName}" points to "${link}", outside the data directory`);
       }
-      const target = posix.normalize(posix.join(posix.dirname(name), link));
-      if (target === '..' || target.startsWith('../')) {
-        throw this.refuse(`the symlink "${rawName}" points to "${link}", outside the data directory`);
+      if (this.traversed.has(name)) {
+        throw this.refuse(`the symlink "${rawName}" is on the way of another symlink's target`);
       }
+      this.resolveInside(rawName, name, link);
       this.symlinks.add(name);
     }
+  }
+
+  /**
+   * Walk the symlink's target from its directory, component by component: it must not leave
+   * the data directory, nor go through another symlink (`s -> .`, `t -> s/..` is inside by
+   * the letters and outside on disk). What it goes through is remembered, so that no later
+   * entry can make a symlink of it.
+   */
+  private resolveInside(rawName: string, name: string, link: string): void {
+    const outside = () =>
+      this.refuse(`the symlink "${rawName}" points to "${link}", outside the data directory`);
+    const parts = [...posix.dirname(name).split('/'), ...link.split('/')].filter(
+      (p) => p !== '' && p !== '.',
+    );
+    const at: string[] = [];
+    const via: string[] = [];
+    parts.forEach((p, i) => {
+      if (p === '..') {
+        if (at.length === 0) throw outside();
+        at.pop();
+      } else at.push(p);
+      if (i < parts.length - 1 && at.length > 0) {
+        const dir = at.join('/');
+        if (this.symlinks.has(dir)) {
+          throw this.refuse(`the symlink "${rawName}" points to "${link}", through the symlink "${dir}"`);
+        }
+        via.push(dir);
+      }
+    });
+    for (const d of via) this.traversed.add(d);
   }
 
   /** The entry is a known symlink, or lies below one (where tar would follow it). */
@@ -153,9 +194,18 @@ export class TarGuard extends Transform {
     const c = this.collect!;
     this.collect = undefined;
     const body = Buffer.concat(c.chunks).subarray(0, c.size);
-    if (c.kind === 'L') this.longName = body.toString('utf8').replace(/\0.*$/s, '');
-    else if (c.kind === 'K') this.longLink = body.toString('utf8').replace(/\0.*$/s, '');
-    else this.pax = { ...this.pax, ...parsePax(body) };
+    if (c.kind === 'L') this.names.push((this.longName = body.toString('utf8').replace(/\0.*$/s, '')));
+    else if (c.kind === 'K') this.links.push((this.longLink = body.toString('utf8').replace(/\0.*$/s, '')));
+    else {
+      const pax = parsePax(body);
+      if (pax.sparse) {
+        // GNU tar takes the file's name from GNU.sparse.name; pg_basebackup writes no sparse files.
+        throw this.refuse(`an entry has GNU sparse-file headers (${pax.sparse})`);
+      }
+      if (pax.path !== undefined) this.names.push(pax.path);
+      if (pax.linkpath !== undefined) this.links.push(pax.linkpath);
+      this.pax = { ...this.pax, ...pax };
+    }
   }
 
   private ustarName(h: Buffer): string {
@@ -171,14 +221,25 @@ export class TarGuard extends Transform {
       for (let k = 125; k < 136; k++) v = v * 256 + h[k];
       return v;
     }
-    return Number.parseInt(str(h, 124, 12).trim() || '0', 8);
+    return this.octal(h, 124, 12, 'size');
   }
 
   private checksumOk(h: Buffer): boolean {
-    const recorded = Number.parseInt(str(h, 148, 8).trim(), 8);
+    const recorded = this.octal(h, 148, 8, 'checksum');
     let sum = 0;
     for (let k = 0; k < BLOCK; k++) sum += k >= 148 && k < 156 ? 0x20 : h[k];
     return recorded === sum;
+  }
+
+  /**
+   * A numeric header field, as strictly as GNU tar reads it or more: tar skips a header whose
+   * field it cannot read and looks for the next one in what follows, so a field this guard
+   * read leniently ("0123z") would let tar take file content for headers it never saw.
+   */
+  private octal(h: Buffer, off: number, len: number, what: string): number {
+    const text = str(h, off, len);
+    if (!/^ *[0-7]+ *$/.test(text)) throw this.refuse(`an entry header has an unreadable ${what} field`);
+    return Number.parseInt(text.trim(), 8);
   }
 
   private refuse(why: string): DbcrateError {
@@ -206,6 +267,8 @@ interface Pax {
   path?: string;
   linkpath?: string;
   size?: number;
+  /** The first GNU.sparse.* key, if any. */
+  sparse?: string;
 }
 
 /** "<len> key=value\n" records; path, linkpath and size change what tar does. */
@@ -221,7 +284,9 @@ function parsePax(body: Buffer): Pax {
     const eq = rec.indexOf('=');
     const key = rec.slice(0, eq);
     if (key === 'path' || key === 'linkpath') out[key] = rec.slice(eq + 1);
-    if (key === 'size') out.size = Number.parseInt(rec.slice(eq + 1), 10);
+    // An unreadable size would be read differently by tar: NaN makes the entry refused.
+    if (key === 'size') out.size = /^\d+$/.test(rec.slice(eq + 1)) ? Number(rec.slice(eq + 1)) : NaN;
+    if (key.startsWith('GNU.sparse.')) out.sparse ??= key;
     i += len;
   }
   return out;

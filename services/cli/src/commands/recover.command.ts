@@ -188,6 +188,7 @@ export function recoverCommand(): Command {
             backupId: s.baseBackup,
             acceptGap: s.acceptGap,
             trust,
+            fetch: { storage, databaseId, keys: [key], trust },
           });
           const b = plan.backup;
           process.stderr.write(

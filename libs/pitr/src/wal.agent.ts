@@ -1,7 +1,7 @@
 import { existsSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, readdir, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Piscina } from 'piscina';
 import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
@@ -47,6 +47,7 @@ export interface WalAgentOptions {
 interface Entry {
   promise: Promise<PushResult>;
   settled: boolean;
+  /** performance.now() of the failure: a wall clock set back would delay the retry for as long. */
   failedAt?: number;
   /** Identity of the file that was pushed: a recycled name with new content must be pushed again. */
   fileId: string;
@@ -201,6 +202,7 @@ export class WalAgent {
         return;
       }
       void this.checkExpect(req.expect)
+        .then(() => this.checkPath(req.path))
         .then(() => this.pushOnRequest(req.path))
         .then(
           (r) => answer({ ok: true, outcome: r.outcome, key: r.key }),
@@ -211,7 +213,13 @@ export class WalAgent {
 
   private async checkExpect(expect: PushExpect | undefined): Promise<void> {
     const given =
-      expect && (expect.config || expect.to || expect.recipient || expect.databaseId || expect.env);
+      expect &&
+      (expect.config ||
+        expect.to ||
+        expect.recipient ||
+        expect.databaseId ||
+        expect.signingKey ||
+        expect.env);
     if (!given) return; // a push that names no settings relies on the agent's
     if (!this.opts.verifyExpect) {
       throw new DbcrateError(ErrorCodes.CONFIG, 'this agent cannot check the settings wal-push was given', {
@@ -219,6 +227,28 @@ export class WalAgent {
       });
     }
     await this.opts.verifyExpect(expect);
+  }
+
+  /**
+   * Only WAL of this agent's own data directory: a file elsewhere (another cluster's
+   * pg_wal sharing the socket through --socket, any file this user can read) would be
+   * archived and signed as this cluster's; a history file has no header that would
+   * betray it. Real paths: pg_wal is often a symlink (initdb --waldir).
+   */
+  private async checkPath(path: string): Promise<void> {
+    const [dir, mine] = await Promise.all([
+      realpath(dirname(resolve(path))).catch(() => undefined),
+      realpath(this.walDir).catch(() => this.walDir),
+    ]);
+    if (dir !== mine) {
+      throw new DbcrateError(
+        ErrorCodes.CONFIG,
+        `${path} is not in ${this.walDir}: this agent archives only the WAL of its own data directory; nothing was archived`,
+        {
+          hint: 'archive_command must pass %p of the cluster this agent serves; push other files with `wal-push --no-agent`',
+        },
+      );
+    }
   }
 
   /** archive_command asked for this file: answer from a push ahead when it is the same file, else push now. */
@@ -246,7 +276,7 @@ export class WalAgent {
       },
       (err: unknown) => {
         entry.settled = true;
-        entry.failedAt = Date.now();
+        entry.failedAt = performance.now();
         if (!requested)
           logger().warn({ walFile: name, err: toDbcrateError(err).message }, 'push ahead failed; will retry');
         this.scanSoon();
@@ -287,7 +317,7 @@ export class WalAgent {
     for (const name of ready) {
       if (inflight >= this.parallel || this.stopped) break;
       const e = this.entries.get(name);
-      if (e && (!e.settled || !e.failedAt || Date.now() - e.failedAt < 5000)) continue;
+      if (e && (!e.settled || !e.failedAt || performance.now() - e.failedAt < 5000)) continue;
       const path = join(this.walDir, name);
       const id = await fileId(path).catch(() => undefined);
       if (id === undefined) continue; // archived and recycled meanwhile

@@ -134,6 +134,14 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
     ['answers ok, no secret file', OK, undefined, /no (readable )?secret file/],
     ['answers ok without a MAC', OK, 'secret', /did not authenticate/],
     ['answers ok with a made-up MAC', `${OK}${'ab'.repeat(32)}\n`, 'secret', /did not authenticate/],
+    // the native client used to crash on this (a NULL newline pointer), killed by a signal
+    [
+      'answers a NUL byte before its newline',
+      `\u0000${OK}${'ab'.repeat(32)}\n`,
+      'secret',
+      /malformed|did not authenticate/,
+    ],
+    ['streams an answer without end', 'x'.repeat(100_000), 'secret', /longer than 64 KiB/],
   ])('a fake agent that %s: both clients exit 4, nothing archived', async (_what, answer, secret, why) => {
     server = await fakeAgent(sockPath(), answer);
     if (secret) fs.writeFileSync(`${sockPath()}.secret`, 'cd'.repeat(32) + '\n', { mode: 0o600 });
@@ -297,6 +305,26 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
         const n = await runNative([`pg_wal/${seg}`, '--config', yaml], { cwd: pg.dataDir, asPostgres: true });
         expect(n.code).toBe(2);
         expect(n.stderr).toMatch(/signing key/);
+        // the native client forwards --signing-key and DBCRATE_SIGNING_KEY too (it dropped both,
+        // and the agent signed with its own key: exit 0)
+        const flag = await runNative(
+          [`pg_wal/${seg}`, '--config', env.configFile, '--signing-key', other.keyFile],
+          {
+            cwd: pg.dataDir,
+            asPostgres: true,
+          },
+        );
+        expect(`${flag.code} ${flag.stderr}`).toMatch(
+          new RegExp(`^2 .*signing key ${other.fingerprint}`, 's'),
+        );
+        const viaEnv = await runNative([`pg_wal/${seg}`, '--config', env.configFile], {
+          cwd: pg.dataDir,
+          asPostgres: true,
+          env: { DBCRATE_SIGNING_KEY: other.keyFile },
+        });
+        expect(`${viaEnv.code} ${viaEnv.stderr}`).toMatch(
+          new RegExp(`^2 .*signing key ${other.fingerprint}`, 's'),
+        );
       } finally {
         removeTestSigning(other);
       }

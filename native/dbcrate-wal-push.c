@@ -438,7 +438,12 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 64 && mac[i]; i++) diff |= (unsigned)(mac[i] ^ want[i]);
   if (diff)
     return agent_error("the process listening on %s did not authenticate its answer; refusing it%s", sock, "");
-  if (strncmp(reply, "{\"ok\":true", 10) == 0) return 0;
+  /* success is only the outcome of a push (JSON.stringify keeps the agent's key order) */
+#define STARTS(lit) (strncmp(reply, lit, sizeof lit - 1) == 0)
+  if (STARTS("{\"ok\":true,\"outcome\":\"archived\"") || STARTS("{\"ok\":true,\"outcome\":\"already-archived\""))
+    return 0;
+  if (strncmp(reply, "{\"ok\":true", 10) == 0)
+    return agent_error("the agent at %s answered ok, but that is not an archived file%s", sock, "");
 
   char message[8192], code[64], hint[4096];
   json_string(reply, "message", message, sizeof message);

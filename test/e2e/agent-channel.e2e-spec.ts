@@ -204,6 +204,28 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
     expect(filesUnder(dest)).toEqual([]);
   });
 
+  it('an authenticated "ok" that is not the outcome of a push (a ping’s "alive") is not success', async () => {
+    const secret = 'ef'.repeat(32);
+    let answerLine = '';
+    server = createServer((sock) => {
+      sock.on('error', () => undefined);
+      sock.on('data', (d) => {
+        const nonce = (JSON.parse(String(d).split('\n')[0]) as { nonce: string }).nonce;
+        const mac = createHmac('sha256', secret).update(`${nonce}\n${answerLine}`).digest('hex');
+        sock.end(`${answerLine}\n${mac}\n`);
+      });
+    });
+    await new Promise<void>((r) => server!.listen(sockPath(), () => r()));
+    fs.writeFileSync(`${sockPath()}.secret`, secret + '\n', { mode: 0o600 });
+    answerLine = '{"ok":true,"outcome":"alive"}';
+    for (const r of [await node(), await native()]) {
+      expect(`${r.code} ${r.stderr}`).toMatch(/^4 .*not an archived file/s);
+    }
+    // the same listener with a push's outcome: the MAC is right, so this is what makes exit 0
+    answerLine = '{"ok":true,"outcome":"archived","key":"k"}';
+    for (const r of [await node(), await native()]) expect(`${r.code} ${r.stderr}`).toBe('0 ');
+  });
+
   it('a long data directory: both clients find the socket in the same private temp directory', async () => {
     const long = join(fake, 'l'.repeat(60), 'o'.repeat(60));
     fs.mkdirSync(join(long, 'pg_wal'), { recursive: true, mode: 0o700 });

@@ -309,11 +309,18 @@ export async function requestPush(
       'something other than the dbcrate agent listens there (or an agent of another version); nothing was acknowledged',
     );
   }
+  let parsed: AgentReply;
   try {
-    return JSON.parse(replyLine) as AgentReply;
+    parsed = JSON.parse(replyLine) as AgentReply;
   } catch {
     throw new AgentError(`the agent at ${socketPath} sent a malformed answer`);
   }
+  // Success is only ever the outcome of a push (a ping's "alive" is not an archived file).
+  if (parsed.ok && parsed.outcome !== 'archived' && parsed.outcome !== 'already-archived')
+    throw new AgentError(
+      `the agent at ${socketPath} answered "${String(parsed.outcome)}", not an archived file`,
+    );
+  return parsed;
 }
 
 const EXPECT_ENV = ['DBCRATE_TO', 'DBCRATE_RECIPIENT', 'DBCRATE_DATABASE_ID', 'DBCRATE_SIGNING_KEY'];

@@ -197,8 +197,14 @@ export class WalAgent {
         return;
       }
       nonce = typeof req.nonce === 'string' ? req.nonce : '';
-      if (req.op === 'ping' || !req.path) {
+      if (req.op === 'ping') {
         answer({ ok: true, outcome: 'alive' });
+        return;
+      }
+      // Only a push of a named file can be acknowledged: an "ok" to anything else would
+      // read as success to a client that checks only `ok`.
+      if (req.op !== 'push' || typeof req.path !== 'string' || !req.path) {
+        answer(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request: a push names the WAL file')));
         return;
       }
       void this.checkExpect(req.expect)

@@ -430,6 +430,11 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       expect(missing).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
     });
 
+    it('a push that names no file is refused, not answered with a ping’s "ok"', async () => {
+      const reply = await requestPush(socket, '', { timeoutMs: 60_000 });
+      expect(reply).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
+    });
+
     it('a second agent on the same socket is refused', async () => {
       const second = new WalAgent({
         pgdata: pg.dataDir,

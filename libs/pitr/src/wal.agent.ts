@@ -1,5 +1,5 @@
 import { existsSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, readdir, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Piscina } from 'piscina';
@@ -80,6 +80,7 @@ export class WalAgent {
   private rescan = false;
   private stopped = false;
   private secret = '';
+  private socketIno?: number;
 
   constructor(private readonly opts: WalAgentOptions) {
     this.parallel = Math.max(1, opts.parallel ?? 2);
@@ -136,8 +137,7 @@ export class WalAgent {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     await Promise.allSettled([...this.entries.values()].map((e) => e.promise));
     await this.pool?.destroy();
-    await unlink(this.opts.socketPath).catch(() => undefined);
-    await unlink(agentSecretPath(this.opts.socketPath)).catch(() => undefined);
+    await this.removeOwnFiles();
   }
 
   private async listen(): Promise<void> {
@@ -158,19 +158,39 @@ export class WalAgent {
       }
       await unlink(path);
     }
-    // The secret authenticates our answers (agent.protocol.ts); written before we listen.
+    // The secret authenticates our answers (agent.protocol.ts). Its file is written only once
+    // the path is ours: an agent whose listen fails (another one took the path meanwhile)
+    // must not replace the running agent's secret, or every answer of that one is refused.
+    // A client in between reads no or an old secret and fails closed; PostgreSQL retries.
     this.secret = newAgentSecret();
-    const secretPath = agentSecretPath(path);
-    const tmp = `${secretPath}.${process.pid}.tmp`;
-    await writeFile(tmp, this.secret + '\n', { mode: 0o600, flag: 'w' });
-    await chmod(tmp, 0o600);
-    await rename(tmp, secretPath);
     this.server = createServer((sock) => this.serve(sock));
     await new Promise<void>((res, rej) => {
       this.server!.once('error', rej);
       this.server!.listen(path, () => res());
     });
     await chmod(path, 0o600);
+    this.socketIno = (await stat(path)).ino;
+    const secretPath = agentSecretPath(path);
+    const tmp = `${secretPath}.${process.pid}.tmp`;
+    await writeFile(tmp, this.secret + '\n', { mode: 0o600, flag: 'w' });
+    await chmod(tmp, 0o600);
+    await rename(tmp, secretPath);
+  }
+
+  /**
+   * Remove the socket and secret only while they are ours: a successor's secret stays.
+   * (libuv itself unlinks the socket path when the server closes.)
+   */
+  private async removeOwnFiles(): Promise<void> {
+    const path = this.opts.socketPath;
+    const ino = await stat(path).then(
+      (s) => s.ino,
+      () => undefined,
+    );
+    if (ino !== undefined && ino === this.socketIno) await unlink(path).catch(() => undefined);
+    const secretPath = agentSecretPath(path);
+    const text = await readFile(secretPath, 'utf8').catch(() => '');
+    if (text.trim() === this.secret) await unlink(secretPath).catch(() => undefined);
   }
 
   private serve(sock: Socket): void {

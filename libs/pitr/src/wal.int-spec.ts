@@ -9,7 +9,17 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  symlink,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -446,6 +456,28 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       });
       expect((await caught(second.start())).code).toBe(ErrorCodes.CONFIG);
       expect(existsSync(socket)).toBe(true);
+    });
+
+    it('an agent that fails to start does not replace the running agent’s secret', async () => {
+      // The running agent's socket moved aside and a dangling symlink in its place: the
+      // second agent sees no socket, and its listen then fails (the path is taken).
+      const aside = `${socket}.aside`;
+      await rename(socket, aside);
+      await symlink(join(work, 'no-such-target'), socket);
+      const second = new WalAgent({
+        pgdata: pg.dataDir,
+        socketPath: socket,
+        storage: agentStore,
+        databaseId: DB,
+        systemIdentifier: sysid,
+        seal: { recipients },
+      });
+      await expect(second.start()).rejects.toThrow();
+      await second.stop();
+      await unlink(socket).catch(() => undefined);
+      await rename(aside, socket);
+      const reply = await requestPush(socket, walPath(segs[0]), { timeoutMs: 60_000 });
+      expect(reply).toMatchObject({ ok: true });
     });
 
     it('stop() removes the socket; wal-push then finds no agent', async () => {

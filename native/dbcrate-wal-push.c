@@ -234,7 +234,7 @@ static long now_ms(void) {
 
 int main(int argc, char **argv) {
   const char *file = NULL, *socket_path = getenv("DBCRATE_SOCKET"), *pgdata = getenv("DBCRATE_PGDATA");
-  const char *to = NULL, *database_id = NULL, *config = getenv("DBCRATE_CONFIG");
+  const char *to = NULL, *database_id = NULL, *signing_key = NULL, *config = getenv("DBCRATE_CONFIG");
   const char *recipients[32];
   int nrecipients = 0;
   for (int i = 1; i < argc; i++) {
@@ -252,6 +252,7 @@ int main(int argc, char **argv) {
       else if (IS("--to")) to = v;
       else if (IS("--database-id")) database_id = v;
       else if (IS("--config")) config = v;
+      else if (IS("--signing-key")) signing_key = v;
       else if (IS("--recipient")) {
         if (nrecipients == 32) fallback(argc, argv);
         recipients[nrecipients++] = v;
@@ -329,15 +330,18 @@ int main(int argc, char **argv) {
   if (fits && to) fits = json_raw(req, sizeof req, &len, ",\"to\":") && json_put(req, sizeof req, &len, to);
   if (fits && database_id)
     fits = json_raw(req, sizeof req, &len, ",\"databaseId\":") && json_put(req, sizeof req, &len, database_id);
+  if (fits && signing_key)
+    fits = json_raw(req, sizeof req, &len, ",\"signingKey\":") && json_put(req, sizeof req, &len, signing_key);
   if (fits && nrecipients) {
     fits = json_raw(req, sizeof req, &len, ",\"recipient\":[");
     for (int i = 0; fits && i < nrecipients; i++)
       fits = (i == 0 || json_raw(req, sizeof req, &len, ",")) && json_put(req, sizeof req, &len, recipients[i]);
     fits = fits && json_raw(req, sizeof req, &len, "]");
   }
-  const char *env_names[3] = {"DBCRATE_TO", "DBCRATE_RECIPIENT", "DBCRATE_DATABASE_ID"};
+  /* the same variables as pushExpect() in agent.protocol.ts */
+  const char *env_names[4] = {"DBCRATE_TO", "DBCRATE_RECIPIENT", "DBCRATE_DATABASE_ID", "DBCRATE_SIGNING_KEY"};
   int env_open = 0;
-  for (int i = 0; fits && i < 3; i++) {
+  for (int i = 0; fits && i < 4; i++) {
     const char *ev = getenv(env_names[i]);
     if (!ev || !*ev) continue;
     fits = json_raw(req, sizeof req, &len, env_open ? "," : ",\"env\":{") && json_put(req, sizeof req, &len, env_names[i]) &&
@@ -413,6 +417,10 @@ int main(int argc, char **argv) {
   }
   close(fd);
   reply[got] = '\0';
+  if (lines < 2 && got == sizeof reply - 1)
+    return agent_error("the agent at %s sent an answer longer than 64 KiB; refusing it%s", sock, "");
+  /* A NUL byte would hide the newline from the string functions below. */
+  if (memchr(reply, '\0', got)) return agent_error("the agent at %s sent a malformed answer%s", sock, "");
   if (lines < 1) {
     /* An agent that died mid-request: that is a failure, never success. PostgreSQL retries. */
     return agent_error("the agent at %s closed the connection without answering%s", sock, "");
@@ -425,11 +433,17 @@ int main(int argc, char **argv) {
   char want[65], msg_prefix[40];
   int pn = snprintf(msg_prefix, sizeof msg_prefix, "%s\n", nonce);
   hmac_sha256(secret, msg_prefix, (size_t)pn, reply, strlen(reply), want);
+  /* constant time: every byte is compared, whatever the first difference */
   unsigned diff = strlen(mac) != 64;
-  for (int i = 0; i < 64 && !diff; i++) diff |= (unsigned)(mac[i] ^ want[i]);
+  for (int i = 0; i < 64 && mac[i]; i++) diff |= (unsigned)(mac[i] ^ want[i]);
   if (diff)
     return agent_error("the process listening on %s did not authenticate its answer; refusing it%s", sock, "");
-  if (strncmp(reply, "{\"ok\":true", 10) == 0) return 0;
+  /* success is only the outcome of a push (JSON.stringify keeps the agent's key order) */
+#define STARTS(lit) (strncmp(reply, lit, sizeof lit - 1) == 0)
+  if (STARTS("{\"ok\":true,\"outcome\":\"archived\"") || STARTS("{\"ok\":true,\"outcome\":\"already-archived\""))
+    return 0;
+  if (strncmp(reply, "{\"ok\":true", 10) == 0)
+    return agent_error("the agent at %s answered ok, but that is not an archived file%s", sock, "");
 
   char message[8192], code[64], hint[4096];
   json_string(reply, "message", message, sizeof message);

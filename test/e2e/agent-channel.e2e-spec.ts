@@ -134,6 +134,14 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
     ['answers ok, no secret file', OK, undefined, /no (readable )?secret file/],
     ['answers ok without a MAC', OK, 'secret', /did not authenticate/],
     ['answers ok with a made-up MAC', `${OK}${'ab'.repeat(32)}\n`, 'secret', /did not authenticate/],
+    // the native client used to crash on this (a NULL newline pointer), killed by a signal
+    [
+      'answers a NUL byte before its newline',
+      `\u0000${OK}${'ab'.repeat(32)}\n`,
+      'secret',
+      /malformed|did not authenticate/,
+    ],
+    ['streams an answer without end', 'x'.repeat(100_000), 'secret', /longer than 64 KiB/],
   ])('a fake agent that %s: both clients exit 4, nothing archived', async (_what, answer, secret, why) => {
     server = await fakeAgent(sockPath(), answer);
     if (secret) fs.writeFileSync(`${sockPath()}.secret`, 'cd'.repeat(32) + '\n', { mode: 0o600 });
@@ -194,6 +202,28 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
       expect(r.stderr).toMatch(/did not authenticate/);
     }
     expect(filesUnder(dest)).toEqual([]);
+  });
+
+  it('an authenticated "ok" that is not the outcome of a push (a ping’s "alive") is not success', async () => {
+    const secret = 'ef'.repeat(32);
+    let answerLine = '';
+    server = createServer((sock) => {
+      sock.on('error', () => undefined);
+      sock.on('data', (d) => {
+        const nonce = (JSON.parse(String(d).split('\n')[0]) as { nonce: string }).nonce;
+        const mac = createHmac('sha256', secret).update(`${nonce}\n${answerLine}`).digest('hex');
+        sock.end(`${answerLine}\n${mac}\n`);
+      });
+    });
+    await new Promise<void>((r) => server!.listen(sockPath(), () => r()));
+    fs.writeFileSync(`${sockPath()}.secret`, secret + '\n', { mode: 0o600 });
+    answerLine = '{"ok":true,"outcome":"alive"}';
+    for (const r of [await node(), await native()]) {
+      expect(`${r.code} ${r.stderr}`).toMatch(/^4 .*not an archived file/s);
+    }
+    // the same listener with a push's outcome: the MAC is right, so this is what makes exit 0
+    answerLine = '{"ok":true,"outcome":"archived","key":"k"}';
+    for (const r of [await node(), await native()]) expect(`${r.code} ${r.stderr}`).toBe('0 ');
   });
 
   it('a long data directory: both clients find the socket in the same private temp directory', async () => {
@@ -300,6 +330,26 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
         const n = await runNative([`pg_wal/${seg}`, '--config', yaml], { cwd: pg.dataDir, asPostgres: true });
         expect(n.code).toBe(2);
         expect(n.stderr).toMatch(/signing key/);
+        // the native client forwards --signing-key and DBCRATE_SIGNING_KEY too (it dropped both,
+        // and the agent signed with its own key: exit 0)
+        const flag = await runNative(
+          [`pg_wal/${seg}`, '--config', env.configFile, '--signing-key', other.keyFile],
+          {
+            cwd: pg.dataDir,
+            asPostgres: true,
+          },
+        );
+        expect(`${flag.code} ${flag.stderr}`).toMatch(
+          new RegExp(`^2 .*signing key ${other.fingerprint}`, 's'),
+        );
+        const viaEnv = await runNative([`pg_wal/${seg}`, '--config', env.configFile], {
+          cwd: pg.dataDir,
+          asPostgres: true,
+          env: { DBCRATE_SIGNING_KEY: other.keyFile },
+        });
+        expect(`${viaEnv.code} ${viaEnv.stderr}`).toMatch(
+          new RegExp(`^2 .*signing key ${other.fingerprint}`, 's'),
+        );
       } finally {
         removeTestSigning(other);
       }

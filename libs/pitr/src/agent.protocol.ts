@@ -53,6 +53,8 @@ export const AGENT_SECRET_SUFFIX = '.secret';
 export const AGENT_TIMEOUT_ENV = 'DBCRATE_AGENT_TIMEOUT_MS';
 export const AGENT_DEFAULT_TIMEOUT_MS = 600_000;
 const SOCKET_PATH_MAX = 100;
+/** An answer is a short JSON line and a MAC. */
+const REPLY_MAX = 65_535;
 
 /** A refusal of the agent channel: exit 4, E_AGENT (PostgreSQL keeps the file and retries). */
 export class AgentError extends Error {
@@ -240,6 +242,12 @@ function exchange(
       buf += d;
       const parts = buf.split('\n');
       if (parts.length > lines) finish(() => resolvePromise(parts.slice(0, lines)));
+      // A listener that streams without end must not fill this process's memory until the
+      // timeout (the native client has the same bound).
+      else if (buf.length > REPLY_MAX)
+        finish(() =>
+          reject(new AgentError(`the agent at ${socketPath} sent an answer longer than 64 KiB; refusing it`)),
+        );
     });
     sock.on('error', (e: NodeJS.ErrnoException) => {
       if (!connected && (e.code === 'ENOENT' || e.code === 'ECONNREFUSED'))
@@ -301,11 +309,18 @@ export async function requestPush(
       'something other than the dbcrate agent listens there (or an agent of another version); nothing was acknowledged',
     );
   }
+  let parsed: AgentReply;
   try {
-    return JSON.parse(replyLine) as AgentReply;
+    parsed = JSON.parse(replyLine) as AgentReply;
   } catch {
     throw new AgentError(`the agent at ${socketPath} sent a malformed answer`);
   }
+  // Success is only ever the outcome of a push (a ping's "alive" is not an archived file).
+  if (parsed.ok && parsed.outcome !== 'archived' && parsed.outcome !== 'already-archived')
+    throw new AgentError(
+      `the agent at ${socketPath} answered "${String(parsed.outcome)}", not an archived file`,
+    );
+  return parsed;
 }
 
 const EXPECT_ENV = ['DBCRATE_TO', 'DBCRATE_RECIPIENT', 'DBCRATE_DATABASE_ID', 'DBCRATE_SIGNING_KEY'];

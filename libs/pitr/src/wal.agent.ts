@@ -1,7 +1,7 @@
 import { existsSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Piscina } from 'piscina';
 import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
@@ -47,6 +47,7 @@ export interface WalAgentOptions {
 interface Entry {
   promise: Promise<PushResult>;
   settled: boolean;
+  /** performance.now() of the failure: a wall clock set back would delay the retry for as long. */
   failedAt?: number;
   /** Identity of the file that was pushed: a recycled name with new content must be pushed again. */
   fileId: string;
@@ -79,6 +80,7 @@ export class WalAgent {
   private rescan = false;
   private stopped = false;
   private secret = '';
+  private socketIno?: number;
 
   constructor(private readonly opts: WalAgentOptions) {
     this.parallel = Math.max(1, opts.parallel ?? 2);
@@ -135,8 +137,7 @@ export class WalAgent {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     await Promise.allSettled([...this.entries.values()].map((e) => e.promise));
     await this.pool?.destroy();
-    await unlink(this.opts.socketPath).catch(() => undefined);
-    await unlink(agentSecretPath(this.opts.socketPath)).catch(() => undefined);
+    await this.removeOwnFiles();
   }
 
   private async listen(): Promise<void> {
@@ -157,19 +158,39 @@ export class WalAgent {
       }
       await unlink(path);
     }
-    // The secret authenticates our answers (agent.protocol.ts); written before we listen.
+    // The secret authenticates our answers (agent.protocol.ts). Its file is written only once
+    // the path is ours: an agent whose listen fails (another one took the path meanwhile)
+    // must not replace the running agent's secret, or every answer of that one is refused.
+    // A client in between reads no or an old secret and fails closed; PostgreSQL retries.
     this.secret = newAgentSecret();
-    const secretPath = agentSecretPath(path);
-    const tmp = `${secretPath}.${process.pid}.tmp`;
-    await writeFile(tmp, this.secret + '\n', { mode: 0o600, flag: 'w' });
-    await chmod(tmp, 0o600);
-    await rename(tmp, secretPath);
     this.server = createServer((sock) => this.serve(sock));
     await new Promise<void>((res, rej) => {
       this.server!.once('error', rej);
       this.server!.listen(path, () => res());
     });
     await chmod(path, 0o600);
+    this.socketIno = (await stat(path)).ino;
+    const secretPath = agentSecretPath(path);
+    const tmp = `${secretPath}.${process.pid}.tmp`;
+    await writeFile(tmp, this.secret + '\n', { mode: 0o600, flag: 'w' });
+    await chmod(tmp, 0o600);
+    await rename(tmp, secretPath);
+  }
+
+  /**
+   * Remove the socket and secret only while they are ours: a successor's secret stays.
+   * (libuv itself unlinks the socket path when the server closes.)
+   */
+  private async removeOwnFiles(): Promise<void> {
+    const path = this.opts.socketPath;
+    const ino = await stat(path).then(
+      (s) => s.ino,
+      () => undefined,
+    );
+    if (ino !== undefined && ino === this.socketIno) await unlink(path).catch(() => undefined);
+    const secretPath = agentSecretPath(path);
+    const text = await readFile(secretPath, 'utf8').catch(() => '');
+    if (text.trim() === this.secret) await unlink(secretPath).catch(() => undefined);
   }
 
   private serve(sock: Socket): void {
@@ -196,11 +217,18 @@ export class WalAgent {
         return;
       }
       nonce = typeof req.nonce === 'string' ? req.nonce : '';
-      if (req.op === 'ping' || !req.path) {
+      if (req.op === 'ping') {
         answer({ ok: true, outcome: 'alive' });
         return;
       }
+      // Only a push of a named file can be acknowledged: an "ok" to anything else would
+      // read as success to a client that checks only `ok`.
+      if (req.op !== 'push' || typeof req.path !== 'string' || !req.path) {
+        answer(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request: a push names the WAL file')));
+        return;
+      }
       void this.checkExpect(req.expect)
+        .then(() => this.checkPath(req.path))
         .then(() => this.pushOnRequest(req.path))
         .then(
           (r) => answer({ ok: true, outcome: r.outcome, key: r.key }),
@@ -211,7 +239,13 @@ export class WalAgent {
 
   private async checkExpect(expect: PushExpect | undefined): Promise<void> {
     const given =
-      expect && (expect.config || expect.to || expect.recipient || expect.databaseId || expect.env);
+      expect &&
+      (expect.config ||
+        expect.to ||
+        expect.recipient ||
+        expect.databaseId ||
+        expect.signingKey ||
+        expect.env);
     if (!given) return; // a push that names no settings relies on the agent's
     if (!this.opts.verifyExpect) {
       throw new DbcrateError(ErrorCodes.CONFIG, 'this agent cannot check the settings wal-push was given', {
@@ -219,6 +253,28 @@ export class WalAgent {
       });
     }
     await this.opts.verifyExpect(expect);
+  }
+
+  /**
+   * Only WAL of this agent's own data directory: a file elsewhere (another cluster's
+   * pg_wal sharing the socket through --socket, any file this user can read) would be
+   * archived and signed as this cluster's; a history file has no header that would
+   * betray it. Real paths: pg_wal is often a symlink (initdb --waldir).
+   */
+  private async checkPath(path: string): Promise<void> {
+    const [dir, mine] = await Promise.all([
+      realpath(dirname(resolve(path))).catch(() => undefined),
+      realpath(this.walDir).catch(() => this.walDir),
+    ]);
+    if (dir !== mine) {
+      throw new DbcrateError(
+        ErrorCodes.CONFIG,
+        `${path} is not in ${this.walDir}: this agent archives only the WAL of its own data directory; nothing was archived`,
+        {
+          hint: 'archive_command must pass %p of the cluster this agent serves; push other files with `wal-push --no-agent`',
+        },
+      );
+    }
   }
 
   /** archive_command asked for this file: answer from a push ahead when it is the same file, else push now. */
@@ -246,7 +302,7 @@ export class WalAgent {
       },
       (err: unknown) => {
         entry.settled = true;
-        entry.failedAt = Date.now();
+        entry.failedAt = performance.now();
         if (!requested)
           logger().warn({ walFile: name, err: toDbcrateError(err).message }, 'push ahead failed; will retry');
         this.scanSoon();
@@ -287,7 +343,7 @@ export class WalAgent {
     for (const name of ready) {
       if (inflight >= this.parallel || this.stopped) break;
       const e = this.entries.get(name);
-      if (e && (!e.settled || !e.failedAt || Date.now() - e.failedAt < 5000)) continue;
+      if (e && (!e.settled || !e.failedAt || performance.now() - e.failedAt < 5000)) continue;
       const path = join(this.walDir, name);
       const id = await fileId(path).catch(() => undefined);
       if (id === undefined) continue; // archived and recycled meanwhile

@@ -9,7 +9,17 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  symlink,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -408,14 +418,30 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       expect(await keysUnder(agentStore, walLookupPrefix(DB, segs[0]))).toEqual([walKey(DB, segs[0], sha)]);
     });
 
-    it('answers ok:false E_WAL_CONFLICT for a file whose content differs from the archived one', async () => {
-      const reply = await requestPush(socket, join(work, 'conflict', segs[0]), { timeoutMs: 60_000 });
-      expect(reply).toMatchObject({ ok: false, code: ErrorCodes.WAL_CONFLICT, exitCode: 9 });
+    it('refuses a file outside its own pg_wal (a different segment, another cluster’s history file): nothing archived', async () => {
+      const conflict = await requestPush(socket, join(work, 'conflict', segs[0]), { timeoutMs: 60_000 });
+      expect(conflict).toMatchObject({ ok: false, code: ErrorCodes.CONFIG, exitCode: 2 });
       expect(await findArchived(agentStore, DB, segs[0])).toHaveLength(1);
+      // A history file has no header naming its cluster: only the path betrays it.
+      const elsewhere = join(work, 'elsewhere', 'pg_wal');
+      await mkdir(elsewhere, { recursive: true });
+      await writeFile(join(elsewhere, '0000000A.history'), '9\t0/3000000\tno recovery target specified\n');
+      const reply = await requestPush(socket, join(elsewhere, '0000000A.history'), { timeoutMs: 60_000 });
+      expect(reply).toMatchObject({ ok: false, code: ErrorCodes.CONFIG, exitCode: 2 });
+      expect((reply as { message: string }).message).toMatch(/its own data directory/);
+      expect(await findArchived(agentStore, DB, '0000000A.history')).toHaveLength(0);
+      expect(await keysUnder(agentStore, `${DB}/timelines/`)).toEqual([]);
     });
 
     it('answers ok:false for a path that does not exist', async () => {
       const reply = await requestPush(socket, join(work, 'nowhere', segs[0]), { timeoutMs: 60_000 });
+      expect(reply).toMatchObject({ ok: false, code: ErrorCodes.CONFIG });
+      const missing = await requestPush(socket, walPath('000000010000000F000000FF'), { timeoutMs: 60_000 });
+      expect(missing).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
+    });
+
+    it('a push that names no file is refused, not answered with a ping’s "ok"', async () => {
+      const reply = await requestPush(socket, '', { timeoutMs: 60_000 });
       expect(reply).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
     });
 
@@ -430,6 +456,28 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       });
       expect((await caught(second.start())).code).toBe(ErrorCodes.CONFIG);
       expect(existsSync(socket)).toBe(true);
+    });
+
+    it('an agent that fails to start does not replace the running agent’s secret', async () => {
+      // The running agent's socket moved aside and a dangling symlink in its place: the
+      // second agent sees no socket, and its listen then fails (the path is taken).
+      const aside = `${socket}.aside`;
+      await rename(socket, aside);
+      await symlink(join(work, 'no-such-target'), socket);
+      const second = new WalAgent({
+        pgdata: pg.dataDir,
+        socketPath: socket,
+        storage: agentStore,
+        databaseId: DB,
+        systemIdentifier: sysid,
+        seal: { recipients },
+      });
+      await expect(second.start()).rejects.toThrow();
+      await second.stop();
+      await unlink(socket).catch(() => undefined);
+      await rename(aside, socket);
+      const reply = await requestPush(socket, walPath(segs[0]), { timeoutMs: 60_000 });
+      expect(reply).toMatchObject({ ok: true });
     });
 
     it('stop() removes the socket; wal-push then finds no agent', async () => {

@@ -1,5 +1,8 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { parseTargetTime, shellQuote } from './recover';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseTargetTime, shellQuote, writeRecoveryConfig } from './recover';
 import { readRecoveryLog } from './recover.start';
 
 /** PostgreSQL 15 log lines with the default log_line_prefix ('%m [%p] '). */
@@ -271,5 +274,26 @@ describe('parseTargetTime', () => {
     }
     expect(err).toBeInstanceOf(DbcrateError);
     expect((err as DbcrateError).code).toBe(ErrorCodes.USAGE);
+  });
+});
+
+describe('writeRecoveryConfig', () => {
+  it('refuses to write through a symlink in the data directory (recover may run as root)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dbcrate-rcfg-'));
+    try {
+      writeFileSync(join(dir, 'victim'), 'precious\n');
+      symlinkSync('victim', join(dir, 'recovery.signal'));
+      const e = await writeRecoveryConfig(join(dir), {
+        restoreCommand: 'true',
+        target: { kind: 'latest' },
+        timeline: 'latest',
+        inclusive: true,
+        action: 'promote',
+      }).catch((err: unknown) => err as DbcrateError);
+      expect((e as DbcrateError).code).toBe(ErrorCodes.INTEGRITY);
+      expect(readFileSync(join(dir, 'victim'), 'utf8')).toBe('precious\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { appendFile, readdir, writeFile } from 'node:fs/promises';
+import { appendFile, lstat, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
@@ -289,6 +289,18 @@ export interface RecoverySettings {
 
 /** recovery.signal plus the recovery settings, appended to postgresql.auto.conf (which wins over postgresql.conf). */
 export async function writeRecoveryConfig(dir: string, s: RecoverySettings): Promise<void> {
+  // recover may run as root: never write through a symlink the base backup brought along.
+  for (const f of ['postgresql.auto.conf', 'recovery.signal', 'postgresql.conf', 'pg_hba.conf']) {
+    if ((await lstat(join(dir, f)).catch(() => undefined))?.isSymbolicLink()) {
+      throw new DbcrateError(
+        ErrorCodes.INTEGRITY,
+        `${join(dir, f)} is a symlink; refusing to write through it`,
+        {
+          hint: 'PostgreSQL keeps these files in the data directory; the base backup was tampered with',
+        },
+      );
+    }
+  }
   const lines = [
     '',
     `# written by dbcrate recover, ${new Date().toISOString()}`,

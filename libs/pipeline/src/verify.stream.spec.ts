@@ -50,4 +50,40 @@ describe('VerifyStream', () => {
       run(Buffer.concat([data, Buffer.from('x')]), { sha256, size: data.length }),
     ).rejects.toBeInstanceOf(DbcrateError);
   });
+
+  it('holds back the tail until the object is verified: a changed object never reaches downstream whole', async () => {
+    const big = Buffer.alloc(10_000, 7);
+    const good = createHash('sha256').update(big).digest('hex');
+    const forged = Buffer.from(big);
+    forged[9_999] = 8;
+    const seen: Buffer[] = [];
+    const sink = new Writable({
+      write(c, _e, cb) {
+        seen.push(c);
+        cb();
+      },
+    });
+    const chunks = Array.from({ length: 10 }, (_, i) => forged.subarray(i * 1000, (i + 1) * 1000));
+    await expect(
+      pipeline(
+        Readable.from(chunks),
+        new VerifyStream({ sha256: good, size: big.length, key: 'k' }, undefined, 3000),
+        sink,
+      ),
+    ).rejects.toBeInstanceOf(DbcrateError);
+    const passed = Buffer.concat(seen).length;
+    expect(passed).toBeLessThanOrEqual(big.length - 3000);
+    const ok: Buffer[] = [];
+    await pipeline(
+      Readable.from(Array.from({ length: 10 }, (_, i) => big.subarray(i * 1000, (i + 1) * 1000))),
+      new VerifyStream({ sha256: good, size: big.length, key: 'k' }, undefined, 3000),
+      new Writable({
+        write(c, _e, cb) {
+          ok.push(c);
+          cb();
+        },
+      }),
+    );
+    expect(Buffer.concat(ok).equals(big)).toBe(true);
+  });
 });

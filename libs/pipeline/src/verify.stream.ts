@@ -2,18 +2,27 @@ import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 
+/** Bytes held back until the whole object is verified. */
+export const VERIFY_HOLD_BYTES = 1 << 20;
+
 /**
  * Passes bytes through and, before it lets the end of the stream through, checks size and
- * sha256 against the manifest. A consumer downstream (pg_restore) therefore never sees a
- * clean end of input for an object that differs from what was backed up.
+ * sha256 against the manifest. It holds back the last VERIFY_HOLD_BYTES until then: an
+ * object swapped in the bucket between the listing's check and the restore would otherwise
+ * reach pg_restore whole, which may commit before it sees the end of input. Downstream
+ * (decryption, decompression, pg_restore) so never gets the tail of an object that differs
+ * from what was backed up.
  */
 export class VerifyStream extends Transform {
   bytes = 0;
   private readonly hash = createHash('sha256');
+  private readonly held: Buffer[] = [];
+  private heldBytes = 0;
 
   constructor(
     private readonly expected: { sha256: string; size: number; key: string },
     private readonly onBytes?: (n: number) => void,
+    private readonly hold = VERIFY_HOLD_BYTES,
   ) {
     super();
   }
@@ -26,7 +35,14 @@ export class VerifyStream extends Transform {
     }
     this.hash.update(chunk);
     this.onBytes?.(this.bytes);
-    cb(null, chunk);
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    while (this.held.length > 1 && this.heldBytes - this.held[0].length >= this.hold) {
+      const out = this.held.shift()!;
+      this.heldBytes -= out.length;
+      this.push(out);
+    }
+    cb();
   }
 
   override _flush(cb: TransformCallback): void {
@@ -39,6 +55,7 @@ export class VerifyStream extends Transform {
       cb(this.mismatch(`has sha256 ${got}, its manifest records ${this.expected.sha256}`));
       return;
     }
+    for (const c of this.held.splice(0)) this.push(c);
     cb();
   }
 

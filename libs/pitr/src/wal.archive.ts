@@ -241,6 +241,15 @@ export class WalArchiver {
         } catch (e) {
           // A pusher of the same content (an agent pushing ahead, a retry) stored it meanwhile.
           if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) throw e;
+          // Only if what took the name is a real copy: a zero-byte object is not archived WAL.
+          const now = await walNameState(this.opts.storage, this.opts.databaseId, name.name, layout);
+          if (!now.objects.some((o) => o.key === key)) {
+            throw new DbcrateError(
+              ErrorCodes.INTEGRITY,
+              `${name.name}: ${key} appeared in ${this.opts.storage.displayUrl} while it was being archived, and it is empty; nothing was acknowledged`,
+              { hint: 'PostgreSQL retries; the retry replaces the empty object' },
+            );
+          }
           stored = false;
         }
       },

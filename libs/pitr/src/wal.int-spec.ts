@@ -196,6 +196,25 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       expect(await keysUnder(storage, walLookupPrefix(DB, segs[0]))).toEqual([key0]);
     });
 
+    it('an empty object taking the name during the put is not "already archived"', async () => {
+      const db = 'zero-race';
+      const buf = await readFile(walPath(segs[1]));
+      const key = walKey(db, segs[1], sha256Hex(buf));
+      const racing = new WalArchiver({
+        storage,
+        databaseId: db,
+        systemIdentifier: sysid,
+        seal,
+        // after the early check, before the no-replace link: a broken writer leaves 0 bytes
+        hooks: { beforeCommit: () => writeFile(join(storeDir, ...key.split('/')), '') },
+      });
+      expect((await caught(racing.push(walPath(segs[1])))).code).toBe(ErrorCodes.INTEGRITY);
+      // PostgreSQL's retry replaces the empty object
+      const retry = new WalArchiver({ storage, databaseId: db, systemIdentifier: sysid, seal });
+      expect((await retry.push(walPath(segs[1]))).outcome).toBe('archived');
+      expect((await fetchWal(fetchOpts(db), segs[1])).equals(buf)).toBe(true);
+    });
+
     it('fetchWal returns the identical bytes', async () => {
       const plain = await fetchWal(fetchOpts(), segs[0]);
       expect(plain.length).toBe(seg0.length);

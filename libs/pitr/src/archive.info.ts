@@ -2,6 +2,7 @@ import type { TrustPolicy } from '@dbcrate/crypto';
 import { listSnapshots, type SnapshotEntry } from '@dbcrate/pipeline';
 import type { Storage } from '@dbcrate/storage';
 import { listBaseBackups, type BaseBackupEntry } from './base.backups';
+import { baseStoredSize } from './base.manifest';
 import { DEFAULT_WAL_SEGMENT_SIZE } from './wal.names';
 import { listClusterIds } from './pitr.layout';
 import { describeLiveBranches } from './timeline.branches';
@@ -75,7 +76,7 @@ function baseInfo(e: BaseBackupEntry): BackupInfo {
     id: e.backupId,
     status: e.status,
     ...(e.reason && e.status !== 'complete' ? { reason: e.reason } : {}),
-    storedBytes: m?.object.storedSize ?? e.dataSize,
+    storedBytes: m ? baseStoredSize(m) : e.dataSize,
     startedAt: m?.startedAt,
     finishedAt: m?.finishedAt,
     durationSeconds: seconds(m?.startedAt, m?.finishedAt),

@@ -20,7 +20,13 @@ import {
   type ProgressSink,
 } from '@dbcrate/pipeline';
 import { readObject, type Storage } from '@dbcrate/storage';
-import { parseBaseManifest, type BaseManifest } from './base.manifest';
+import {
+  baseObjects,
+  baseStoredSize,
+  parseBaseManifest,
+  type BaseFileEntry,
+  type BaseManifest,
+} from './base.manifest';
 import { BASE_DIR, parseBaseKey } from './pitr.layout';
 import { TarGuard } from './tar.guard';
 import { parseLsn } from './wal.names';
@@ -36,8 +42,11 @@ export interface BaseBackupEntry {
   reason?: string;
   /** Fingerprint of the trusted signer whose signature of the manifest was checked. */
   signer?: string;
+  /** The (first) data object, and the stored bytes of all of them. */
   dataKey?: string;
   dataSize?: number;
+  /** Every data object found (a pgdata backup has one per part). */
+  dataObjects?: { key: string; size: number }[];
   manifestKey?: string;
   manifest?: BaseManifest;
 }
@@ -75,8 +84,11 @@ export async function listBaseBackups(
     }
     if (parsed.kind === 'manifest') e.manifestKey = obj.key;
     else {
-      e.dataKey = obj.key;
-      e.dataSize = obj.size;
+      e.dataObjects = [...(e.dataObjects ?? []), { key: obj.key, size: obj.size }].sort((a, b) =>
+        a.key.localeCompare(b.key, 'en', { numeric: true }),
+      );
+      e.dataKey = e.dataObjects[0].key;
+      e.dataSize = e.dataObjects.reduce((n, o) => n + o.size, 0);
     }
   }
   const entries = [...byId.values()];
@@ -98,12 +110,8 @@ export async function listBaseBackups(
     if (e.manifest.databaseId !== databaseId || e.manifest.backupId !== e.backupId) {
       e.status = 'damaged';
       e.reason = `manifest names ${e.manifest.databaseId}/${e.manifest.backupId}, not ${databaseId}/${e.backupId}`;
-    } else if (!e.dataKey || e.dataKey !== e.manifest.object.key) {
+    } else if ((e.reason = objectsMismatch(baseObjects(e.manifest), e.dataObjects ?? []))) {
       e.status = 'damaged';
-      e.reason = `data object ${e.manifest.object.key} is missing`;
-    } else if (e.dataSize !== e.manifest.object.storedSize) {
-      e.status = 'damaged';
-      e.reason = `data object has ${e.dataSize} bytes, manifest records ${e.manifest.object.storedSize}`;
     } else {
       e.status = 'complete';
       if (opts.trust) {
@@ -126,6 +134,20 @@ export async function listBaseBackups(
     const lb = lsnOf(b);
     return la < lb ? -1 : la > lb ? 1 : a.backupId.localeCompare(b.backupId);
   });
+}
+
+/** Why the stored objects do not match the manifest's, or undefined when they do. */
+function objectsMismatch(
+  wanted: { key: string; storedSize: number }[],
+  found: { key: string; size: number }[],
+): string | undefined {
+  for (const w of wanted) {
+    const f = found.find((o) => o.key === w.key);
+    if (!f) return `data object ${w.key} is missing`;
+    if (f.size !== w.storedSize)
+      return `data object ${w.key} has ${f.size} bytes, manifest records ${w.storedSize}`;
+  }
+  return undefined;
 }
 
 /** The manifests of the complete base backups of a database id, oldest first. */
@@ -247,6 +269,25 @@ function targetError(dir: string, e: unknown): DbcrateError {
   });
 }
 
+/** Every file the manifest lists is there with its size (the parts could each be whole yet not all the backup's). */
+async function checkListing(dir: string, backupId: string, files: BaseFileEntry[]): Promise<void> {
+  const missing: string[] = [];
+  for (const f of files) {
+    const st = await lstat(path.join(dir, f.path)).catch(() => undefined);
+    if (!st?.isFile() || st.size !== f.size) {
+      missing.push(`${f.path} (${st ? `${st.isFile() ? st.size : 'not a file'}` : 'missing'}, listed ${f.size})`);
+      if (missing.length >= 5) break;
+    }
+  }
+  if (missing.length > 0) {
+    throw new DbcrateError(
+      ErrorCodes.INTEGRITY,
+      `base backup ${backupId} did not restore the files its manifest lists: ${missing.join(', ')}`,
+      { hint: 'the backup is damaged or was tampered with; use another base backup' },
+    );
+  }
+}
+
 /** Remove everything inside `dir` (which was empty before we started), and `dir` itself if we made it. */
 async function undoExtract(dir: string, created: boolean): Promise<void> {
   const entries = await readdir(dir).catch(() => [] as string[]);
@@ -299,9 +340,10 @@ function extractTar(tarPath: string, dir: string) {
 }
 
 /**
- * Restore a base backup into an empty (or new) directory: first check the stored object's
- * size and sha256 against the manifest, then stream it again through the same check,
- * decryption and decompression into `tar -x`. Nothing is extracted from an object that
+ * Restore a base backup into an empty (or new) directory: first check every stored object's
+ * size and sha256 against the manifest, then stream them again through the same check,
+ * decryption and decompression into `tar -x` (one per part, in parallel), and check the
+ * file listing of a version 2 manifest. Nothing is extracted from an object that
  * fails the first check; anything extracted is removed again on any failure.
  */
 export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise<RestoreBaseBackupResult> {
@@ -321,33 +363,41 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
   const codec = getCodec(m.compression.codec, { implementation: 'auto' });
   const cipher = getCipher(m.encryption.cipher);
   await inspectTarget(dir);
-  const expected = { sha256: m.object.sha256, size: m.object.storedSize, key: m.object.key };
+  const objects = baseObjects(m);
+  const total = baseStoredSize(m);
+  const interrupted = () =>
+    new DbcrateError(ErrorCodes.INTERRUPTED, `restore of base backup ${m.backupId} interrupted`);
 
-  // 1. The whole stored object against the manifest, before anything reaches the disk.
-  const checkProgress = opts.progress?.('verify', m.object.storedSize);
+  // 1. Every stored object against the manifest, before anything reaches the disk.
+  const checkProgress = opts.progress?.('verify', total);
   try {
-    await pipeline(
-      await opts.storage.get(m.object.key, { signal: opts.signal }),
-      new VerifyStream(expected, (n) => checkProgress?.update(n)),
-      devNull(),
-      { signal: opts.signal },
+    await Promise.all(
+      objects.map(async (o) =>
+        pipeline(
+          await opts.storage.get(o.key, { signal: opts.signal }),
+          new VerifyStream({ sha256: o.sha256, size: o.storedSize, key: o.key }, (n) =>
+            checkProgress?.update(n),
+          ),
+          devNull(),
+          { signal: opts.signal },
+        ),
+      ),
     );
   } catch (e) {
-    if (opts.signal?.aborted) {
-      throw new DbcrateError(ErrorCodes.INTERRUPTED, `restore of base backup ${m.backupId} interrupted`);
-    }
+    if (opts.signal?.aborted) throw interrupted();
     throw e;
   }
-  checkProgress?.done({ sha256: m.object.sha256 });
+  checkProgress?.done({ sha256: objects.map((o) => o.sha256).join(',') });
 
   // 2. Extract. The target may have changed while we were verifying: look again.
   const created = !(await inspectTarget(dir)).exists;
   if (created) await mkdir(dir, { mode: 0o700 });
   // The checks have passed and the directory is ours: work that may overlap extraction starts now.
   opts.onExtract?.();
-  const progress = opts.progress?.('restore', m.object.storedSize);
-  const tar = extractTar(opts.tarPath ?? 'tar', dir);
-  const onAbort = () => tar.kill();
+  const progress = opts.progress?.('restore', total);
+  // One tar per part, all at once: the parts hold disjoint files (directories only in part 0).
+  const tars = objects.map(() => extractTar(opts.tarPath ?? 'tar', dir));
+  const onAbort = () => tars.forEach((t) => t.kill());
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     let firstError: unknown;
@@ -355,26 +405,32 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
       const code = (e as { code?: string })?.code;
       if (firstError === undefined && code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'EPIPE')
         firstError = e;
-      tar.kill();
+      tars.forEach((t) => t.kill());
       throw e;
     };
-    const chain = pipeline(
-      await opts.storage.get(m.object.key, { signal: opts.signal }),
-      new VerifyStream(expected, (n) => progress?.update(n)),
-      cipher.decryptor(opts.keys, { expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint) }),
-      codec.decompressor(),
-      // Only plain files, directories and inside symlinks reach tar, whoever made the archive.
-      new TarGuard(`base backup ${m.backupId}`),
-      tar.stdin,
-      { signal: opts.signal },
-    ).catch(note);
-    const tarDone = tar.exited.catch(note);
+    const work = objects.flatMap((o, k) => {
+      const chain = (async () =>
+        pipeline(
+          await opts.storage.get(o.key, { signal: opts.signal }),
+          new VerifyStream({ sha256: o.sha256, size: o.storedSize, key: o.key }, (n) => progress?.update(n)),
+          cipher.decryptor(opts.keys, {
+            expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint),
+          }),
+          codec.decompressor(),
+          // Only plain files, directories and inside symlinks reach tar, whoever made the archive.
+          new TarGuard(`base backup ${m.backupId}`),
+          tars[k].stdin,
+          { signal: opts.signal },
+        ))().catch(note);
+      return [chain, tars[k].exited.catch(note)];
+    });
     try {
-      await Promise.all([chain, tarDone]);
+      await Promise.all(work);
     } catch (e) {
-      await Promise.allSettled([chain, tarDone]);
+      await Promise.allSettled(work);
       throw firstError ?? e;
     }
+    if (m.formatVersion === 2 && m.files) await checkListing(dir, m.backupId, m.files);
     // A tar stream that ends early but cleanly would leave a partial directory behind.
     const version = await lstat(path.join(dir, 'PG_VERSION')).catch(() => undefined);
     if (!version?.isFile()) {

@@ -1,7 +1,6 @@
 import { ErrorCodes } from '@dbcrate/core';
 import {
   BASE_MANIFEST_FORMAT,
-  BASE_MANIFEST_VERSION,
   parseBaseManifest,
   serializeBaseManifest,
   type BaseManifest,
@@ -11,7 +10,7 @@ import { parseLsn } from './wal.names';
 
 const sample = (): BaseManifest => ({
   format: BASE_MANIFEST_FORMAT,
-  formatVersion: BASE_MANIFEST_VERSION,
+  formatVersion: 1,
   kind: 'physical',
   databaseId: '7441234567890123456',
   backupId: '20261125T114512.345Z',

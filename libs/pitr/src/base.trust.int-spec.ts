@@ -33,7 +33,7 @@ import {
   type TestSigning,
 } from '@dbcrate/testing';
 import { listBaseBackups, restoreBaseBackup, usableBaseBackups } from './base.backups';
-import { serializeBaseManifest, type BaseManifest } from './base.manifest';
+import { serializeBaseManifest, type BaseManifest, type BaseManifestV1 } from './base.manifest';
 import { runBaseBackup, type BaseBackupResult } from './basebackup.pipeline';
 import { baseBackupKeys, clusterKey } from './pitr.layout';
 import { buildTar } from './tar.guard.fixture';
@@ -56,7 +56,7 @@ describe('signed base backups', () => {
   let recipient: RecipientKey;
   let key: DecryptionKey;
   let signer: TestSigning;
-  let real: BaseBackupResult;
+  let real: BaseBackupResult<BaseManifestV1>;
   let keyFile: string;
 
   /** What an intruder can store: `tar` compressed and encrypted to the organisation key, with a matching manifest. */
@@ -66,7 +66,7 @@ describe('signed base backups', () => {
     const compressed = await getCodec('zstd').compressBuffer(tar, { level: 3, threads: 0 });
     const sealed = Buffer.from(await getCipher('openpgp').encryptBuffer(compressed, [recipient]));
     await storage.put(keys.dataKey, Readable.from([sealed]));
-    const m: BaseManifest = {
+    const m: BaseManifestV1 = {
       ...real.manifest,
       databaseId,
       backupId,

@@ -33,7 +33,7 @@ import {
 import { openStorage, type Storage } from '@dbcrate/storage';
 import { runCli, startPgCluster, type PgCluster } from '@dbcrate/testing';
 import { listBaseBackups, restoreBaseBackup } from './base.backups';
-import { parseBaseManifest } from './base.manifest';
+import { baseStoredSize, parseBaseManifest, type BaseManifestV1 } from './base.manifest';
 import { runBaseBackup, type BaseBackupResult } from './basebackup.pipeline';
 import { baseBackupKeys, ensureClusterIdentity, readClusterIdentity } from './pitr.layout';
 import { parseLsn, segmentOfLsn, walFileName } from './wal.names';
@@ -65,7 +65,7 @@ describe('physical base backups', () => {
   let privateArmored: string;
   let key: DecryptionKey;
   let sysid: string;
-  let first: BaseBackupResult;
+  let first: BaseBackupResult<BaseManifestV1>;
 
   beforeAll(async () => {
     pg = await startPgCluster({
@@ -448,7 +448,7 @@ describe('physical base backups', () => {
     expect(parseLsn(out.stopLsn as string)).toBeGreaterThanOrEqual(parseLsn(out.startLsn as string));
     const list = await listBaseBackups(storage, 'via-cli');
     expect(list.map((e) => [e.backupId, e.status])).toEqual([[out.backupId, 'complete']]);
-    expect(list[0].manifest?.object.storedSize).toBe(out.storedBytes);
+    expect(baseStoredSize(list[0].manifest!)).toBe(out.storedBytes);
     expect(r.stdout + r.stderr).not.toContain(pg.password);
   });
 });

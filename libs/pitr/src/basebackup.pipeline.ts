@@ -16,9 +16,9 @@ import { connect, findClientTools, serverInfo, toLibpqEnv, type ServerInfo } fro
 import type { Storage } from '@dbcrate/storage';
 import {
   BASE_MANIFEST_FORMAT,
-  BASE_MANIFEST_VERSION,
   serializeBaseManifest,
   type BaseManifest,
+  type BaseManifestV1,
 } from './base.manifest';
 import { baseBackupKeys, ensureClusterIdentity } from './pitr.layout';
 import { backupWalRange, TarScanner, type BackupWalRange } from './tar.scanner';
@@ -39,9 +39,12 @@ export interface BaseBackupOptions {
   now?: () => Date;
 }
 
-export interface BaseBackupResult {
-  manifest: BaseManifest;
+export interface BaseBackupResult<M extends BaseManifest = BaseManifest> {
+  manifest: M;
+  /** The (first) data object. */
   dataKey: string;
+  /** Every data object (pgdata: one per part). */
+  dataKeys?: string[];
   manifestKey: string;
   signatureKey?: string;
 }
@@ -106,7 +109,7 @@ export function backupWalFiles(
   };
 }
 
-async function physicalServerInfo(client: Client): Promise<PhysicalServerInfo> {
+export async function physicalServerInfo(client: Client): Promise<PhysicalServerInfo> {
   const info = await serverInfo(client);
   if (!info.systemIdentifier) {
     throw new DbcrateError(
@@ -213,7 +216,7 @@ function withHint(e: unknown, stderr: string): unknown {
  * be on. The data object only completes once pg_basebackup has exited 0, which happens
  * after the server has archived the backup's last WAL segment.
  */
-export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackupResult> {
+export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackupResult<BaseManifestV1>> {
   if (opts.recipients.length === 0) {
     throw new DbcrateError(ErrorCodes.CONFIG, 'no recipient public key given', {
       hint: 'pass --recipient FILE (the organisation public key, e.g. from `dbcrate keys generate`)',
@@ -314,9 +317,9 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
   if (!range) throw new DbcrateError(ErrorCodes.INTERNAL, 'the base backup was stored without its WAL range');
   const finished = new Date();
 
-  const manifest: BaseManifest = {
+  const manifest: BaseManifestV1 = {
     format: BASE_MANIFEST_FORMAT,
-    formatVersion: BASE_MANIFEST_VERSION,
+    formatVersion: 1,
     kind: 'physical',
     databaseId,
     backupId,

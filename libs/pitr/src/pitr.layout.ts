@@ -10,6 +10,7 @@ import { parseWalFileName, type WalFileName } from './wal.names';
  * Where physical backups and WAL live, relative to the destination root (docs/pitr.md):
  *   <db>/cluster.json
  *   <db>/base/<backup-id>/base.tar.zst.pgp, backup.manifest.json (written last)
+ *   <db>/base/<backup-id>/data.<k>.tar.zst.pgp (method pgdata: one per part, k from 0)
  *   <db>/wal/<timeline+log (16 hex)>/<wal-file-name>-<sha256 of plaintext>.zst.pgp
  *   <db>/wal/history/<TLI>.history-<sha256>.zst.pgp      (format 2; format 1: flat wal/)
  *   <db>/timelines/<TLI>.json
@@ -19,6 +20,8 @@ export const BASE_DIR = 'base';
 export const WAL_DIR = 'wal';
 export const TIMELINES_DIR = 'timelines';
 export const BASE_DATA_FILE = 'base.tar';
+/** Parts of a pgdata backup: `data.<k>.tar.zst.pgp`. */
+export const BASE_PART_PREFIX = 'data.';
 export const BASE_MANIFEST_FILE = 'backup.manifest.json';
 /** Stage extensions of every object we write: zstd, then OpenPGP. */
 export const OBJECT_EXTENSIONS = ['zst', 'pgp'];
@@ -40,13 +43,20 @@ export function baseBackupKeys(
   };
 }
 
+/** The storage key of part k of a pgdata base backup. */
+export function baseBackupPartKey(databaseId: string, backupId: string, part: number): string {
+  return `${databaseId}/${BASE_DIR}/${backupId}/${BASE_PART_PREFIX}${part}.tar.${OBJECT_EXTENSIONS.join('.')}`;
+}
+
+const PART_FILE = /^data\.(0|[1-9]\d{0,3})\.tar\./;
+
 export function parseBaseKey(
   key: string,
 ): { databaseId: string; backupId: string; kind: 'data' | 'manifest' } | undefined {
   const parts = key.split('/');
   if (parts.length !== 4 || parts[1] !== BASE_DIR || !isSnapshotId(parts[2])) return undefined;
   if (parts[3] === BASE_MANIFEST_FILE) return { databaseId: parts[0], backupId: parts[2], kind: 'manifest' };
-  if (parts[3].startsWith(`${BASE_DATA_FILE}.`))
+  if (parts[3].startsWith(`${BASE_DATA_FILE}.`) || PART_FILE.test(parts[3]))
     return { databaseId: parts[0], backupId: parts[2], kind: 'data' };
   return undefined;
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { intSetting, resolveSettings } from '@dbcrate/config';
-import { runBaseBackup } from '@dbcrate/pitr';
+import { baseStoredSize, runBaseBackup } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
@@ -88,7 +88,7 @@ export function basebackupCommand(): Command {
                 manifest: r.manifestKey,
                 signature: r.signatureKey,
                 signer: m.signer,
-                storedBytes: m.object.storedSize,
+                storedBytes: baseStoredSize(m),
               }) + '\n',
             );
           } else {

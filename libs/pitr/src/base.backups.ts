@@ -275,7 +275,9 @@ async function checkListing(dir: string, backupId: string, files: BaseFileEntry[
   for (const f of files) {
     const st = await lstat(path.join(dir, f.path)).catch(() => undefined);
     if (!st?.isFile() || st.size !== f.size) {
-      missing.push(`${f.path} (${st ? `${st.isFile() ? st.size : 'not a file'}` : 'missing'}, listed ${f.size})`);
+      missing.push(
+        `${f.path} (${st ? `${st.isFile() ? st.size : 'not a file'}` : 'missing'}, listed ${f.size})`,
+      );
       if (missing.length >= 5) break;
     }
   }

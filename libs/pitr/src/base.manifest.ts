@@ -41,47 +41,45 @@ export type BaseFileEntry = z.infer<typeof fileEntry>;
 
 const baseFields = {
   format: z.literal(BASE_MANIFEST_FORMAT),
-    kind: z.literal('physical'),
-    databaseId: z.string().min(1),
-    backupId: z.string().min(1),
-    dbcrateVersion: z.string(),
-    startedAt: z.iso.datetime(),
-    finishedAt: z.iso.datetime(),
-    /** Where replay must start (the checkpoint's redo point), as pg_basebackup reports it. */
-    startLsn: lsn,
-    /** Replay must reach at least this LSN before the cluster is consistent. */
-    stopLsn: lsn,
-    timeline: z.number().int().positive(),
-    /** The WAL file holding startLsn. */
-    startWalFile: segmentFile,
-    /**
-     * The last WAL file the backup needs: the one holding the byte just before stopLsn
-     * (PostgreSQL's XLByteToPrevSeg, what pg_backup_stop waits to be archived). It only
-     * differs from the file holding stopLsn when stopLsn is exactly on a segment boundary.
-     */
-    stopWalFile: segmentFile,
-    server: z.object({
-      version: z.string(),
-      versionNum: z.number().int(),
-      major: z.number(),
-      systemIdentifier: z.string().regex(/^\d+$/),
-    }),
-    walSegmentSize: z.number().int().positive(),
-    compression: z.object({ codec: z.string(), implementation: z.string(), level: z.number().int() }),
-    encryption: z.object({
-      cipher: z.string(),
-      recipients: z
-        .array(z.object({ fingerprint: z.string(), encryptionKeyIds: z.array(z.string()) }))
-        .min(1),
-    }),
-    /**
-     * Tablespaces the backup covers. Version 1 only backs up clusters without user
-     * tablespaces, so this holds pg_default and pg_global, both inside the data directory
-     * (location ""). A reader refuses an entry with a location it does not know how to restore.
-     */
-    tablespaces: z.array(z.object({ oid: z.number().int(), name: z.string(), location: z.string() })),
-    /** Fingerprint of the key that signed this manifest (`backup.manifest.json.sig`); absent when unsigned. */
-    signer: z.string().optional(),
+  kind: z.literal('physical'),
+  databaseId: z.string().min(1),
+  backupId: z.string().min(1),
+  dbcrateVersion: z.string(),
+  startedAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime(),
+  /** Where replay must start (the checkpoint's redo point), as pg_basebackup reports it. */
+  startLsn: lsn,
+  /** Replay must reach at least this LSN before the cluster is consistent. */
+  stopLsn: lsn,
+  timeline: z.number().int().positive(),
+  /** The WAL file holding startLsn. */
+  startWalFile: segmentFile,
+  /**
+   * The last WAL file the backup needs: the one holding the byte just before stopLsn
+   * (PostgreSQL's XLByteToPrevSeg, what pg_backup_stop waits to be archived). It only
+   * differs from the file holding stopLsn when stopLsn is exactly on a segment boundary.
+   */
+  stopWalFile: segmentFile,
+  server: z.object({
+    version: z.string(),
+    versionNum: z.number().int(),
+    major: z.number(),
+    systemIdentifier: z.string().regex(/^\d+$/),
+  }),
+  walSegmentSize: z.number().int().positive(),
+  compression: z.object({ codec: z.string(), implementation: z.string(), level: z.number().int() }),
+  encryption: z.object({
+    cipher: z.string(),
+    recipients: z.array(z.object({ fingerprint: z.string(), encryptionKeyIds: z.array(z.string()) })).min(1),
+  }),
+  /**
+   * Tablespaces the backup covers. Version 1 only backs up clusters without user
+   * tablespaces, so this holds pg_default and pg_global, both inside the data directory
+   * (location ""). A reader refuses an entry with a location it does not know how to restore.
+   */
+  tablespaces: z.array(z.object({ oid: z.number().int(), name: z.string(), location: z.string() })),
+  /** Fingerprint of the key that signed this manifest (`backup.manifest.json.sig`); absent when unsigned. */
+  signer: z.string().optional(),
 };
 
 const v1Schema = z.object({

@@ -211,6 +211,43 @@ function withHint(e: unknown, stderr: string): unknown {
 }
 
 /**
+ * Write a base backup's manifest, the signature first: the manifest, written last, is what
+ * makes a base backup. On failure the data objects and their folders are removed again.
+ * Returns the signature's key when signed.
+ */
+export async function commitBaseManifest(c: {
+  storage: Storage;
+  manifest: BaseManifest;
+  manifestKey: string;
+  dataKeys: string[];
+  ownDirs: string[];
+  signingKey?: SigningKey;
+}): Promise<string | undefined> {
+  const body = serializeBaseManifest(c.manifest);
+  const sigKey = c.signingKey ? signatureKey(c.manifestKey) : undefined;
+  let sigWritten = false;
+  try {
+    if (c.signingKey && sigKey) {
+      const sig = await signDetached(body, c.signingKey);
+      await c.storage.put(sigKey, Readable.from([Buffer.from(sig)]), { ifNotExists: true });
+      sigWritten = true;
+    }
+    await c.storage.put(c.manifestKey, Readable.from([body]), { ifNotExists: true });
+  } catch (e) {
+    // No manifest, no backup. A put can fail after it committed (the answer was lost): the
+    // manifest goes first, unless the name was another writer's.
+    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
+      await c.storage.delete(c.manifestKey).catch(() => undefined);
+    }
+    for (const k of c.dataKeys) await c.storage.delete(k).catch(() => undefined);
+    if (sigWritten && sigKey) await c.storage.delete(sigKey).catch(() => undefined);
+    for (const d of c.ownDirs) await c.storage.removeEmptyDir?.(d).catch(() => undefined);
+    throw e;
+  }
+  return sigKey;
+}
+
+/**
  * pg_basebackup (tar to stdout, no WAL) → zstd → OpenPGP → storage, then the manifest.
  * The WAL the backup needs comes from the archive (`dbcrate wal-push`), so archiving must
  * be on. The data object only completes once pg_basebackup has exited 0, which happens
@@ -358,31 +395,14 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
     tablespaces: info.tablespaces.map((t) => ({ oid: t.oid, name: t.name, location: t.location })),
     ...(opts.signingKey ? { signer: opts.signingKey.fingerprint } : {}),
   };
-  const body = serializeBaseManifest(manifest);
-  const sigKey = opts.signingKey ? signatureKey(keys.manifestKey) : undefined;
-  let sigWritten = false;
-  try {
-    // The signature first: the manifest, written last, is still what makes a base backup.
-    if (opts.signingKey && sigKey) {
-      const sig = await signDetached(body, opts.signingKey);
-      await opts.storage.put(sigKey, Readable.from([Buffer.from(sig)]), { ifNotExists: true });
-      sigWritten = true;
-    }
-    await opts.storage.put(keys.manifestKey, Readable.from([body]), {
-      ifNotExists: true,
-    });
-  } catch (e) {
-    // No manifest, no backup: remove this run's data object and its folder. A put can fail
-    // after it committed (the answer was lost): the manifest goes first, unless the name was
-    // another writer's.
-    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
-      await opts.storage.delete(keys.manifestKey).catch(() => undefined);
-    }
-    await opts.storage.delete(keys.dataKey).catch(() => undefined);
-    if (sigWritten && sigKey) await opts.storage.delete(sigKey).catch(() => undefined);
-    for (const d of ownDirs) await opts.storage.removeEmptyDir?.(d).catch(() => undefined);
-    throw e;
-  }
+  const sigKey = await commitBaseManifest({
+    storage: opts.storage,
+    manifest,
+    manifestKey: keys.manifestKey,
+    dataKeys: [keys.dataKey],
+    ownDirs,
+    signingKey: opts.signingKey,
+  });
   progress?.done({ backupId, storedBytes: stored.bytes });
   log.info(
     {

@@ -20,3 +20,5 @@ export * from './tar.guard';
 export * from './archive.info';
 export * from './archive.check';
 export * from './tree.remove';
+export * from './pgdata.backup';
+export * from './basebackup.method';

@@ -224,6 +224,8 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
     );
     aborted.catch(() => undefined);
     let fileIndex = 0;
+    // The first failure is the cause: the parts aborted after it only say "interrupted".
+    let firstError: unknown;
     let readBytes = 0;
 
     async function* partStream(k: number): AsyncGenerator<Buffer> {
@@ -295,12 +297,12 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       return { stop, label, members };
     })();
     stopWhenRead.catch((e: unknown) => {
+      firstError ??= e;
       stopped.reject(e);
       abort.abort(e);
     });
 
     const plain = parts.map(() => new MeterStream(undefined, { hash: false }));
-    let firstError: unknown;
     const results = await Promise.allSettled(
       parts.map(async (_, k) => {
         const stdout = Readable.from(partStream(k), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });

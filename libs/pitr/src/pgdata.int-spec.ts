@@ -9,6 +9,7 @@ import {
   appendFileSync,
   chmodSync,
   chownSync,
+  readFileSync,
   mkdtempSync,
   truncateSync,
   unlinkSync,
@@ -207,4 +208,160 @@ describe('base backups read from the data directory (pgdata)', () => {
     // the unlogged table comes back empty (its init fork only)
     expect(await psqlAt(srv.url('postgres'), 'SELECT count(*) FROM scratch')).toBe('0');
   }, 150_000);
+
+  it('skips a file that vanishes, pads one that shrinks, cuts one that grows, and notes them', async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024 + 100, 7);
+    for (const n of ['dbcrate_vanish', 'dbcrate_shrink', 'dbcrate_grow']) {
+      writeFileSync(join(pg.dataDir, n), big);
+      chownSync(join(pg.dataDir, n), pgUser.uid, pgUser.gid);
+    }
+    const r = await runPgdataBackup({
+      dbUrl: pg.superuserUrl,
+      storage,
+      recipients: [recipient],
+      parallel: 2,
+      hooks: {
+        beforeFile: (p) => {
+          if (p === 'dbcrate_vanish') unlinkSync(join(pg.dataDir, p));
+        },
+        afterOpen: (p) => {
+          if (p === 'dbcrate_shrink') truncateSync(join(pg.dataDir, p), 1000);
+          if (p === 'dbcrate_grow') appendFileSync(join(pg.dataDir, p), big);
+        },
+      },
+    });
+    const files = r.manifest.files!;
+    expect(files.find((f) => f.path === 'dbcrate_vanish')).toBeUndefined();
+    expect(files.find((f) => f.path === 'dbcrate_shrink')).toMatchObject({
+      size: big.length,
+      changed: 'shorter',
+    });
+    expect(files.find((f) => f.path === 'dbcrate_grow')).toMatchObject({
+      size: big.length,
+      changed: 'longer',
+    });
+    const target = join(dir, 'changed');
+    await restoreBaseBackup({ storage, manifest: r.manifest, keys: [key], targetDir: target });
+    const shrunk = readFileSync(join(target, 'dbcrate_shrink'));
+    expect(shrunk.length).toBe(big.length);
+    expect(shrunk.subarray(0, 1000).every((b) => b === 7)).toBe(true);
+    expect(shrunk.subarray(1000).every((b) => b === 0)).toBe(true);
+    expect(readFileSync(join(target, 'dbcrate_grow')).length).toBe(big.length);
+    for (const n of ['dbcrate_shrink', 'dbcrate_grow']) unlinkSync(join(pg.dataDir, n));
+    await rm(target, { recursive: true, force: true });
+  }, 120_000);
+
+  it('opens without dbcrate: gpg -d | zstd -d | tar -x of every part, then recovery from the archive', async () => {
+    const r = await runPgdataBackup({
+      dbUrl: pg.superuserUrl,
+      storage,
+      recipients: [recipient],
+      parallel: 2,
+    });
+    await pg.psql('CREATE TABLE after_hatch AS SELECT 42 AS v');
+    await waitArchived(pitrServerOf(pg));
+    const gnupg = mkdtempSync(join(tmpdir(), 'dbcrate-pgdata-gnupg-'));
+    const target = join(dir, 'hatch');
+    await mkdir(target, { mode: 0o700 });
+    try {
+      const passFile = join(gnupg, 'pass');
+      writeFileSync(passFile, `${PASSPHRASE}\n`, { mode: 0o600 });
+      const gpg = [
+        '--homedir',
+        gnupg,
+        '--batch',
+        '--pinentry-mode',
+        'loopback',
+        '--passphrase-file',
+        passFile,
+      ];
+      execFileSync('gpg', [...gpg, '--import'], { input: privateArmored, stdio: 'pipe' });
+      for (const o of r.manifest.objects) {
+        execFileSync(
+          'bash',
+          [
+            '-o',
+            'pipefail',
+            '-c',
+            'gpg "$@" --quiet --decrypt "$DATA" | zstd -d -c | tar -x -f - -C "$TARGET"',
+            'gpg',
+            ...gpg,
+          ],
+          { env: { ...process.env, DATA: join(dest, o.key), TARGET: target } },
+        );
+      }
+    } finally {
+      execFileSync('gpgconf', ['--homedir', gnupg, '--kill', 'gpg-agent'], { stdio: 'ignore' });
+      await rm(gnupg, { recursive: true, force: true });
+    }
+    await execFileP(join(pg.binDir, 'pg_verifybackup'), ['-n', target]);
+    const srv = await startRestored(target);
+    expect(await psqlAt(srv.url('postgres'), 'SELECT v FROM after_hatch')).toBe('42');
+  }, 150_000);
+
+  it("refuses a data directory that is not the server's, before writing anything", async () => {
+    const fake = join(dir, 'fake');
+    await mkdir(join(fake, 'global'), { recursive: true });
+    const control = Buffer.alloc(8192);
+    control.writeBigUInt64LE(12345n, 0);
+    writeFileSync(join(fake, 'global', 'pg_control'), control);
+    const before = await keysUnder(storage, '');
+    const e = await caught(
+      runPgdataBackup({ dbUrl: pg.superuserUrl, storage, recipients: [recipient], pgdata: fake }),
+    );
+    expect(e.code).toBe(ErrorCodes.CLUSTER_MISMATCH);
+    expect(e.message).toMatch(/system identifier 12345, not the server's/);
+    expect(await keysUnder(storage, '')).toEqual(before);
+    // auto falls back to pg_basebackup
+    const r = await takeBaseBackup({
+      dbUrl: pg.superuserUrl,
+      storage,
+      recipients: [recipient],
+      pgdata: fake,
+    });
+    expect(r.manifest.tool.name).toBe('pg_basebackup');
+    expect(r.manifest.formatVersion).toBe(1);
+  }, 120_000);
+
+  it('removes every part and ends the backup on the server when it fails', async () => {
+    const before = await keysUnder(storage, '');
+    const e = await caught(
+      runPgdataBackup({
+        dbUrl: pg.superuserUrl,
+        storage,
+        recipients: [recipient],
+        parallel: 3,
+        hooks: {
+          beforeStop: () => {
+            throw new DbcrateError(ErrorCodes.STORAGE_IO, 'injected failure before pg_backup_stop');
+          },
+        },
+      }),
+    );
+    expect(e.message).toMatch(/injected failure/);
+    expect(await keysUnder(storage, '')).toEqual(before);
+    // the session closed, so the server ended the backup: a new one starts and completes
+    const r = await runPgdataBackup({
+      dbUrl: pg.superuserUrl,
+      storage,
+      recipients: [recipient],
+      parallel: 1,
+    });
+    expect(r.manifest.objects).toHaveLength(1);
+  }, 120_000);
+
+  it('refuses (E_INTEGRITY) and empties the target when a listed file is missing from the parts', async () => {
+    const list = await listBaseBackups(
+      storage,
+      await pg.psql('SELECT system_identifier FROM pg_control_system()'),
+    );
+    const m = list.filter((x) => x.manifest?.formatVersion === 2).at(-1)!.manifest!;
+    if (m.formatVersion !== 2) throw new Error('expected a v2 manifest');
+    const forged = { ...m, files: [...m.files!, { path: 'not_there', size: 1, mtime: 0, part: 0 }] };
+    const target = join(dir, 'forged');
+    const e = await caught(restoreBaseBackup({ storage, manifest: forged, keys: [key], targetDir: target }));
+    expect(e.code).toBe(ErrorCodes.INTEGRITY);
+    expect(e.message).toMatch(/not_there \(missing/);
+    await expect(readdir(target)).rejects.toThrow(/ENOENT/);
+  }, 120_000);
 });

@@ -109,7 +109,14 @@ describe('point-in-time recovery', () => {
   let srv: PitrServer;
   let agent: CliProcess;
   let systemId: string;
-  let backup: { backupId: string; databaseId: string; startLsn: string; stopLsn: string; key: string };
+  let backup: {
+    backupId: string;
+    databaseId: string;
+    startLsn: string;
+    stopLsn: string;
+    key: string;
+    keys: string[];
+  };
   let atMark: Mark;
   let atRestorePoint: unknown[];
   let atEnd: unknown[];
@@ -229,20 +236,27 @@ describe('point-in-time recovery', () => {
     // byte for byte what PostgreSQL wrote (wal_keep_size keeps it in pg_wal)
     expect(plain.equals(fs.readFileSync(join(pg.dataDir, 'pg_wal', seg)))).toBe(true);
 
-    const data = join(env.destDir, backup.key);
-    const tar = spawnSync(
-      'bash',
-      [
-        '-o',
-        'pipefail',
-        '-c',
-        `gpg --homedir "$GH" --batch --quiet --pinentry-mode loopback --passphrase-fd 3 --decrypt "$F" 3<<<"$PP" | zstd -d -q -c | tar -t`,
-      ],
-      { env: { ...process.env, GH: home, F: data, PP: PASSPHRASE }, maxBuffer: 64 * 1024 * 1024 },
-    );
-    expect({ status: tar.status, stderr: tar.stderr.toString() }).toEqual({ status: 0, stderr: '' });
-    const listing = tar.stdout.toString().split('\n');
+    // every part (one for pg_basebackup, --parallel for pgdata) opens with stock tools
+    const listing: string[] = [];
+    for (const key of backup.keys) {
+      const tar = spawnSync(
+        'bash',
+        [
+          '-o',
+          'pipefail',
+          '-c',
+          `gpg --homedir "$GH" --batch --quiet --pinentry-mode loopback --passphrase-fd 3 --decrypt "$F" 3<<<"$PP" | zstd -d -q -c | tar -t`,
+        ],
+        {
+          env: { ...process.env, GH: home, F: join(env.destDir, key), PP: PASSPHRASE },
+          maxBuffer: 64 * 1024 * 1024,
+        },
+      );
+      expect({ status: tar.status, stderr: tar.stderr.toString() }).toEqual({ status: 0, stderr: '' });
+      listing.push(...tar.stdout.toString().split('\n'));
+    }
     expect(listing).toContain('PG_VERSION');
+    expect(listing).toContain('backup_label');
     expect(listing).toContain('global/pg_control');
   });
 

@@ -126,12 +126,22 @@ export async function startAgent(
   return agent;
 }
 
+/**
+ * The base backup method the PITR scenarios use: DBCRATE_E2E_BASEBACKUP_METHOD=pgdata |
+ * pg_basebackup | auto (default: the CLI's own default, auto, which picks pgdata here).
+ */
+export const E2E_BASEBACKUP_METHOD = process.env.DBCRATE_E2E_BASEBACKUP_METHOD;
+
 /** Any dbcrate command as postgres, with the passphrase in its environment variable. */
 export function cli(
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
 ) {
-  return runCliAs(args, { ...opts, env: { [PASSPHRASE_ENV]: PASSPHRASE, ...opts.env } });
+  const withMethod =
+    args[0] === 'basebackup' && E2E_BASEBACKUP_METHOD && !args.includes('--method')
+      ? [...args, '--method', E2E_BASEBACKUP_METHOD]
+      : args;
+  return runCliAs(withMethod, { ...opts, env: { [PASSPHRASE_ENV]: PASSPHRASE, ...opts.env } });
 }
 
 export interface Mark {

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { intSetting, resolveSettings } from '@dbcrate/config';
-import { baseStoredSize, runBaseBackup } from '@dbcrate/pitr';
+import { BASE_BACKUP_METHODS, baseStoredSize, DEFAULT_PARALLEL, takeBaseBackup } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
@@ -18,6 +18,9 @@ const schema = z.object({
   compressionThreads: intSetting(0, 64).default(2),
   zstd: z.enum(['auto', 'native', 'wasm']).default('auto'),
   pgBinDir: z.string().optional(),
+  method: z.enum(BASE_BACKUP_METHODS).default('auto'),
+  parallel: intSetting(1, 64).default(DEFAULT_PARALLEL),
+  pgdata: z.string().optional(),
   json: z.boolean().optional(),
 });
 
@@ -28,7 +31,7 @@ export function basebackupCommand(): Command {
     schema,
     signingFlags(new Command('basebackup'))
       .description(
-        'physical base backup for point-in-time recovery: pg_basebackup → zstd → OpenPGP → destination; prints the backup id',
+        'physical base backup for point-in-time recovery: the data directory (or pg_basebackup) → zstd → OpenPGP → destination; prints the backup id',
       )
       .option(
         '--db <POSTGRES_URL>',
@@ -54,6 +57,12 @@ export function basebackupCommand(): Command {
         '--pg-bin-dir <DIR>',
         'directory holding pg_basebackup (default /usr/lib/postgresql/<server major>/bin)',
       )
+      .option(
+        '--method <METHOD>',
+        "auto | pgdata | pg_basebackup (default auto: pgdata when the data directory is readable here and is the server's)",
+      )
+      .option('--parallel <N>', `pgdata: parts written at once, 1-64 (default ${DEFAULT_PARALLEL})`)
+      .option('--pgdata <DIR>', "pgdata: the server's data directory (default: SHOW data_directory)")
       .option('--json', 'print the result as JSON')
       .action(async (_o, cmd: Command) => {
         const ctx = contextFor(cmd);
@@ -62,7 +71,10 @@ export function basebackupCommand(): Command {
         const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
         const storage = await openStorage(s.to);
         try {
-          const r = await runBaseBackup({
+          const r = await takeBaseBackup({
+            method: s.method,
+            parallel: s.parallel,
+            pgdata: s.pgdata,
             dbUrl: s.db,
             storage,
             recipients,
@@ -84,7 +96,9 @@ export function basebackupCommand(): Command {
                 timeline: m.timeline,
                 startWalFile: m.startWalFile,
                 stopWalFile: m.stopWalFile,
+                method: m.tool.name === 'dbcrate' ? 'pgdata' : 'pg_basebackup',
                 key: r.dataKey,
+                keys: r.dataKeys ?? [r.dataKey],
                 manifest: r.manifestKey,
                 signature: r.signatureKey,
                 signer: m.signer,

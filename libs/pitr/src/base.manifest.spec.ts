@@ -67,7 +67,7 @@ describe('base backup manifest', () => {
 
   it.each<[string, (m: Record<string, unknown>) => void, RegExp]>([
     ['a foreign format', (m) => (m.format = 'dbcrate.dump.manifest'), /format/],
-    ['a newer version', (m) => (m.formatVersion = 2), /formatVersion/],
+    ['a newer version', (m) => (m.formatVersion = 3), /formatVersion/],
     ['a logical kind', (m) => (m.kind = 'logical'), /kind/],
     ['a malformed LSN', (m) => (m.startLsn = '0-2000028'), /startLsn: not an LSN/],
     ['a stop before the start', (m) => (m.stopLsn = '0/1000000'), /stopLsn: stop LSN 0\/1000000 is before/],

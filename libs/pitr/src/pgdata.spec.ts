@@ -1,0 +1,128 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  baseObjects,
+  baseStoredSize,
+  parseBaseManifest,
+  serializeBaseManifest,
+  type BaseManifestV2,
+} from './base.manifest';
+import { distributeFiles, postgresBackupManifest, type DataEntry } from './pgdata.files';
+import { contentPadding, TAR_END, tarHeader } from './pgdata.tar';
+import { TarGuard } from './tar.guard';
+import { baseBackupPartKey, parseBaseKey } from './pitr.layout';
+
+const v2 = (): BaseManifestV2 => ({
+  format: 'dbcrate.base.manifest',
+  formatVersion: 2,
+  kind: 'physical',
+  databaseId: 'db',
+  backupId: '20261125T114512.345Z',
+  dbcrateVersion: '0.1.0',
+  startedAt: '2026-11-25T11:45:12.345Z',
+  finishedAt: '2026-11-25T11:46:01.002Z',
+  startLsn: '0/2000028',
+  stopLsn: '0/2000100',
+  timeline: 1,
+  startWalFile: '000000010000000000000002',
+  stopWalFile: '000000010000000000000002',
+  server: { version: '15.20', versionNum: 150020, major: 15, systemIdentifier: '7441234567890123456' },
+  walSegmentSize: 16 * 1024 * 1024,
+  tool: { name: 'dbcrate', version: '0.1.0' },
+  objects: [0, 1].map((k) => ({
+    key: baseBackupPartKey('db', '20261125T114512.345Z', k),
+    storedSize: 100 + k,
+    sha256: 'a'.repeat(64),
+    plaintextSize: 1000,
+  })),
+  files: [{ path: 'PG_VERSION', size: 3, mtime: 1, part: 1 }],
+  compression: { codec: 'zstd', implementation: 'native', level: 3 },
+  encryption: { cipher: 'openpgp', recipients: [{ fingerprint: 'F', encryptionKeyIds: ['K'] }] },
+  tablespaces: [],
+});
+
+describe('manifest v2 and the pgdata layout', () => {
+  it('round-trips a v2 manifest and lists its parts', () => {
+    const m = parseBaseManifest(serializeBaseManifest(v2()), 'k');
+    expect(baseObjects(m).map((o) => o.key)).toEqual([
+      'db/base/20261125T114512.345Z/data.0.tar.zst.pgp',
+      'db/base/20261125T114512.345Z/data.1.tar.zst.pgp',
+    ]);
+    expect(baseStoredSize(m)).toBe(201);
+    expect(parseBaseKey(baseBackupPartKey('db', '20261125T114512.345Z', 12))).toMatchObject({ kind: 'data' });
+  });
+
+  it('refuses a file naming a part that does not exist', () => {
+    const m = v2();
+    m.files![0].part = 2;
+    expect(() => parseBaseManifest(JSON.stringify(m), 'k')).toThrow(/part that does not exist/);
+  });
+
+  it('balances files over the parts by bytes, every directory in part 0', () => {
+    const e = (path: string, size: number, type: 'file' | 'dir' = 'file'): DataEntry => ({
+      path,
+      type,
+      size,
+      mode: 0o600,
+      uid: 0,
+      gid: 0,
+      mtime: 0,
+    });
+    const parts = distributeFiles([e('base', 0, 'dir'), e('a', 100), e('b', 60), e('c', 50), e('d', 10)], 2);
+    expect(parts[0].map((x) => x.path)).toEqual(['base', 'a', 'd']);
+    expect(parts[1].map((x) => x.path)).toEqual(['b', 'c']);
+  });
+});
+
+describe('tar members', () => {
+  it('writes headers GNU tar and the tar guard read, long names through pax', async () => {
+    const long = `base/${'x'.repeat(90)}/${'y'.repeat(120)}`;
+    const body = Buffer.from('hello\n');
+    const chunks = [
+      tarHeader({ path: 'base', type: 'dir', size: 0, mode: 0o700, uid: 0, gid: 0, mtime: 1700000000 }),
+      tarHeader({
+        path: 'base/short',
+        type: 'file',
+        size: body.length,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        mtime: 1,
+      }),
+      body,
+      contentPadding(body.length),
+      tarHeader({ path: long, type: 'file', size: body.length, mode: 0o600, uid: 0, gid: 0, mtime: 1 }),
+      body,
+      contentPadding(body.length),
+      TAR_END,
+    ];
+    const tar = Buffer.concat(chunks);
+    const guard = new TarGuard();
+    await pipeline(Readable.from([tar]), guard, new Writable({ write: (_c, _e, cb) => cb() }));
+    expect(guard.entries).toBe(3);
+    const dir = mkdtempSync(join(tmpdir(), 'dbcrate-pgdata-tar-'));
+    try {
+      writeFileSync(join(dir, 'a.tar'), tar);
+      expect(execFileSync('tar', ['-tvf', join(dir, 'a.tar')]).toString()).toContain(long);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('writes a backup_manifest whose checksum covers all but its last line', () => {
+    const text = postgresBackupManifest([{ path: 'PG_VERSION', size: 3, mtime: 0, sha256: 'b'.repeat(64) }], {
+      timeline: 1,
+      startLsn: '0/2000028',
+      stopLsn: '0/2000100',
+    }).toString();
+    const doc = JSON.parse(text) as { Files: unknown[]; 'Manifest-Checksum': string };
+    expect(doc.Files).toHaveLength(1);
+    const head = text.slice(0, text.lastIndexOf('"Manifest-Checksum"'));
+    const { createHash } = jest.requireActual<typeof import('node:crypto')>('node:crypto');
+    expect(createHash('sha256').update(head).digest('hex')).toBe(doc['Manifest-Checksum']);
+  });
+});

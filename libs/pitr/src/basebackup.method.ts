@@ -1,7 +1,8 @@
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import { connect, serverInfo } from '@dbcrate/postgres';
 import { runBaseBackup, type BaseBackupResult } from './basebackup.pipeline';
-import { probeDataDirectory, runPgdataBackup, type PgdataBackupOptions } from './pgdata.backup';
+import { runPgdataBackup, type PgdataBackupOptions } from './pgdata.backup';
+import { probeDataDirectory } from './pgdata.session';
 
 /** pgdata: read the data directory (fast, on the database host); pg_basebackup: the server's tar stream. */
 export const BASE_BACKUP_METHODS = ['auto', 'pgdata', 'pg_basebackup'] as const;

@@ -1,12 +1,10 @@
-import { Readable } from 'node:stream';
 import type { Client } from 'pg';
 import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec, type ZstdImplementation } from '@dbcrate/compression';
-import { getCipher, signDetached, type RecipientKey, type SigningKey } from '@dbcrate/crypto';
+import { getCipher, type RecipientKey, type SigningKey } from '@dbcrate/crypto';
 import {
   DBCRATE_VERSION,
   runTool,
-  signatureKey,
   snapshotIdFor,
   storeToolOutput,
   validateDatabaseId,
@@ -14,12 +12,8 @@ import {
 } from '@dbcrate/pipeline';
 import { connect, findClientTools, serverInfo, toLibpqEnv, type ServerInfo } from '@dbcrate/postgres';
 import type { Storage } from '@dbcrate/storage';
-import {
-  BASE_MANIFEST_FORMAT,
-  serializeBaseManifest,
-  type BaseManifest,
-  type BaseManifestV1,
-} from './base.manifest';
+import { BASE_MANIFEST_FORMAT, type BaseManifest, type BaseManifestV1 } from './base.manifest';
+import { commitBaseManifest } from './base.commit';
 import { baseBackupKeys, ensureClusterIdentity } from './pitr.layout';
 import { backupWalRange, TarScanner, type BackupWalRange } from './tar.scanner';
 import { parseLsn, segmentOfLsn, walFileName } from './wal.names';
@@ -208,43 +202,6 @@ function withHint(e: unknown, stderr: string): unknown {
     hint = 'check the password in the connection URL (or PGPASSWORD / ~/.pgpass)';
   }
   return hint ? new DbcrateError(e.code, e.message, { hint, cause: e }) : e;
-}
-
-/**
- * Write a base backup's manifest, the signature first: the manifest, written last, is what
- * makes a base backup. On failure the data objects and their folders are removed again.
- * Returns the signature's key when signed.
- */
-export async function commitBaseManifest(c: {
-  storage: Storage;
-  manifest: BaseManifest;
-  manifestKey: string;
-  dataKeys: string[];
-  ownDirs: string[];
-  signingKey?: SigningKey;
-}): Promise<string | undefined> {
-  const body = serializeBaseManifest(c.manifest);
-  const sigKey = c.signingKey ? signatureKey(c.manifestKey) : undefined;
-  let sigWritten = false;
-  try {
-    if (c.signingKey && sigKey) {
-      const sig = await signDetached(body, c.signingKey);
-      await c.storage.put(sigKey, Readable.from([Buffer.from(sig)]), { ifNotExists: true });
-      sigWritten = true;
-    }
-    await c.storage.put(c.manifestKey, Readable.from([body]), { ifNotExists: true });
-  } catch (e) {
-    // No manifest, no backup. A put can fail after it committed (the answer was lost): the
-    // manifest goes first, unless the name was another writer's.
-    if ((e as { code?: string }).code !== ErrorCodes.STORAGE_CONFLICT) {
-      await c.storage.delete(c.manifestKey).catch(() => undefined);
-    }
-    for (const k of c.dataKeys) await c.storage.delete(k).catch(() => undefined);
-    if (sigWritten && sigKey) await c.storage.delete(sigKey).catch(() => undefined);
-    for (const d of c.ownDirs) await c.storage.removeEmptyDir?.(d).catch(() => undefined);
-    throw e;
-  }
-  return sigKey;
 }
 
 /**

@@ -1,7 +1,4 @@
-import { access, constants } from 'node:fs/promises';
-import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import type { Client } from 'pg';
 import { DbcrateError, ErrorCodes, MeterStream, logger } from '@dbcrate/core';
 import { getCodec } from '@dbcrate/compression';
 import { getCipher } from '@dbcrate/crypto';
@@ -22,22 +19,27 @@ import {
 import {
   backupWalFiles,
   checkBackupable,
-  commitBaseManifest,
   physicalServerInfo,
   type BaseBackupOptions,
   type BaseBackupResult,
-  type PhysicalServerInfo,
 } from './basebackup.pipeline';
+import { commitBaseManifest } from './base.commit';
 import {
   distributeFiles,
   listDataDirectory,
   memoryMember,
   postgresBackupManifest,
-  readControlSystemIdentifier,
   readFileMember,
-  type DataEntry,
   type StoredFile,
 } from './pgdata.files';
+import {
+  backupStart,
+  backupStop,
+  checkpointTimeline,
+  probeDataDirectory,
+  requireFullPageWrites,
+  type StopResult,
+} from './pgdata.session';
 import { TAR_END, tarHeader } from './pgdata.tar';
 import { baseBackupKeys, baseBackupPartKey, ensureClusterIdentity } from './pitr.layout';
 import { parseBackupLabel } from './tar.scanner';
@@ -62,76 +64,6 @@ export interface PgdataBackupOptions extends BaseBackupOptions {
 }
 
 export const DEFAULT_PARALLEL = 2;
-
-/**
- * The server's data directory as this process sees it, proven to be this server's by the
- * system identifier in its pg_control; undefined with the reason when it cannot be read.
- */
-export async function probeDataDirectory(
-  client: Client,
-  systemIdentifier: string,
-  given?: string,
-): Promise<{ dir: string } | { dir?: string; reason: string; mismatch?: boolean }> {
-  let dir = given;
-  if (!dir) {
-    try {
-      dir = (await client.query<{ data_directory: string }>('SHOW data_directory')).rows[0].data_directory;
-    } catch (e) {
-      return { reason: `SHOW data_directory failed: ${(e as Error).message}` };
-    }
-  }
-  const abs = path.resolve(dir);
-  try {
-    await access(path.join(abs, 'global', 'pg_control'), constants.R_OK);
-  } catch (e) {
-    return {
-      dir: abs,
-      reason: `${abs}/global/pg_control is not readable here (${(e as NodeJS.ErrnoException).code})`,
-    };
-  }
-  const sysid = await readControlSystemIdentifier(abs).catch(() => undefined);
-  if (sysid !== systemIdentifier) {
-    return {
-      dir: abs,
-      mismatch: true,
-      reason: `${abs} belongs to the cluster with system identifier ${sysid ?? '(unreadable)'}, not the server's ${systemIdentifier}`,
-    };
-  }
-  return { dir: abs };
-}
-
-async function requireFullPageWrites(client: Client): Promise<void> {
-  const { rows } = await client.query<{ full_page_writes: string }>('SHOW full_page_writes');
-  if (rows[0]?.full_page_writes !== 'on') {
-    throw new DbcrateError(
-      ErrorCodes.CONFIG,
-      'full_page_writes is off: pages read while the server writes them could not be repaired by WAL replay',
-      { hint: 'set full_page_writes = on (reload), or use --method pg_basebackup' },
-    );
-  }
-}
-
-interface StopResult {
-  lsn: string;
-  labelfile: string;
-  spcmapfile: string | null;
-}
-
-async function backupStart(client: Client, info: PhysicalServerInfo, label: string): Promise<void> {
-  const sql =
-    info.versionNum >= 150000
-      ? 'SELECT pg_backup_start($1, true)'
-      : 'SELECT pg_start_backup($1, true, false)';
-  await client.query(sql, [label]);
-}
-
-async function backupStop(client: Client, info: PhysicalServerInfo): Promise<StopResult> {
-  const sql =
-    info.versionNum >= 150000
-      ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(true)'
-      : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)';
-  return (await client.query<StopResult>(sql)).rows[0];
-}
 
 function deferred<T>() {
   let resolve!: (v: T) => void;
@@ -440,12 +372,3 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
     await client.end().catch(() => undefined);
   }
 }
-
-async function checkpointTimeline(client: Client, fallback: number): Promise<number> {
-  const { rows } = await client.query<{ timeline_id: number }>(
-    'SELECT timeline_id FROM pg_control_checkpoint()',
-  );
-  return Math.max(fallback, Number(rows[0]?.timeline_id ?? fallback));
-}
-
-export type { DataEntry };

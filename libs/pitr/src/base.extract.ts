@@ -1,0 +1,77 @@
+import { spawn } from 'node:child_process';
+import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
+import * as path from 'node:path';
+import { DbcrateError, ErrorCodes, redact } from '@dbcrate/core';
+import type { BaseFileEntry } from './base.manifest';
+
+/** Every file the manifest lists is there with its size (the parts could each be whole yet not all the backup's). */
+export async function checkListing(dir: string, backupId: string, files: BaseFileEntry[]): Promise<void> {
+  const missing: string[] = [];
+  for (const f of files) {
+    const st = await lstat(path.join(dir, f.path)).catch(() => undefined);
+    if (!st?.isFile() || st.size !== f.size) {
+      missing.push(
+        `${f.path} (${st ? `${st.isFile() ? st.size : 'not a file'}` : 'missing'}, listed ${f.size})`,
+      );
+      if (missing.length >= 5) break;
+    }
+  }
+  if (missing.length > 0) {
+    throw new DbcrateError(
+      ErrorCodes.INTEGRITY,
+      `base backup ${backupId} did not restore the files its manifest lists: ${missing.join(', ')}`,
+      { hint: 'the backup is damaged or was tampered with; use another base backup' },
+    );
+  }
+}
+
+/** Remove everything inside `dir` (which was empty before we started), and `dir` itself if we made it. */
+export async function undoExtract(dir: string, created: boolean): Promise<void> {
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  for (const name of entries) {
+    await rm(path.join(dir, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+  if (created) await rmdir(dir).catch(() => undefined);
+}
+
+/** `tar -x` reading stdin into `dir`; resolves on exit 0. */
+export function extractTar(tarPath: string, dir: string) {
+  // -p: keep the modes PostgreSQL wrote (0600/0700). As root GNU tar also restores the
+  // owner recorded in the archive ("postgres"), which is what the server needs.
+  const child = spawn(tarPath, ['-x', '-p', '-f', '-', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-16 * 1024);
+  });
+  child.stdin!.on('error', () => undefined); // EPIPE when tar stops early; its exit code says why
+  const exited = new Promise<void>((resolve, reject) => {
+    child.once('error', (e) =>
+      reject(
+        new DbcrateError(ErrorCodes.CONFIG, `cannot run ${tarPath}: ${e.message}`, {
+          hint: 'install GNU tar (apt-get install tar)',
+          cause: e,
+        }),
+      ),
+    );
+    child.once('close', (code, signal) => {
+      if (code === 0) return resolve();
+      const tail = redact(stderr).trim().split('\n').slice(-8).join(' | ');
+      reject(
+        new DbcrateError(
+          ErrorCodes.STORAGE_IO,
+          `tar could not extract the base backup into ${dir} (${signal ? `signal ${signal}` : `exit code ${code}`})${tail ? `: ${tail}` : ''}`,
+          { hint: 'check free space and permissions of the target directory' },
+        ),
+      );
+    });
+  });
+  exited.catch(() => undefined);
+  return {
+    stdin: child.stdin!,
+    exited,
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    },
+  };
+}

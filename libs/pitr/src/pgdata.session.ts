@@ -64,7 +64,18 @@ export async function backupStart(client: Client, info: PhysicalServerInfo, labe
     info.versionNum >= 150000
       ? 'SELECT pg_backup_start($1, true)'
       : 'SELECT pg_start_backup($1, true, false)';
-  await client.query(sql, [label]);
+  try {
+    await client.query(sql, [label]);
+  } catch (e) {
+    const fn = info.versionNum >= 150000 ? 'pg_backup_start' : 'pg_start_backup';
+    if ((e as { code?: string }).code === '42501') {
+      throw new DbcrateError(ErrorCodes.CONFIG, `this user may not run ${fn}(): ${(e as Error).message}`, {
+        hint: `connect as a superuser, or GRANT EXECUTE ON FUNCTION ${fn} and its stop function to the backup user; or use --method pg_basebackup`,
+        cause: e,
+      });
+    }
+    throw e;
+  }
 }
 
 export async function backupStop(client: Client, info: PhysicalServerInfo): Promise<StopResult> {

@@ -12,7 +12,8 @@ import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import { generateKeyPair, loadRecipientKey, type RecipientKey } from '@dbcrate/crypto';
 import { openStorage, type PutOptions, type Storage } from '@dbcrate/storage';
 import { startPgCluster, startSshd, type PgCluster, type SshdHarness } from '@dbcrate/testing';
-import { runBaseBackup } from './basebackup.pipeline';
+import { runBaseBackup, type BaseBackupOptions } from './basebackup.pipeline';
+import { runPgdataBackup } from './pgdata.backup';
 
 async function caught(p: Promise<unknown>): Promise<DbcrateError> {
   try {
@@ -93,9 +94,17 @@ describe('an unfinished base backup leaves nothing behind', () => {
     ['SFTP', async (name: string) => ({ url: sshd.url(name), root: join(sshd.root, name) })],
   ] as const;
 
-  describe.each(destinations)('on %s', (_label, where) => {
+  const methods = [
+    ['pg_basebackup', runBaseBackup],
+    ['pgdata', (o: BaseBackupOptions) => runPgdataBackup({ ...o, parallel: 3 })],
+  ] as const;
+  const cases = destinations.flatMap(([label, where]) =>
+    methods.map(([method, run]) => [`${label} (${method})`, where, run] as const),
+  );
+
+  describe.each(cases)('on %s', (_label, where, runBaseBackup) => {
     it('interrupted while uploading: no data object, no empty folder', async () => {
-      const { url, root } = await where(`interrupted-${_label.length}`);
+      const { url, root } = await where(`interrupted-${_label.replace(/\W+/g, '-')}`);
       const storage = await openStorage(url);
       const ac = new AbortController();
       try {
@@ -116,7 +125,7 @@ describe('an unfinished base backup leaves nothing behind', () => {
     });
 
     it('its manifest cannot be written: the data object and its folder are removed', async () => {
-      const { url, root } = await where(`no-manifest-${_label.length}`);
+      const { url, root } = await where(`no-manifest-${_label.replace(/\W+/g, '-')}`);
       const storage = await openStorage(url);
       try {
         const e = await caught(

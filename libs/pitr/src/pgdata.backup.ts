@@ -97,8 +97,9 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
   const level = opts.compression?.level ?? 3;
   const codec = getCodec('zstd', { implementation: opts.compression?.implementation ?? 'auto' });
   const cipher = getCipher('openpgp');
-  // One zstd worker per part by default: each part's compression runs beside the others.
-  const threads = Math.max(1, Math.round((opts.compression?.threads ?? parallel) / parallel));
+  // The zstd workers asked for, shared by the parts (at least one each, none if 0 was asked).
+  const asked = opts.compression?.threads ?? parallel;
+  const threads = asked === 0 ? 0 : Math.max(1, Math.round(asked / parallel));
 
   const client = await connect(opts.dbUrl);
   let inBackup = false;

@@ -5,7 +5,8 @@ export type ToWorker = { t: 'data'; buf: ArrayBuffer; len: number } | { t: 'end'
 
 /** Worker → main thread. */
 export type FromWorker =
-  | { t: 'ack'; len: number }
+  /** The worker took `len` bytes; `buf`, when there, is an earlier input buffer it is done with. */
+  | { t: 'ack'; len: number; buf?: ArrayBuffer }
   | { t: 'out'; buf: ArrayBuffer; len: number }
   | { t: 'done' }
   | { t: 'error'; error: WireError };

@@ -38,6 +38,8 @@ export class WorkerStage extends Duplex {
   private readonly chunkSize: number;
   private readonly maxInFlight: number;
   private buf: Buffer;
+  /** Input buffers the worker sent back, reused instead of new ones. */
+  private readonly pool: ArrayBuffer[] = [];
   private bufLen = 0;
   private inFlight = 0;
   private readerWaiting = true;
@@ -77,6 +79,7 @@ export class WorkerStage extends Duplex {
     switch (m.t) {
       case 'ack':
         this.inFlight -= m.len;
+        if (m.buf && m.buf.byteLength === this.chunkSize && this.pool.length < 8) this.pool.push(m.buf);
         this.release();
         break;
       case 'out':
@@ -102,7 +105,8 @@ export class WorkerStage extends Duplex {
     const msg: ToWorker = { t: 'data', buf: ab, len: this.bufLen };
     this.worker.postMessage(msg, [ab]);
     this.inFlight += this.bufLen;
-    this.buf = Buffer.allocUnsafeSlow(this.chunkSize);
+    const reuse = this.pool.pop();
+    this.buf = reuse ? Buffer.from(reuse) : Buffer.allocUnsafeSlow(this.chunkSize);
     this.bufLen = 0;
   }
 

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { toWire, type FromWorker, type ToWorker } from './worker.protocol';
 
 /** Output is gathered into chunks this big before it crosses to the main thread. */
-const OUT_CHUNK = 1024 * 1024;
+const OUT_CHUNK = 256 * 1024;
 
 export interface ServeOptions {
   /**

@@ -13,9 +13,9 @@ export interface WorkerStageOptions {
   worker: WorkerEntry;
   /** Plain data for the worker's stage builder (structured-cloned). */
   workerData: unknown;
-  /** Input is gathered into chunks this big before it is sent (default 1 MiB). */
+  /** Input is gathered into chunks this big before it is sent (default 256 KiB). */
   chunkSize?: number;
-  /** Bytes sent that the worker has not taken yet; writes wait above this (default 4 MiB). */
+  /** Bytes sent that the worker has not taken yet; writes wait above this (default 1 MiB). */
   maxInFlight?: number;
   /** What the stage does, for the message when its worker dies ("compress and encrypt"). */
   what?: string;
@@ -48,9 +48,9 @@ export class WorkerStage extends Duplex {
   private done = false;
 
   constructor(opts: WorkerStageOptions) {
-    super({ readableHighWaterMark: 1024 * 1024 });
-    this.chunkSize = opts.chunkSize ?? 1024 * 1024;
-    this.maxInFlight = opts.maxInFlight ?? 4 * 1024 * 1024;
+    super({ readableHighWaterMark: 256 * 1024 });
+    this.chunkSize = opts.chunkSize ?? 256 * 1024;
+    this.maxInFlight = opts.maxInFlight ?? 1024 * 1024;
     this.buf = Buffer.allocUnsafeSlow(this.chunkSize);
     const what = opts.what ?? 'worker stage';
     this.worker = new Worker(opts.worker.file, {

@@ -6,6 +6,7 @@ import { connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postg
 import type { Client } from 'pg';
 import { runTool } from './child-process.stream';
 import { storeToolOutput } from './store-tool-output';
+import { sealStage } from './seal.stage';
 import { defaultDatabaseId, dumpKeys, signatureKey, snapshotIdFor, validateDatabaseId } from './layout';
 import { serializeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type DumpManifest } from './manifest';
 import type { ProgressSink } from './progress';
@@ -68,7 +69,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   }
   const log = logger();
   const level = opts.compression?.level ?? 3;
-  const codec = getCodec('zstd', { implementation: opts.compression?.implementation ?? 'auto' });
+  const implementation = opts.compression?.implementation ?? 'auto';
+  const codec = getCodec('zstd', { implementation });
   const cipher = getCipher('openpgp');
 
   const client = await connect(opts.dbUrl);
@@ -105,8 +107,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     tool: dump,
     stages: [
       plain,
-      codec.compressor({ level, threads: opts.compression?.threads }),
-      cipher.encryptor(opts.recipients),
+      // Compression and encryption in a worker thread of this run: the event loop keeps
+      // draining pg_dump's pipe while libzstd waits for its job queue or the cipher works.
+      sealStage({
+        codec: { name: codec.name, implementation, level, threads: opts.compression?.threads },
+        cipher: { name: cipher.name, recipients: opts.recipients },
+      }),
     ],
     storage: opts.storage,
     key: keys.dataKey,

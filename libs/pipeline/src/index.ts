@@ -8,3 +8,5 @@ export * from './verify.stream';
 export * from './child-process.stream';
 export * from './store-tool-output';
 export * from './version';
+export { WorkerStage, type WorkerEntry, type WorkerStageOptions } from './worker.stage';
+export { sealStage, workerEntry, type SealSpec } from './seal.stage';

@@ -12,6 +12,7 @@ import { failure, noise, sha256, through } from './crypto.fixture';
 jest.setTimeout(60_000);
 
 const PASSPHRASE = 'correct horse battery staple';
+const IMPLEMENTATIONS = ['native', 'openpgpjs'] as const;
 const cipher = getCipher('openpgp');
 
 let alice: GeneratedKeyPair;
@@ -136,11 +137,49 @@ describe('keys', () => {
   });
 });
 
-describe('openpgp cipher', () => {
+describe('cipher selection', () => {
+  const saved = process.env.DBCRATE_OPENPGP_IMPLEMENTATION;
+  afterEach(() => {
+    if (saved === undefined) delete process.env.DBCRATE_OPENPGP_IMPLEMENTATION;
+    else process.env.DBCRATE_OPENPGP_IMPLEMENTATION = saved;
+  });
+
+  it('serves native by default, openpgpjs when asked or set in the environment', () => {
+    delete process.env.DBCRATE_OPENPGP_IMPLEMENTATION;
+    expect(getCipher('openpgp').implementation).toBe('native');
+    expect(getCipher('openpgp', { implementation: 'auto' }).implementation).toBe('native');
+    expect(getCipher('openpgp', { implementation: 'openpgpjs' }).implementation).toBe('openpgpjs');
+    expect(getCipherByExtension('pgp', { implementation: 'openpgpjs' }).implementation).toBe('openpgpjs');
+    process.env.DBCRATE_OPENPGP_IMPLEMENTATION = 'openpgpjs';
+    expect(getCipher('openpgp').implementation).toBe('openpgpjs');
+    expect(getCipher('openpgp', { implementation: 'native' }).implementation).toBe('native');
+    process.env.DBCRATE_OPENPGP_IMPLEMENTATION = 'gpg';
+    expect(() => getCipher('openpgp')).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
+  });
+
+  it.each([
+    ['native', 'openpgpjs'],
+    ['openpgpjs', 'native'],
+  ] as const)('%s encrypts what %s decrypts (streams and buffers)', async (from, to) => {
+    const enc = getCipher('openpgp', { implementation: from });
+    const dec = getCipher('openpgp', { implementation: to });
+    for (const size of [0, 1, 1_000_000, 3 * 1024 * 1024 + 7]) {
+      const data = noise(size, size + 3);
+      const ct = await through(data, enc.encryptor([aliceR, bobR]));
+      expect(sha256(await through(ct, dec.decryptor([bobK])))).toBe(sha256(data));
+      const b = await enc.encryptBuffer(data, [aliceR]);
+      expect(sha256(Buffer.from(await dec.decryptBuffer(b, [aliceK])))).toBe(sha256(data));
+    }
+  });
+});
+
+describe.each(IMPLEMENTATIONS)('openpgp cipher (%s)', (implementation) => {
+  const cipher = getCipher('openpgp', { implementation });
+
   it('is found by name and by extension', () => {
     expect(cipher.name).toBe('openpgp');
     expect(cipher.extension).toBe('pgp');
-    expect(getCipherByExtension('.pgp')).toBe(cipher);
+    expect(getCipherByExtension('.pgp', { implementation })).toBe(cipher);
     expect(() => getCipher('age')).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
   });
 

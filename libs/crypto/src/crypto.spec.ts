@@ -7,6 +7,7 @@ import type { DecryptionKey, RecipientKey } from './cipher';
 import { getCipher, getCipherByExtension } from './crypto.registry';
 import { generateKeyPair, loadDecryptionKey, loadRecipientKey, type GeneratedKeyPair } from './keys';
 import { recipientKeyIds } from './pgp-header.parser';
+import { chunked, through as pipeThrough } from '@dbcrate/testing';
 import { failure, noise, sha256, through } from './crypto.fixture';
 
 jest.setTimeout(60_000);
@@ -299,6 +300,29 @@ describe.each(IMPLEMENTATIONS)('openpgp cipher (%s)', (implementation) => {
     d.write(await through(noise(300_000), cipher.encryptor([aliceR])));
     d.destroy(new Error('cancelled'));
     await expect(finished(d)).rejects.toThrow('cancelled');
+  });
+
+  it('reads a message fed in any slicing (headers split across writes)', async () => {
+    for (const [size, slice] of [
+      [3000, 1],
+      [2 * 1024 * 1024 + 9, 4093],
+      [1024 * 1024 - 6, 1021],
+    ]) {
+      const data = noise(size, slice);
+      for (const ct of [
+        await through(data, cipher.encryptor([aliceR])),
+        Buffer.from(await cipher.encryptBuffer(data, [aliceR])),
+      ]) {
+        const out = await pipeThrough(chunked(ct, slice), cipher.decryptor([aliceK]));
+        expect(sha256(out)).toBe(sha256(data));
+      }
+    }
+  });
+
+  it('writes the same plaintext fed in any slicing', async () => {
+    const data = noise(1024 * 1024 + 100, 6);
+    const ct = await pipeThrough(chunked(data, 777), cipher.encryptor([aliceR]));
+    expect(sha256(await through(ct, cipher.decryptor([aliceK])))).toBe(sha256(data));
   });
 
   it('refuses to encrypt to nobody', () => {

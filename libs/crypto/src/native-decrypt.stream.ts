@@ -96,7 +96,11 @@ class CompressedSink implements PacketSink {
       return;
     }
     if (!this.inflater.write(b) && !this.ctx.drain) {
-      this.ctx.drain = new Promise((resolve) => this.inflater!.once('drain', resolve));
+      // 'close' too: a decompressor that failed never drains
+      this.ctx.drain = new Promise((resolve) => {
+        this.inflater!.once('drain', resolve);
+        this.inflater!.once('close', resolve);
+      });
     }
   }
 

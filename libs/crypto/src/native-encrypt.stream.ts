@@ -112,10 +112,21 @@ export class NativeEncryptStream extends Transform {
     this.literal.write(LITERAL_HEAD);
   }
 
+  /** Ciphertext goes out as the cipher made it (no copy); only small pieces are joined. */
   private flushOut(): void {
-    if (this.out.length === 0) return;
-    const b = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out);
+    let small: Buffer[] = [];
+    const joinSmall = (): void => {
+      if (small.length) this.push(small.length === 1 ? small[0] : Buffer.concat(small));
+      small = [];
+    };
+    for (const b of this.out) {
+      if (b.length < 16 * 1024) small.push(b);
+      else {
+        joinSmall();
+        this.push(b);
+      }
+    }
+    joinSmall();
     this.out = [];
-    this.push(b);
   }
 }

@@ -5,6 +5,7 @@
 //
 //   node bench/stages.mjs <stage> <input> [key file]
 //   stages: read | sha256 | zstd | openpgp | chain | unzstd | decrypt | restore-chain
+//   DBCRATE_OPENPGP_IMPLEMENTATION=openpgpjs (or native, the default) picks who does openpgp/decrypt.
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';

@@ -52,6 +52,8 @@ export interface DecryptOptions {
  * recipient), E_INTEGRITY (damaged, tampered or truncated data).
  */
 export interface Cipher extends StagePlugin {
+  /** Which implementation serves this cipher, e.g. "native" or "openpgpjs" (same format either way). */
+  readonly implementation?: string;
   encryptor(recipients: RecipientKey[]): Duplex;
   decryptor(keys: DecryptionKey[], opts?: DecryptOptions): Duplex;
   /** One-shot, for small objects such as WAL files; the same message format as the stream. */

@@ -18,6 +18,8 @@ import { failure, noise, sha256, through } from './crypto.fixture';
 
 jest.setTimeout(300_000);
 
+const IMPLEMENTATIONS = ['native', 'openpgpjs'] as const;
+
 interface Run {
   code: number | null;
   stdout: Buffer;
@@ -111,7 +113,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('GnuPG reads what we write', () => {
+describe.each(IMPLEMENTATIONS)('GnuPG reads what we write (%s)', (implementation) => {
   it('imports our generated key pair (v4, ed25519 + cv25519)', async () => {
     const list = (await gpgOk(['--with-colons', '--list-secret-keys', ours.fingerprint])).stdout.toString();
     expect(list).toMatch(new RegExp(`^fpr:+${ours.fingerprint}:`, 'm'));
@@ -125,7 +127,7 @@ describe('GnuPG reads what we write', () => {
     ['6 MiB', 6 * 1024 * 1024],
   ])('gpg --decrypt opens our %s byte-exactly, with a good MDC and AES-256', async (_l, size) => {
     const data = noise(size, size + 7);
-    const ct = await through(data, getCipher().encryptor([oursR]));
+    const ct = await through(data, getCipher('openpgp', { implementation }).encryptor([oursR]));
     const r = await gpgOk(['--decrypt'], ct);
     expect(sha256(r.stdout)).toBe(sha256(data));
     expect(r.stderr).toMatch(/\[GNUPG:\] DECRYPTION_OKAY/);
@@ -135,10 +137,10 @@ describe('GnuPG reads what we write', () => {
   });
 
   it('gpg --decrypt opens a two-recipient message with either key', async () => {
-    const other = await gpgKey('second org <second@org.example>', 'cv25519');
+    const other = await gpgKey(`second org ${implementation} <second@org.example>`, 'cv25519');
     const otherR = await loadRecipientKey(other.pub);
     const data = noise(100_000, 3);
-    const ct = await through(data, getCipher().encryptor([oursR, otherR]));
+    const ct = await through(data, getCipher('openpgp', { implementation }).encryptor([oursR, otherR]));
     expect(sha256((await gpgOk(['--decrypt'], ct)).stdout)).toBe(sha256(data));
     // Without our secret key, gpg must use the other recipient's.
     await gpgOk(['--delete-secret-keys', '--yes', ours.fingerprint]);
@@ -150,19 +152,21 @@ describe('GnuPG reads what we write', () => {
   });
 
   it('gpg detects our tampered output too', async () => {
-    const ct = Buffer.from(await through(noise(200_000), getCipher().encryptor([oursR])));
+    const ct = Buffer.from(
+      await through(noise(200_000), getCipher('openpgp', { implementation }).encryptor([oursR])),
+    );
     ct[ct.length - 4] ^= 1;
     const r = await gpg(['--decrypt'], ct);
     expect(r.code).not.toBe(0);
   });
 });
 
-describe('we read what GnuPG writes', () => {
+describe.each(IMPLEMENTATIONS)('we read what GnuPG writes (%s)', (implementation) => {
   let gpgPub: { fpr: string; pub: string; sec: string };
 
   beforeAll(async () => {
     await gpgOk(['--import'], Buffer.from(ours.publicArmored));
-    gpgPub = await gpgKey('gpg only <gpg@org.example>', 'cv25519');
+    gpgPub = await gpgKey(`gpg only ${implementation} <gpg@org.example>`, 'cv25519');
   });
 
   it.each([
@@ -173,19 +177,23 @@ describe('we read what GnuPG writes', () => {
     const data = Buffer.concat([noise(2_000_000, 5), Buffer.alloc(3_000_000, 'a')]);
     const ct = (await gpgOk(['--trust-model', 'always', ...extra, '--encrypt', '-r', ours.fingerprint], data))
       .stdout;
-    expect(sha256(await through(ct, getCipher().decryptor([oursK])))).toBe(sha256(data));
+    expect(sha256(await through(ct, getCipher('openpgp', { implementation }).decryptor([oursK])))).toBe(
+      sha256(data),
+    );
   });
 
   it('reads keys gpg generated (cv25519 and RSA-4096), protected by a passphrase', async () => {
-    const rsa = await gpgKey('rsa org <rsa@org.example>', 'rsa4096');
+    const rsa = await gpgKey(`rsa org ${implementation} <rsa@org.example>`, 'rsa4096');
     for (const k of [gpgPub, rsa]) {
       const recipient = await loadRecipientKey(k.pub);
       expect(recipient.fingerprint).toBe(k.fpr);
       expect((await failure(loadDecryptionKey(k.sec))).code).toBe(ErrorCodes.PASSPHRASE);
       const key = await loadDecryptionKey(k.sec, PASSPHRASE);
       const data = noise(50_000, 11);
-      const ct = await through(data, getCipher().encryptor([recipient]));
-      expect(sha256(await through(ct, getCipher().decryptor([key])))).toBe(sha256(data));
+      const ct = await through(data, getCipher('openpgp', { implementation }).encryptor([recipient]));
+      expect(sha256(await through(ct, getCipher('openpgp', { implementation }).decryptor([key])))).toBe(
+        sha256(data),
+      );
       expect(sha256((await gpgOk(['--decrypt'], ct)).stdout)).toBe(sha256(data));
     }
   });
@@ -197,7 +205,10 @@ describe('we read what GnuPG writes', () => {
     const list = (await gpgOk(['--with-colons', '--list-keys', gpgPub.fpr])).stdout.toString();
     expect(list).toContain(keyId); // the cv25519 subkey gpg encrypted to
     const f = await failure(
-      through(ct, getCipher().decryptor([oursK], { expectedRecipients: [gpgPub.fpr] })),
+      through(
+        ct,
+        getCipher('openpgp', { implementation }).decryptor([oursK], { expectedRecipients: [gpgPub.fpr] }),
+      ),
     );
     expect(f.code).toBe(ErrorCodes.WRONG_KEY);
     expect(f.message).toContain(keyId);
@@ -205,28 +216,35 @@ describe('we read what GnuPG writes', () => {
   });
 });
 
-describe('backup escape hatch: our zstd + our encryption, then gpg --decrypt | zstd -d', () => {
-  it.each([['native'], ['wasm']] as const)('restores byte-exactly (%s zstd)', async (implementation) => {
-    const data = Buffer.concat([
-      noise(4_000_000, 21),
-      Buffer.from('COPY public.t (id) FROM stdin;\n'.repeat(200_000)),
-    ]);
-    const codec = getCodec('zstd', { implementation });
-    const stored = await through(data, codec.compressor(), getCipher().encryptor([oursR]));
-    const file = join(dir, `backup-${implementation}.dump.zst.pgp`);
-    await writeFile(file, stored);
-    const r = await run(
-      'bash',
-      [
-        '-c',
-        'set -o pipefail; gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$1" --decrypt "$2" | zstd -d -c',
+describe.each(IMPLEMENTATIONS)(
+  'backup escape hatch (%s): our zstd + our encryption, then gpg --decrypt | zstd -d',
+  (implementation) => {
+    it.each([['native'], ['wasm']] as const)('restores byte-exactly (%s zstd)', async (zstd) => {
+      const data = Buffer.concat([
+        noise(4_000_000, 21),
+        Buffer.from('COPY public.t (id) FROM stdin;\n'.repeat(200_000)),
+      ]);
+      const codec = getCodec('zstd', { implementation: zstd });
+      const stored = await through(
+        data,
+        codec.compressor(),
+        getCipher('openpgp', { implementation }).encryptor([oursR]),
+      );
+      const file = join(dir, `backup-${implementation}-${zstd}.dump.zst.pgp`);
+      await writeFile(file, stored);
+      const r = await run(
         'bash',
-        passFile,
-        file,
-      ],
-      { env: { GNUPGHOME: home } },
-    );
-    expect(r.code).toBe(0);
-    expect(sha256(r.stdout)).toBe(sha256(data));
-  });
-});
+        [
+          '-c',
+          'set -o pipefail; gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$1" --decrypt "$2" | zstd -d -c',
+          'bash',
+          passFile,
+          file,
+        ],
+        { env: { GNUPGHOME: home } },
+      );
+      expect(r.code).toBe(0);
+      expect(sha256(r.stdout)).toBe(sha256(data));
+    });
+  },
+);

@@ -7,11 +7,13 @@ import type { DecryptionKey, RecipientKey } from './cipher';
 import { getCipher, getCipherByExtension } from './crypto.registry';
 import { generateKeyPair, loadDecryptionKey, loadRecipientKey, type GeneratedKeyPair } from './keys';
 import { recipientKeyIds } from './pgp-header.parser';
+import { chunked, through as pipeThrough } from '@dbcrate/testing';
 import { failure, noise, sha256, through } from './crypto.fixture';
 
 jest.setTimeout(60_000);
 
 const PASSPHRASE = 'correct horse battery staple';
+const IMPLEMENTATIONS = ['native', 'openpgpjs'] as const;
 const cipher = getCipher('openpgp');
 
 let alice: GeneratedKeyPair;
@@ -136,11 +138,49 @@ describe('keys', () => {
   });
 });
 
-describe('openpgp cipher', () => {
+describe('cipher selection', () => {
+  const saved = process.env.DBCRATE_OPENPGP_IMPLEMENTATION;
+  afterEach(() => {
+    if (saved === undefined) delete process.env.DBCRATE_OPENPGP_IMPLEMENTATION;
+    else process.env.DBCRATE_OPENPGP_IMPLEMENTATION = saved;
+  });
+
+  it('serves native by default, openpgpjs when asked or set in the environment', () => {
+    delete process.env.DBCRATE_OPENPGP_IMPLEMENTATION;
+    expect(getCipher('openpgp').implementation).toBe('native');
+    expect(getCipher('openpgp', { implementation: 'auto' }).implementation).toBe('native');
+    expect(getCipher('openpgp', { implementation: 'openpgpjs' }).implementation).toBe('openpgpjs');
+    expect(getCipherByExtension('pgp', { implementation: 'openpgpjs' }).implementation).toBe('openpgpjs');
+    process.env.DBCRATE_OPENPGP_IMPLEMENTATION = 'openpgpjs';
+    expect(getCipher('openpgp').implementation).toBe('openpgpjs');
+    expect(getCipher('openpgp', { implementation: 'native' }).implementation).toBe('native');
+    process.env.DBCRATE_OPENPGP_IMPLEMENTATION = 'gpg';
+    expect(() => getCipher('openpgp')).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
+  });
+
+  it.each([
+    ['native', 'openpgpjs'],
+    ['openpgpjs', 'native'],
+  ] as const)('%s encrypts what %s decrypts (streams and buffers)', async (from, to) => {
+    const enc = getCipher('openpgp', { implementation: from });
+    const dec = getCipher('openpgp', { implementation: to });
+    for (const size of [0, 1, 1_000_000, 3 * 1024 * 1024 + 7]) {
+      const data = noise(size, size + 3);
+      const ct = await through(data, enc.encryptor([aliceR, bobR]));
+      expect(sha256(await through(ct, dec.decryptor([bobK])))).toBe(sha256(data));
+      const b = await enc.encryptBuffer(data, [aliceR]);
+      expect(sha256(Buffer.from(await dec.decryptBuffer(b, [aliceK])))).toBe(sha256(data));
+    }
+  });
+});
+
+describe.each(IMPLEMENTATIONS)('openpgp cipher (%s)', (implementation) => {
+  const cipher = getCipher('openpgp', { implementation });
+
   it('is found by name and by extension', () => {
     expect(cipher.name).toBe('openpgp');
     expect(cipher.extension).toBe('pgp');
-    expect(getCipherByExtension('.pgp')).toBe(cipher);
+    expect(getCipherByExtension('.pgp', { implementation })).toBe(cipher);
     expect(() => getCipher('age')).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
   });
 
@@ -260,6 +300,29 @@ describe('openpgp cipher', () => {
     d.write(await through(noise(300_000), cipher.encryptor([aliceR])));
     d.destroy(new Error('cancelled'));
     await expect(finished(d)).rejects.toThrow('cancelled');
+  });
+
+  it('reads a message fed in any slicing (headers split across writes)', async () => {
+    for (const [size, slice] of [
+      [3000, 1],
+      [2 * 1024 * 1024 + 9, 4093],
+      [1024 * 1024 - 6, 1021],
+    ]) {
+      const data = noise(size, slice);
+      for (const ct of [
+        await through(data, cipher.encryptor([aliceR])),
+        Buffer.from(await cipher.encryptBuffer(data, [aliceR])),
+      ]) {
+        const out = await pipeThrough(chunked(ct, slice), cipher.decryptor([aliceK]));
+        expect(sha256(out)).toBe(sha256(data));
+      }
+    }
+  });
+
+  it('writes the same plaintext fed in any slicing', async () => {
+    const data = noise(1024 * 1024 + 100, 6);
+    const ct = await pipeThrough(chunked(data, 777), cipher.encryptor([aliceR]));
+    expect(sha256(await through(ct, cipher.decryptor([aliceK])))).toBe(sha256(data));
   });
 
   it('refuses to encrypt to nobody', () => {

@@ -1,6 +1,14 @@
 export * from './cipher';
 export { OpenPgpCipher } from './openpgp.cipher';
-export { getCipher, getCipherByExtension, cipherRegistry } from './crypto.registry';
+export { NativeOpenPgpCipher } from './native.cipher';
+export {
+  getCipher,
+  getCipherByExtension,
+  cipherRegistry,
+  OPENPGP_IMPLEMENTATION_ENV,
+  type GetCipherOptions,
+  type OpenPgpImplementation,
+} from './crypto.registry';
 export {
   generateKeyPair,
   loadRecipientKey,

@@ -9,7 +9,7 @@ import { WILDCARD_KEY_ID } from './pgp-header.parser';
 import { checkInsideSignatures, notationsOf, signingKeyObject, trustedKeyObjects } from './signing';
 import { WebStreamDuplex } from './web-stream.duplex';
 
-function detail(e: unknown): string {
+export function detail(e: unknown): string {
   return redact(e instanceof Error ? e.message : String(e));
 }
 
@@ -30,6 +30,7 @@ function isAbort(e: unknown): boolean {
 export class OpenPgpCipher implements Cipher {
   readonly name = 'openpgp';
   readonly extension = 'pgp';
+  readonly implementation = 'openpgpjs';
 
   encryptor(recipients: RecipientKey[]): Duplex {
     if (recipients.length === 0) {
@@ -127,7 +128,7 @@ export class OpenPgpCipher implements Cipher {
   }
 }
 
-function requireKeys(keys: DecryptionKey[]): void {
+export function requireKeys(keys: DecryptionKey[]): void {
   if (keys.length === 0) {
     throw new DbcrateError(ErrorCodes.CONFIG, 'no private key given to decrypt with', {
       hint: 'Pass the organisation private key (--key FILE).',
@@ -178,7 +179,7 @@ async function decryptMessage(
  * Anything that goes wrong once a key of ours matched is the data's fault: bad MDC
  * (tampered), cut-off packets (truncated), garbage in the session key packet.
  */
-function damaged(e: unknown, what = 'it is damaged, was tampered with, or is truncated'): Error {
+export function damaged(e: unknown, what = 'it is damaged, was tampered with, or is truncated'): Error {
   if (isDbcrateError(e) || isAbort(e)) return e as Error;
   return new DbcrateError(ErrorCodes.INTEGRITY, `cannot decrypt: ${what} (${detail(e)})`, {
     hint: 'Check the object against its manifest sha256; restore from another snapshot if it is corrupt.',
@@ -186,7 +187,7 @@ function damaged(e: unknown, what = 'it is damaged, was tampered with, or is tru
   });
 }
 
-function wrongKey(recipients: string[], keys: DecryptionKey[], opts: DecryptOptions): DbcrateError {
+export function wrongKey(recipients: string[], keys: DecryptionKey[], opts: DecryptOptions): DbcrateError {
   const named = recipients.length
     ? `encrypted to key ID${recipients.length > 1 ? 's' : ''} ${recipients.join(', ')}`
     : 'not encrypted to any public key (a passphrase-only message?)';

@@ -98,7 +98,8 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex').toUpperCase();
 }
 
-function pkeskRecipient(body: Uint8Array): string {
+/** @internal the key ID a PKESK body names. */
+export function pkeskRecipient(body: Uint8Array): string {
   const version = body[0];
   if (version === 3) return hex(body.subarray(1, 9));
   if (version === 6) {

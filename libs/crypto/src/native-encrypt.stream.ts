@@ -1,0 +1,132 @@
+import { createCipheriv, createHash, randomBytes, type Cipher as NodeCipher, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { PartialFramer, TAG, packetHeader } from './openpgp-packet.framing';
+
+/** Partial body chunks of 1 MiB, for the SEIPD packet and the literal packet inside it. */
+const CHUNK_LOG2 = 20;
+const ZERO_IV = Buffer.alloc(16);
+/** Literal data header: format 'b', no file name, date 0. */
+const LITERAL_HEAD = Buffer.from([0x62, 0, 0, 0, 0, 0]);
+const MDC_HEAD = Buffer.from([0xd3, 0x14]);
+
+/** 16 random bytes and the last two repeated: what SEIPD v1 encrypts first. */
+function prefix(): Buffer {
+  const p = randomBytes(18);
+  p[16] = p[14];
+  p[17] = p[15];
+  return p;
+}
+
+/** AES-256-CFB (zero IV) + SHA-1 over the plaintext, as SEIPD v1 wants. */
+class Seipd {
+  readonly hash: Hash = createHash('sha1');
+  private readonly cipher: NodeCipher;
+
+  constructor(
+    sessionKey: Buffer,
+    private readonly out: (ct: Buffer) => void,
+  ) {
+    this.cipher = createCipheriv('aes-256-cfb', sessionKey, ZERO_IV);
+    this.write(prefix());
+  }
+
+  write(pt: Buffer): void {
+    this.hash.update(pt);
+    this.out(this.cipher.update(pt));
+  }
+
+  /** The MDC packet, hashed up to its own header. */
+  end(): void {
+    this.write(MDC_HEAD);
+    this.out(this.cipher.update(this.hash.digest()));
+    this.cipher.final();
+  }
+}
+
+/** A whole message at once: PKESKs, SEIPD with definite lengths around `inner` (packets). */
+export function sealBuffer(pkesks: Buffer, sessionKey: Buffer, inner: Buffer[]): Buffer {
+  const ct: Buffer[] = [];
+  const seipd = new Seipd(sessionKey, (b) => ct.push(b));
+  for (const b of inner) seipd.write(b);
+  seipd.end();
+  const bodyLen = 1 + ct.reduce((n, b) => n + b.length, 0);
+  return Buffer.concat([pkesks, packetHeader(TAG.SEIPD, bodyLen), Buffer.from([1]), ...ct]);
+}
+
+/** A literal data packet around `data` (definite length). */
+export function literalPacket(data: Buffer): Buffer[] {
+  return [packetHeader(TAG.LITERAL, LITERAL_HEAD.length + data.length), LITERAL_HEAD, data];
+}
+
+/**
+ * Encrypts a stream: PKESKs, then SEIPD v1 (partial lengths) around one literal data
+ * packet (partial lengths), then the MDC. Input chunks are passed on as slices, not
+ * copied, until the cipher turns them into ciphertext.
+ */
+export class NativeEncryptStream extends Transform {
+  private started = false;
+  private out: Buffer[] = [];
+  private seipd?: Seipd;
+  private outer?: PartialFramer;
+  private literal?: PartialFramer;
+
+  constructor(private readonly header: Promise<{ pkesks: Buffer; sessionKey: Buffer }>) {
+    super({ readableHighWaterMark: 1024 * 1024, writableHighWaterMark: 1024 * 1024 });
+    header.catch(() => undefined); // awaited in the first _transform/_flush
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (!this.started) {
+      this.start().then(
+        () => this._transform(chunk, _enc, cb),
+        (e: unknown) => cb(e as Error),
+      );
+      return;
+    }
+    this.literal!.write(chunk);
+    this.flushOut();
+    cb();
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const finish = (): void => {
+      this.literal!.end();
+      this.seipd!.end();
+      this.outer!.end();
+      this.flushOut();
+      cb();
+    };
+    if (this.started) finish();
+    else this.start().then(finish, (e: unknown) => cb(e as Error));
+  }
+
+  private async start(): Promise<void> {
+    const { pkesks, sessionKey } = await this.header;
+    this.started = true;
+    this.out.push(pkesks, Buffer.from([0xc0 | TAG.SEIPD]));
+    this.outer = new PartialFramer(CHUNK_LOG2, (b) => this.out.push(b));
+    this.outer.write(Buffer.from([1]));
+    this.seipd = new Seipd(sessionKey, (ct) => this.outer!.write(ct));
+    this.seipd.write(Buffer.from([0xc0 | TAG.LITERAL]));
+    this.literal = new PartialFramer(CHUNK_LOG2, (b) => this.seipd!.write(b));
+    this.literal.write(LITERAL_HEAD);
+  }
+
+  /** Ciphertext goes out as the cipher made it (no copy); only small pieces are joined. */
+  private flushOut(): void {
+    let small: Buffer[] = [];
+    const joinSmall = (): void => {
+      if (small.length) this.push(small.length === 1 ? small[0] : Buffer.concat(small));
+      small = [];
+    };
+    for (const b of this.out) {
+      if (b.length < 16 * 1024) small.push(b);
+      else {
+        joinSmall();
+        this.push(b);
+      }
+    }
+    joinSmall();
+    this.out = [];
+  }
+}

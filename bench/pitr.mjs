@@ -117,6 +117,11 @@ export const PITR_KNOBS = [
   ['BENCH_PITR_RPO_PGBACKREST', '1', 'RPO for pgBackRest too'],
   ['BENCH_PITR_SNAPSHOT', '1', 'run dbcrate from a copy of bin/ and dist/'],
   ['BENCH_PITR_JSON', '', 'also write the raw measurements to this file'],
+  [
+    'BENCH_BASE_METHOD',
+    '',
+    'B1 `dbcrate basebackup --method` (pgdata or pg_basebackup; used only if the CLI has it)',
+  ],
 ];
 
 /** Every size and duration of the PITR part; BENCH_PITR_* environment variables. */
@@ -146,6 +151,12 @@ export function pitrConfig() {
     rpoInterval: num('BENCH_PITR_RPO_INTERVAL', 2, { min: 0.1 }),
     archiveTimeout: Math.round(num('BENCH_PITR_ARCHIVE_TIMEOUT', 10)),
     rpoPgBackRest: flag('BENCH_PITR_RPO_PGBACKREST', true),
+    baseMethod: (() => {
+      const v = (process.env.BENCH_BASE_METHOD || '').trim().toLowerCase();
+      if (v && !['pgdata', 'pg_basebackup', 'auto'].includes(v))
+        throw new Error(`BENCH_BASE_METHOD=${v}: expected pgdata, pg_basebackup or auto`);
+      return v;
+    })(),
     // archive_command client with the agent: native (dist/native/dbcrate-wal-push, what
     // docs/pitr.md recommends; the default when built) or node (`dbcrate wal-push`)
     walPush: (() => {
@@ -236,14 +247,15 @@ export async function runPitr(ctx) {
   }
 
   // ------------------------------------------------------------ what dbcrate can do right now
-  const dbc = { available: {}, problems: [] };
+  const dbc = { available: {}, problems: [], help: {} };
   if (!ctx.peersOnly) {
     if (!existsSync(join(REPO, 'dist', 'services', 'cli', 'src', 'main.js'))) {
       dbc.problems.push('dbcrate is not built (dist/ is missing): run `npm run build:dev`');
     } else {
       for (const cmd of ['wal-push', 'agent', 'basebackup', 'recover', 'wal-fetch']) {
         try {
-          await execFileP(NODE, [CLI, cmd, '--help'], { env: envPg, cwd: REPO, ...pgSpawnOpts() });
+          const h = await execFileP(NODE, [CLI, cmd, '--help'], { env: envPg, cwd: REPO, ...pgSpawnOpts() });
+          dbc.help[cmd] = h.stdout.toString();
           dbc.available[cmd] = true;
         } catch (e) {
           dbc.available[cmd] = false;
@@ -783,6 +795,16 @@ done`;
       // with dbcrate's default thread count and gpg to the same public key, run as postgres.
       const stock = dc ? await stockPrepare(dir, c) : null;
       if (stock) st.stockThreads = stock.threads;
+      // --method exists only in newer CLIs: pass it when asked for and the CLI lists it.
+      const methodArgs = [];
+      if (cfg.baseMethod) {
+        if (/--method\b/.test(dbc.help.basebackup || '')) methodArgs.push('--method', cfg.baseMethod);
+        else
+          res.notes.push(
+            `BENCH_BASE_METHOD=${cfg.baseMethod} ignored: \`dbcrate basebackup\` has no --method option.`,
+          );
+      }
+      st.baseMethod = methodArgs[1] ?? 'default';
       const cmds = {
         pgbr: () => go('B1:pgbr', pgbr.argv('bt', 'backup', '--type=full'), { env: pgbr.env(), server }),
         dbcrate: () =>
@@ -798,6 +820,7 @@ done`;
               `file://${dc.dest}`,
               '--recipient',
               pub,
+              ...methodArgs,
             ],
             {
               server,

@@ -550,7 +550,6 @@ async function main() {
     sync();
     const conn4 = cluster.conninfo('bench_4x');
     const expected4 = await counts('bench_4x');
-    let snap4 = null;
     for (let i = 0; i < config.runs4; i++) {
       log(`4× round ${i + 1}/${config.runs4}`);
       add(
@@ -579,7 +578,7 @@ async function main() {
         },
       );
       add('C4', c);
-      snap4 = c.stdout.trim().split('\n').pop();
+      const snap4 = c.stdout.trim().split('\n').pop();
       const man4 = findFiles(store(`c4-${i}`), '.manifest.json')[0];
       if (man4) d4.plainDumpBytes = JSON.parse(readFileSync(man4, 'utf8')).object?.plaintextSize;
       sync();

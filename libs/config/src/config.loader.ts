@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 
@@ -24,6 +23,9 @@ export function loadConfigFile(path: string | undefined): ConfigFile {
   }
   let doc: unknown;
   try {
+    // Loaded only when a config file is read, so that other commands start faster.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
+    const { parse: parseYaml } = require('yaml') as typeof import('yaml');
     doc = parseYaml(text);
   } catch (e) {
     throw new DbcrateError(

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type { PrettyOptions } from 'pino-pretty';
 import { redact } from './redact';
 
 export type { Logger };
@@ -64,6 +64,9 @@ function prettyStream(out: NodeJS.WritableStream): pino.DestinationStream {
       cb();
     },
   });
+  // Loaded only for a terminal logger, so that other commands start faster.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
+  const pretty = require('pino-pretty') as (o: PrettyOptions) => pino.DestinationStream;
   return pretty({
     destination: clearing,
     sync: true,

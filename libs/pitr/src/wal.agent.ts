@@ -2,7 +2,7 @@ import { existsSync, watch, type FSWatcher } from 'node:fs';
 import { chmod, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
 import {
@@ -89,7 +89,10 @@ export class WalAgent {
     const worker = join(__dirname, 'wal.seal.worker.js');
     // Built code seals in worker threads; from TypeScript sources (tests) on the main thread.
     if (existsSync(worker)) {
-      this.pool = new Piscina({ filename: worker, minThreads: this.parallel, maxThreads: this.parallel });
+      // Loaded here: only the agent needs worker threads, not every CLI start.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
+      const { Piscina: Pool } = require('piscina') as typeof import('piscina');
+      this.pool = new Pool({ filename: worker, minThreads: this.parallel, maxThreads: this.parallel });
     }
     const pool = this.pool;
     this.archiver = new WalArchiver({

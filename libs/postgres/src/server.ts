@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
-import { Client, type ClientConfig } from 'pg';
+import type { Client, ClientConfig } from 'pg';
 import { DbcrateError, ErrorCodes, logger, redact } from '@dbcrate/core';
 import { describeConnInfo, parseConnectionString, type ConnInfo } from './conninfo';
 
@@ -21,8 +21,10 @@ export async function connect(url: string | ConnInfo, opts: ConnectOptions = {})
   const info = typeof url === 'string' ? parseConnectionString(url) : url;
   const attempts = sslAttempts(info);
   let lastError: unknown;
+  // Loaded here, not at import: commands that never connect (wal-push, wal-fetch) start faster.
+  const pg = await import('pg');
   for (const ssl of attempts) {
-    const client = new Client(clientConfig(info, ssl, opts));
+    const client = new pg.Client(clientConfig(info, ssl, opts));
     try {
       await client.connect();
       // Without a listener, a server-side disconnect while idle would crash the process;

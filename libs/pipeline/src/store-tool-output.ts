@@ -68,6 +68,9 @@ export async function storeToolOutput(opts: StoreToolOutputOptions): Promise<Met
   } catch (e) {
     opts.tool.kill();
     abort.abort(e);
+    // Killing the tool is not enough once its output has ended: a stage still flushing
+    // into a put that gave up would wait for a reader forever.
+    for (const s of [...opts.stages, stored]) s.destroy();
     await Promise.allSettled([putDone, chainDone, toolDone]);
     // Only now: the part that failed first may settle after the ones that merely saw the
     // stream close under them ("Premature close", what Promise.all rejected with). A storage

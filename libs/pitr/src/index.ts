@@ -21,4 +21,5 @@ export * from './archive.info';
 export * from './archive.check';
 export * from './tree.remove';
 export * from './pgdata.backup';
+export { awaitArchivedWal, DEFAULT_ARCHIVE_TIMEOUT, validateArchiveTimeout } from './wal.await';
 export * from './basebackup.method';

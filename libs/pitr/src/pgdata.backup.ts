@@ -43,6 +43,7 @@ import {
 import { TAR_END, tarHeader } from './pgdata.tar';
 import { baseBackupKeys, baseBackupPartKey, ensureClusterIdentity } from './pitr.layout';
 import { parseBackupLabel } from './tar.scanner';
+import { awaitArchivedWal, DEFAULT_ARCHIVE_TIMEOUT, validateArchiveTimeout } from './wal.await';
 import { formatLsn, parseLsn } from './wal.names';
 
 /** Test hooks, to make races deterministic. */
@@ -53,6 +54,8 @@ export interface PgdataHooks {
   afterOpen?: (relPath: string) => Promise<void> | void;
   /** After every file was read, before pg_backup_stop. */
   beforeStop?: () => Promise<void> | void;
+  /** Replaces the wait for the stop WAL file in the destination (a test server archiving elsewhere). */
+  archived?: (walFile: string) => Promise<void>;
 }
 
 export interface PgdataBackupOptions extends BaseBackupOptions {
@@ -60,6 +63,8 @@ export interface PgdataBackupOptions extends BaseBackupOptions {
   parallel?: number;
   /** The data directory (default: the server's `data_directory`). */
   pgdata?: string;
+  /** Seconds to wait for the stop WAL file to be in the destination's archive (default 60). */
+  archiveTimeout?: number;
   hooks?: PgdataHooks;
 }
 
@@ -94,6 +99,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) {
     throw new DbcrateError(ErrorCodes.USAGE, `--parallel must be between 1 and 64, not ${parallel}`);
   }
+  const archiveTimeout = validateArchiveTimeout(opts.archiveTimeout ?? DEFAULT_ARCHIVE_TIMEOUT);
   const level = opts.compression?.level ?? 3;
   const codec = getCodec('zstd', { implementation: opts.compression?.implementation ?? 'auto' });
   const cipher = getCipher('openpgp');
@@ -264,7 +270,31 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
     const failed = results.some((r) => r.status === 'rejected');
     const done = failed
       ? undefined
-      : await stopWhenRead.catch((e: unknown) => ((firstError ??= e), undefined));
+      : await stopWhenRead
+          .then(async (d) => {
+            const stopTimeline = info.inRecovery
+              ? await checkpointTimeline(client, d.label.timeline!)
+              : d.label.timeline!;
+            const walFiles = backupWalFiles(
+              {
+                timeline: d.label.timeline!,
+                stopTimeline,
+                startLsn: parseLsn(d.label.startLsn!),
+                stopLsn: parseLsn(formatLsn(parseLsn(d.stop.lsn))),
+              },
+              info.walSegmentSize,
+            );
+            await (opts.hooks?.archived?.(walFiles.stopWalFile) ??
+              awaitArchivedWal({
+                storage: opts.storage,
+                databaseId,
+                walFile: walFiles.stopWalFile,
+                timeoutSeconds: archiveTimeout,
+                signal: opts.signal,
+              }));
+            return { ...d, walFiles };
+          })
+          .catch((e: unknown) => ((firstError ??= e), undefined));
     opts.signal?.removeEventListener('abort', onOuterAbort);
     if (failed || !done) {
       for (const k of partKeys) await opts.storage.delete(k).catch(() => undefined);
@@ -274,7 +304,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       }
       throw firstError ?? new DbcrateError(ErrorCodes.INTERNAL, 'the base backup failed');
     }
-    const { stop, label, members } = done;
+    const { stop, label, members, walFiles } = done;
     const objects: BaseObject[] = results.map((r, k) => {
       const meter = (r as PromiseFulfilledResult<MeterStream>).value;
       return {
@@ -295,9 +325,6 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       ...(changed ? { changed } : {}),
     }));
 
-    const stopTimeline = info.inRecovery
-      ? await checkpointTimeline(client, label.timeline!)
-      : label.timeline!;
     const startLsn = label.startLsn!;
     const stopLsn = formatLsn(parseLsn(stop.lsn));
     const manifest: BaseManifestV2 = {
@@ -312,10 +339,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       startLsn,
       stopLsn,
       timeline: label.timeline!,
-      ...backupWalFiles(
-        { timeline: label.timeline!, stopTimeline, startLsn: parseLsn(startLsn), stopLsn: parseLsn(stopLsn) },
-        info.walSegmentSize,
-      ),
+      ...walFiles,
       server: {
         version: info.version,
         versionNum: info.versionNum,

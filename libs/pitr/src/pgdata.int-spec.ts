@@ -9,6 +9,7 @@ import {
   appendFileSync,
   chmodSync,
   chownSync,
+  existsSync,
   readFileSync,
   mkdtempSync,
   truncateSync,
@@ -129,6 +130,15 @@ describe('base backups read from the data directory (pgdata)', () => {
     return stdout.trim();
   }
 
+  /** The server archives with cp, not into the destination: wait for the stop WAL file there. */
+  async function cpArchived(walFile: string): Promise<void> {
+    for (let i = 0; i < 600; i++) {
+      if (existsSync(join(archive, walFile))) return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`${walFile} was not archived`);
+  }
+
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'dbcrate-pgdata-'));
     chmodSync(dir, 0o755); // the server's archive_command writes below it
@@ -166,6 +176,7 @@ describe('base backups read from the data directory (pgdata)', () => {
     try {
       await new Promise((r) => setTimeout(r, 500));
       const r = await takeBaseBackup({
+        hooks: { archived: cpArchived },
         method: 'auto',
         dbUrl: pg.superuserUrl,
         storage,
@@ -221,6 +232,7 @@ describe('base backups read from the data directory (pgdata)', () => {
       recipients: [recipient],
       parallel: 2,
       hooks: {
+        archived: cpArchived,
         beforeFile: (p) => {
           if (p === 'dbcrate_vanish') unlinkSync(join(pg.dataDir, p));
         },
@@ -253,6 +265,7 @@ describe('base backups read from the data directory (pgdata)', () => {
 
   it('opens without dbcrate: gpg -d | zstd -d | tar -x of every part, then recovery from the archive', async () => {
     const r = await runPgdataBackup({
+      hooks: { archived: cpArchived },
       dbUrl: pg.superuserUrl,
       storage,
       recipients: [recipient],
@@ -314,6 +327,7 @@ describe('base backups read from the data directory (pgdata)', () => {
     expect(await keysUnder(storage, '')).toEqual(before);
     // auto falls back to pg_basebackup
     const r = await takeBaseBackup({
+      hooks: { archived: cpArchived },
       dbUrl: pg.superuserUrl,
       storage,
       recipients: [recipient],
@@ -332,6 +346,7 @@ describe('base backups read from the data directory (pgdata)', () => {
         recipients: [recipient],
         parallel: 3,
         hooks: {
+          archived: cpArchived,
           beforeStop: () => {
             throw new DbcrateError(ErrorCodes.STORAGE_IO, 'injected failure before pg_backup_stop');
           },
@@ -342,6 +357,7 @@ describe('base backups read from the data directory (pgdata)', () => {
     expect(await keysUnder(storage, '')).toEqual(before);
     // the session closed, so the server ended the backup: a new one starts and completes
     const r = await runPgdataBackup({
+      hooks: { archived: cpArchived },
       dbUrl: pg.superuserUrl,
       storage,
       recipients: [recipient],

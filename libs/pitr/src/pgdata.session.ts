@@ -78,11 +78,16 @@ export async function backupStart(client: Client, info: PhysicalServerInfo, labe
   }
 }
 
+/**
+ * Ends the backup without waiting on the server's archiver (which waits forever while
+ * archive_command fails); the caller waits for the stop WAL file in the destination instead.
+ * The stop still switches WAL on a primary, so the stop segment becomes archivable.
+ */
 export async function backupStop(client: Client, info: PhysicalServerInfo): Promise<StopResult> {
   const sql =
     info.versionNum >= 150000
-      ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(true)'
-      : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)';
+      ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)'
+      : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
   return (await client.query<StopResult>(sql)).rows[0];
 }
 

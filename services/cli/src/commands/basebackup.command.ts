@@ -1,7 +1,13 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { intSetting, resolveSettings } from '@dbcrate/config';
-import { BASE_BACKUP_METHODS, baseStoredSize, DEFAULT_PARALLEL, takeBaseBackup } from '@dbcrate/pitr';
+import {
+  BASE_BACKUP_METHODS,
+  baseStoredSize,
+  DEFAULT_ARCHIVE_TIMEOUT,
+  DEFAULT_PARALLEL,
+  takeBaseBackup,
+} from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
@@ -21,6 +27,7 @@ const schema = z.object({
   method: z.enum(BASE_BACKUP_METHODS).default('auto'),
   parallel: intSetting(1, 64).default(DEFAULT_PARALLEL),
   pgdata: z.string().optional(),
+  archiveTimeout: intSetting(1, 86400).default(DEFAULT_ARCHIVE_TIMEOUT),
   json: z.boolean().optional(),
 });
 
@@ -63,6 +70,10 @@ export function basebackupCommand(): Command {
       )
       .option('--parallel <N>', `pgdata: parts written at once, 1-64 (default ${DEFAULT_PARALLEL})`)
       .option('--pgdata <DIR>', "pgdata: the server's data directory (default: SHOW data_directory)")
+      .option(
+        '--archive-timeout <SECONDS>',
+        `pgdata: seconds to wait for the backup's last WAL file to reach the destination, 1-86400 (default ${DEFAULT_ARCHIVE_TIMEOUT})`,
+      )
       .option('--json', 'print the result as JSON')
       .action(async (_o, cmd: Command) => {
         const ctx = contextFor(cmd);
@@ -75,6 +86,7 @@ export function basebackupCommand(): Command {
             method: s.method,
             parallel: s.parallel,
             pgdata: s.pgdata,
+            archiveTimeout: s.archiveTimeout,
             dbUrl: s.db,
             storage,
             recipients,

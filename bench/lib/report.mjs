@@ -49,22 +49,75 @@ export function summarize(runs) {
   return out;
 }
 
+/**
+ * Spread of a ratio of two series over the runs. Paired when both have one value per round
+ * (interleaved runs): the min and max of the per-round ratios. Otherwise the widest ratio the
+ * two sides allow: min(ours)/max(peer) .. max(ours)/min(peer).
+ */
+export function ratioRange(ours, peer) {
+  const a = (ours ?? []).filter(Number.isFinite);
+  const b = (peer ?? []).filter(Number.isFinite);
+  if (a.length === 0 || b.length === 0) return { min: NaN, max: NaN, rangeKind: 'n/a' };
+  if (a.length === b.length && ours.length === peer.length) {
+    const r = a.map((x, i) => x / b[i]);
+    return { min: Math.min(...r), max: Math.max(...r), rangeKind: 'paired' };
+  }
+  return {
+    min: Math.min(...a) / Math.max(...b),
+    max: Math.max(...a) / Math.min(...b),
+    rangeKind: 'unpaired',
+  };
+}
+
+/** How a ratio's range reads in a table cell: "0.91–1.07" plus a footnote mark when unpaired. */
+export const rangeCell = (x) =>
+  Number.isFinite(x?.min) ? `${s(x.min)}–${s(x.max)}${x.rangeKind === 'unpaired' ? ' †' : ''}` : 'n/a';
+
+export const RANGE_NOTE =
+  'min–max: the ratio of each interleaved round (same round of both sides); † marks a range from ' +
+  'unpaired series, min(ours)/max(peer) .. max(ours)/min(peer).';
+
 /** Every ratio and limit the benchmark checks, computed from the summaries. */
 export function verdicts(res) {
   const S = res.summary;
   const ratio = (a, b) => (S[a] && S[b] ? S[a].median / S[b].median : NaN);
+  const walls = (k) => (res.runs?.[k] ?? []).map((r) => r.wall);
   const out = [];
-  const add = (id, label, value, target, pass, unit = '') =>
-    out.push({ id, label, value, target, pass, unit });
+  const add = (id, label, value, target, pass, unit = '', range = {}) =>
+    out.push({ id, label, value, target, pass, unit, ...range });
   if (S.C) {
     const r1 = ratio('C', 'A');
-    add('R1', 'backup vs bare pg_dump: C / A', r1, '≤ 1.3', r1 <= 1.3);
+    add(
+      'R1',
+      'backup vs bare pg_dump: C / A',
+      r1,
+      '≤ 1.3',
+      r1 <= 1.3,
+      '',
+      ratioRange(walls('C'), walls('A')),
+    );
     const r2 = ratio('C', 'B');
-    add('R2', 'backup vs pg_dump | zstd | gpg: C / B', r2, '≤ 1.0', r2 <= 1.0);
+    add(
+      'R2',
+      'backup vs pg_dump | zstd | gpg: C / B',
+      r2,
+      '≤ 1.0',
+      r2 <= 1.0,
+      '',
+      ratioRange(walls('C'), walls('B')),
+    );
   }
   if (S.D) {
     const r3 = ratio('D', 'E');
-    add('R3', 'restore vs pg_restore of a local dump: D / E', r3, '≤ 1.3', r3 <= 1.3);
+    add(
+      'R3',
+      'restore vs pg_restore of a local dump: D / E',
+      r3,
+      '≤ 1.3',
+      r3 <= 1.3,
+      '',
+      ratioRange(walls('D'), walls('E')),
+    );
   }
   const rss = (k) => S[k]?.rssMiB;
   for (const [k1, k4, what] of [
@@ -151,7 +204,7 @@ export function consoleReport(res) {
   lines.push('');
   for (const v of res.verdicts) {
     lines.push(
-      `${v.id.padEnd(20)} ${v.label.padEnd(58)} ${s(v.value)}${v.unit}  target ${v.target}  ${v.pass ? 'PASS' : 'FAIL'}`,
+      `${v.id.padEnd(20)} ${v.label.padEnd(58)} ${s(v.value)}${v.unit}${v.rangeKind ? ` (${rangeCell(v)})` : ''}  target ${v.target}  ${v.pass ? 'PASS' : 'FAIL'}`,
     );
   }
   return lines.join('\n');
@@ -285,9 +338,17 @@ export function markdownSection(res) {
   out.push('### Targets', '');
   out.push(
     mdTable(
-      ['check', 'value', 'target', 'result'],
-      res.verdicts.map((x) => [x.label, `${s(x.value)}${x.unit}`, x.target, x.pass ? 'pass' : '**FAIL**']),
+      ['check', 'value (median)', 'min–max over runs', 'target', 'result'],
+      res.verdicts.map((x) => [
+        x.label,
+        `${s(x.value)}${x.unit}`,
+        x.rangeKind ? rangeCell(x) : '',
+        x.target,
+        x.pass ? 'pass' : '**FAIL**',
+      ]),
     ),
+    '',
+    RANGE_NOTE,
     '',
   );
 

@@ -40,7 +40,7 @@ import { promisify } from 'node:util';
 import { cleanPgEnv, freePort, pgTool } from './lib/cluster.mjs';
 import { TIME_BIN, measure } from './lib/measure.mjs';
 import { PgBackRest, PGBACKREST } from './lib/pgbackrest.mjs';
-import { median, writeDoc } from './lib/report.mjs';
+import { median, RANGE_NOTE, ratioRange, rangeCell, writeDoc } from './lib/report.mjs';
 import {
   ArchiveCluster,
   SEGMENT_BYTES,
@@ -554,6 +554,7 @@ done`;
           const out = (st.variants[v.key] ??= {
             label: v.label,
             calls: [],
+            roundMedians: [],
             cpu: [],
             agentCpu: [],
             storedBytes: null,
@@ -589,6 +590,7 @@ done`;
             if (calls.length !== segs.length)
               throw new StageError(`W1:${v.key}: ${calls.length} calls timed, expected ${segs.length}`);
             out.calls.push(...calls.map((x) => x.ms));
+            out.roundMedians.push(median(calls.map((x) => x.ms)));
             out.cpu.push(m.time?.cpu);
             out.wall = (out.wall ?? 0) + m.wall;
             log(`  median ${median(calls.map((x) => x.ms)).toFixed(1)} ms per call`);
@@ -1395,6 +1397,16 @@ const pct = (xs, p) => {
 };
 const sum = (xs) => xs.filter(Number.isFinite).reduce((a, b) => a + b, 0);
 
+/** Per-round medians of a W1 variant (older JSON without roundMedians: cut calls by round). */
+function w1Rounds(x) {
+  if (x.roundMedians?.length) return x.roundMedians;
+  const n = x.cpu?.length || 1;
+  const per = Math.floor(x.calls.length / n);
+  return Array.from({ length: n }, (_, i) => median(x.calls.slice(i * per, (i + 1) * per)));
+}
+
+const withRange = (value, r) => `${value} (${rangeCell(r)})`;
+
 export function pitrVerdicts(res) {
   const out = [];
   const S = res.stages;
@@ -1402,10 +1414,13 @@ export function pitrVerdicts(res) {
   if (w1?.dbcrate?.calls?.length && w1?.pgbr?.calls?.length) {
     const v = median(w1.dbcrate.calls) / median(w1.pgbr.calls);
     const client = res.config.walPush === 'native' ? 'dist/native/dbcrate-wal-push' : 'dbcrate wal-push';
+    const r = ratioRange(w1Rounds(w1.dbcrate), w1Rounds(w1.pgbr));
     out.push({
       id: 'W1',
-      label: `archive_command per segment: ${client} (agent running) / pgbackrest archive-push (medians)`,
-      value: fx(v),
+      label: `archive_command per segment: ${client} (agent running) / pgbackrest archive-push (medians; range: per-round medians)`,
+      value: withRange(fx(v), r),
+      ratio: v,
+      ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
     });
@@ -1423,10 +1438,13 @@ export function pitrVerdicts(res) {
   const b1 = S.b1?.runs;
   if (b1?.dbcrate?.walls?.length && b1?.pgbr?.walls?.length) {
     const v = median(b1.dbcrate.walls) / median(b1.pgbr.walls);
+    const r = ratioRange(b1.dbcrate.walls, b1.pgbr.walls);
     out.push({
       id: 'B1',
       label: 'base backup: dbcrate basebackup / pgbackrest backup --type=full',
-      value: fx(v),
+      value: withRange(fx(v), r),
+      ratio: v,
+      ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
     });
@@ -1434,10 +1452,13 @@ export function pitrVerdicts(res) {
   const rt = S.rt?.runs;
   if (rt?.dbcrate?.walls?.length && rt?.pgbr?.walls?.length) {
     const v = median(rt.dbcrate.walls) / median(rt.pgbr.walls);
+    const r = ratioRange(rt.dbcrate.walls, rt.pgbr.walls);
     out.push({
       id: 'RT',
       label: 'recovery: dbcrate recover --latest --start / pgbackrest restore + start + promoted',
-      value: fx(v),
+      value: withRange(fx(v), r),
+      ratio: v,
+      ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
     });
@@ -1629,6 +1650,8 @@ export function pitrMarkdown(res) {
         x.pass === null ? '—' : x.pass ? 'pass' : '**FAIL**',
       ]),
     ),
+    '',
+    `Ratios: median (min–max over the runs). ${RANGE_NOTE} W1's range is over the per-round medians of the calls.`,
     '',
   );
 

@@ -40,7 +40,17 @@ import { promisify } from 'node:util';
 import { cleanPgEnv, freePort, pgTool } from './lib/cluster.mjs';
 import { TIME_BIN, measure } from './lib/measure.mjs';
 import { PgBackRest, PGBACKREST } from './lib/pgbackrest.mjs';
-import { median, RANGE_NOTE, ratioRange, rangeCell, writeDoc } from './lib/report.mjs';
+import {
+  CPU_PER_GIB_HEADER,
+  CPU_PER_GIB_NOTE,
+  cpuPerGiBCells,
+  cpuPerGiBRow,
+  median,
+  RANGE_NOTE,
+  ratioRange,
+  rangeCell,
+  writeDoc,
+} from './lib/report.mjs';
 import {
   ArchiveCluster,
   SEGMENT_BYTES,
@@ -1407,9 +1417,38 @@ function w1Rounds(x) {
 
 const withRange = (value, r) => `${value} (${rangeCell(r)})`;
 
+/** CPU per GiB of the B1 cluster for base backup and recovery (medians; fills res.cpuPerGiB). */
+function pitrCpuPerGiB(res) {
+  const b = res.stages.b1;
+  const rt = res.stages.rt?.runs;
+  const bytes = b?.dbBytes;
+  const side = (x, label) =>
+    x?.walls?.length && !x.broken ? { label, cpu: median(x.cpu), serverCpu: median(x.serverCpu) } : null;
+  const rows = [];
+  if (b?.runs?.dbcrate) {
+    const ours = side(b.runs.dbcrate, `dbcrate basebackup (method: ${b.baseMethod ?? 'default'})`);
+    const p = res.config.parallel;
+    if (b.runs.stock)
+      rows.push(cpuPerGiBRow('base backup', ours, side(b.runs.stock, b1Label('stock', b, p)), bytes));
+    if (b.runs.pgbr)
+      rows.push(cpuPerGiBRow('base backup', ours, side(b.runs.pgbr, b1Label('pgbr', b, p)), bytes));
+  }
+  if (rt?.dbcrate && rt?.pgbr)
+    rows.push(
+      cpuPerGiBRow(
+        'recover',
+        side(rt.dbcrate, 'dbcrate recover --latest --start'),
+        side(rt.pgbr, 'pgbackrest restore + start + replay'),
+        bytes,
+      ),
+    );
+  return rows;
+}
+
 export function pitrVerdicts(res) {
   const out = [];
   const S = res.stages;
+  res.cpuPerGiB = pitrCpuPerGiB(res);
   const w1 = S.w1?.variants;
   if (w1?.dbcrate?.calls?.length && w1?.pgbr?.calls?.length) {
     const v = median(w1.dbcrate.calls) / median(w1.pgbr.calls);
@@ -1654,6 +1693,15 @@ export function pitrMarkdown(res) {
     `Ratios: median (min–max over the runs). ${RANGE_NOTE} W1's range is over the per-round medians of the calls.`,
     '',
   );
+  if (res.cpuPerGiB?.length)
+    o.push(
+      '### PITR: CPU per GiB of database',
+      '',
+      table(CPU_PER_GIB_HEADER, res.cpuPerGiB.map(cpuPerGiBCells)),
+      '',
+      `${CPU_PER_GIB_NOTE} The database is B1's cluster; recovery's server CPU is the restored server's (replay included).`,
+      '',
+    );
 
   if (S.w1) {
     const w = S.w1;

@@ -77,11 +77,72 @@ export const RANGE_NOTE =
   'min–max: the ratio of each interleaved round (same round of both sides); † marks a range from ' +
   'unpaired series, min(ours)/max(peer) .. max(ours)/min(peer).';
 
-/** Every ratio and limit the benchmark checks, computed from the summaries. */
+const GiB = 1024 * MiB;
+
+/**
+ * One row of the CPU-per-GiB table: client and server CPU (user+sys seconds, medians) over the
+ * database size (pg_database_size), ours beside the peer's.
+ */
+export function cpuPerGiBRow(op, ours, peer, bytes) {
+  const per = (x) =>
+    x && bytes ? { client: x.cpu / (bytes / GiB), server: x.serverCpu / (bytes / GiB) } : null;
+  const o = per(ours);
+  const p = per(peer);
+  const total = (x) => (x ? x.client + x.server : NaN);
+  return {
+    op,
+    ours: ours?.label,
+    peer: peer?.label,
+    bytes,
+    oursClient: o?.client,
+    oursServer: o?.server,
+    peerClient: p?.client,
+    peerServer: p?.server,
+    ratioClient: o && p ? o.client / p.client : NaN,
+    ratioTotal: o && p ? total(o) / total(p) : NaN,
+  };
+}
+
+export const CPU_PER_GIB_HEADER = [
+  'operation',
+  'dbcrate',
+  'client (s/GiB)',
+  'server (s/GiB)',
+  'peer',
+  'client (s/GiB)',
+  'server (s/GiB)',
+  'client ratio',
+  'client+server ratio',
+];
+
+export const cpuPerGiBCells = (r) => [
+  r.op,
+  r.ours ?? 'n/a',
+  s(r.oursClient),
+  s(r.oursServer),
+  r.peer ?? 'n/a',
+  s(r.peerClient),
+  s(r.peerServer),
+  s(r.ratioClient),
+  s(r.ratioTotal),
+];
+
+export const CPU_PER_GIB_NOTE =
+  "CPU is user+sys seconds (medians over the runs): client = the command's process tree (GNU time), " +
+  'server = the PostgreSQL server meanwhile; per GiB of pg_database_size of the database the command works on ' +
+  '(not of the dump or archive bytes). Ratios are dbcrate ÷ peer.';
+
+/** Every ratio and limit the benchmark checks, computed from the summaries (also fills res.cpuPerGiB). */
 export function verdicts(res) {
   const S = res.summary;
   const ratio = (a, b) => (S[a] && S[b] ? S[a].median / S[b].median : NaN);
   const walls = (k) => (res.runs?.[k] ?? []).map((r) => r.wall);
+  const bytes = res.datasets?.x1?.bytes;
+  const lab = (k) => (S[k] ? { ...S[k], label: LABELS[k].replace(/^[A-Z]\s+/, '') } : null);
+  res.cpuPerGiB = [
+    ...(S.C ? [cpuPerGiBRow('backup', lab('C'), lab('B'), bytes)] : []),
+    ...(S.D ? [cpuPerGiBRow('restore', lab('D'), lab('F'), bytes)] : []),
+  ];
   const out = [];
   const add = (id, label, value, target, pass, unit = '', range = {}) =>
     out.push({ id, label, value, target, pass, unit, ...range });
@@ -325,6 +386,15 @@ export function markdownSection(res) {
     ),
     '',
   );
+  if (res.cpuPerGiB?.length) {
+    out.push(
+      '### CPU per GiB of database',
+      '',
+      mdTable(CPU_PER_GIB_HEADER, res.cpuPerGiB.map(cpuPerGiBCells)),
+      '',
+    );
+    out.push(CPU_PER_GIB_NOTE, '');
+  }
   if (res.commands) {
     out.push(
       'Commands as run (`$TMP` is the temporary directory; `$CONN` a libpq conninfo of the throwaway cluster):',

@@ -132,6 +132,9 @@ export const CPU_PER_GIB_NOTE =
   'server = the PostgreSQL server meanwhile; per GiB of pg_database_size of the database the command works on ' +
   '(not of the dump or archive bytes). Ratios are dbcrate ÷ peer.';
 
+/** How far a value is over its floor, in percent. */
+export const gap = (value, floor) => `${((value / floor - 1) * 100).toFixed(0)} %`;
+
 /** Every ratio and limit the benchmark checks, computed from the summaries (also fills res.cpuPerGiB). */
 export function verdicts(res) {
   const S = res.summary;
@@ -157,6 +160,12 @@ export function verdicts(res) {
       '',
       ratioRange(walls('C'), walls('A')),
     );
+    // R1's floor: what the stock pipeline itself costs over bare pg_dump on this machine.
+    if (S.B && S.A) {
+      const ba = S.B.median / S.A.median;
+      out.at(-1).floor =
+        `stock pipeline's own B / A: ${s(ba)} (${rangeCell(ratioRange(walls('B'), walls('A')))})`;
+    }
     const r2 = ratio('C', 'B');
     add(
       'R2',
@@ -167,6 +176,21 @@ export function verdicts(res) {
       '',
       ratioRange(walls('C'), walls('B')),
     );
+    if (!(r2 <= 1.0)) out.at(-1).floor = `B itself = 1.00; dbcrate is ${gap(r2, 1)} slower`;
+    const cpu = res.cpuPerGiB.find((r) => r.op === 'backup');
+    if (cpu && Number.isFinite(cpu.oursClient)) {
+      const pass = cpu.oursClient <= cpu.peerClient;
+      add(
+        'CPU-backup',
+        'backup client CPU per GiB: dbcrate (C) vs pg_dump | zstd | gpg (B)',
+        cpu.oursClient,
+        '≤ B',
+        pass,
+        ' s/GiB',
+      );
+      out.at(-1).floor =
+        `B: ${s(cpu.peerClient)} s/GiB${pass ? '' : `; dbcrate ${gap(cpu.oursClient, cpu.peerClient)} more`}`;
+    }
   }
   if (S.D) {
     const r3 = ratio('D', 'E');
@@ -265,7 +289,7 @@ export function consoleReport(res) {
   lines.push('');
   for (const v of res.verdicts) {
     lines.push(
-      `${v.id.padEnd(20)} ${v.label.padEnd(58)} ${s(v.value)}${v.unit}${v.rangeKind ? ` (${rangeCell(v)})` : ''}  target ${v.target}  ${v.pass ? 'PASS' : 'FAIL'}`,
+      `${v.id.padEnd(20)} ${v.label.padEnd(58)} ${s(v.value)}${v.unit}${v.rangeKind ? ` (${rangeCell(v)})` : ''}  target ${v.target}  ${v.pass ? 'PASS' : 'MISS'}${v.floor ? `  (${v.floor})` : ''}`,
     );
   }
   return lines.join('\n');
@@ -408,13 +432,14 @@ export function markdownSection(res) {
   out.push('### Targets', '');
   out.push(
     mdTable(
-      ['check', 'value (median)', 'min–max over runs', 'target', 'result'],
+      ['check', 'value (median)', 'min–max over runs', 'target', 'result', "peer's own figure (floor) / gap"],
       res.verdicts.map((x) => [
         x.label,
         `${s(x.value)}${x.unit}`,
         x.rangeKind ? rangeCell(x) : '',
         x.target,
-        x.pass ? 'pass' : '**FAIL**',
+        x.pass ? 'PASS' : '**MISS**',
+        x.floor ?? '',
       ]),
     ),
     '',

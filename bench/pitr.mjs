@@ -45,6 +45,7 @@ import {
   CPU_PER_GIB_NOTE,
   cpuPerGiBCells,
   cpuPerGiBRow,
+  gap,
   median,
   RANGE_NOTE,
   ratioRange,
@@ -1449,6 +1450,8 @@ export function pitrVerdicts(res) {
   const out = [];
   const S = res.stages;
   res.cpuPerGiB = pitrCpuPerGiB(res);
+  // a missed ratio target: the peer is 1.00 by definition; say how far dbcrate is from it
+  const miss = (v) => (v <= 1.0 ? undefined : `peer = 1.00; dbcrate ${gap(v, 1)} slower`);
   const w1 = S.w1?.variants;
   if (w1?.dbcrate?.calls?.length && w1?.pgbr?.calls?.length) {
     const v = median(w1.dbcrate.calls) / median(w1.pgbr.calls);
@@ -1462,6 +1465,7 @@ export function pitrVerdicts(res) {
       ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
+      floor: miss(v),
     });
   }
   const w2 = S.w2?.tools;
@@ -1486,6 +1490,20 @@ export function pitrVerdicts(res) {
       ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
+      floor: miss(v),
+    });
+  }
+  const bcpu = res.cpuPerGiB.find((r) => r.op === 'base backup' && r.peer?.startsWith('pgbackrest'));
+  if (bcpu && Number.isFinite(bcpu.ratioTotal)) {
+    const o = bcpu.oursClient + bcpu.oursServer;
+    const p = bcpu.peerClient + bcpu.peerServer;
+    out.push({
+      id: 'B1-CPU',
+      label: 'base backup CPU (client+server) per GiB: dbcrate basebackup vs pgbackrest backup',
+      value: `${fx(o)} vs ${fx(p)} s/GiB`,
+      target: 'dbcrate ≤ pgBackRest',
+      pass: o <= p,
+      floor: o <= p ? undefined : `pgBackRest ${fx(p)} s/GiB; dbcrate ${gap(o, p)} more`,
     });
   }
   const rt = S.rt?.runs;
@@ -1500,6 +1518,7 @@ export function pitrVerdicts(res) {
       ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
+      floor: miss(v),
     });
   }
   const rpo = S.rpo?.tools;
@@ -1568,7 +1587,7 @@ function pitrConsole(res) {
   L.push('');
   for (const v of res.verdicts)
     L.push(
-      `${v.id.padEnd(5)} ${v.label.padEnd(92)} ${v.value}  target ${v.target}  ${v.pass === null ? '' : v.pass ? 'PASS' : 'FAIL'}`,
+      `${v.id.padEnd(5)} ${v.label.padEnd(92)} ${v.value}  target ${v.target}  ${v.pass === null ? '' : v.pass ? 'PASS' : 'MISS'}${v.floor ? `  (${v.floor})` : ''}`,
     );
   for (const e of res.errors) L.push(`ERROR ${e.stage} (${e.side}): ${e.message}`);
   return L.join('\n');
@@ -1680,13 +1699,14 @@ export function pitrMarkdown(res) {
   o.push('### PITR targets', '');
   o.push(
     table(
-      ['metric', 'check', 'value', 'target', 'result'],
+      ['metric', 'check', 'value', 'target', 'result', "peer's own figure (floor) / gap"],
       res.verdicts.map((x) => [
         x.id,
         x.label,
         x.value,
         x.target,
-        x.pass === null ? '—' : x.pass ? 'pass' : '**FAIL**',
+        x.pass === null ? '—' : x.pass ? 'PASS' : '**MISS**',
+        x.floor ?? '',
       ]),
     ),
     '',

@@ -602,6 +602,7 @@ done`;
               throw new StageError(`W1:${v.key}: ${calls.length} calls timed, expected ${segs.length}`);
             out.calls.push(...calls.map((x) => x.ms));
             out.roundMedians.push(median(calls.map((x) => x.ms)));
+            (out.roundWalls ??= []).push(m.wall);
             out.cpu.push(m.time?.cpu);
             out.wall = (out.wall ?? 0) + m.wall;
             log(`  median ${median(calls.map((x) => x.ms)).toFixed(1)} ms per call`);
@@ -1453,19 +1454,70 @@ export function pitrVerdicts(res) {
   // a missed ratio target: the peer is 1.00 by definition; say how far dbcrate is from it
   const miss = (v) => (v <= 1.0 ? undefined : `peer = 1.00; dbcrate ${gap(v, 1)} slower`);
   const w1 = S.w1?.variants;
-  if (w1?.dbcrate?.calls?.length && w1?.pgbr?.calls?.length) {
-    const v = median(w1.dbcrate.calls) / median(w1.pgbr.calls);
-    const client = res.config.walPush === 'native' ? 'dist/native/dbcrate-wal-push' : 'dbcrate wal-push';
-    const r = ratioRange(w1Rounds(w1.dbcrate), w1Rounds(w1.pgbr));
+  const ok = (x) => x?.calls?.length > 0;
+  const client = res.config.walPush === 'native' ? 'dist/native/dbcrate-wal-push' : 'dbcrate wal-push';
+  // one verdict per like-with-like pair: median per call (range over the rounds' medians)
+  const w1Pair = (id, label, ours, peer) => {
+    if (!ok(ours) || !ok(peer)) return;
+    const v = median(ours.calls) / median(peer.calls);
+    const r = ratioRange(w1Rounds(ours), w1Rounds(peer));
     out.push({
-      id: 'W1',
-      label: `archive_command per segment: ${client} (agent running) / pgbackrest archive-push (medians; range: per-round medians)`,
+      id,
+      label,
       value: withRange(fx(v), r),
       ratio: v,
       ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
       floor: miss(v),
+    });
+  };
+  w1Pair(
+    'W1a',
+    `archive_command per segment, whole backlog ready: ${client} + agent --parallel ${res.config.parallel} / pgBackRest archive-async=y process-max=${res.config.parallel}`,
+    w1?.dbcrate,
+    w1?.['pgbr-async'],
+  );
+  if (ok(w1?.dbcrate) && ok(w1?.['pgbr-async'])) {
+    const tot = (x) => (x.roundWalls?.length ? median(x.roundWalls) : x.wall / (x.cpu?.length || 1));
+    const v = tot(w1.dbcrate) / tot(w1['pgbr-async']);
+    const r = w1.dbcrate.roundWalls ? ratioRange(w1.dbcrate.roundWalls, w1['pgbr-async'].roundWalls) : {};
+    out.push({
+      id: 'W1a-total',
+      label: 'W1a total time for the backlog (per round): dbcrate / pgBackRest async',
+      value: r.rangeKind ? withRange(fx(v), r) : fx(v),
+      ratio: v,
+      ...r,
+      target: '≤ 1.0',
+      pass: v <= 1.0,
+      floor: miss(v),
+    });
+  }
+  w1Pair(
+    'W1b',
+    `archive_command per segment, one segment ready at a time: ${client} + agent / pgBackRest archive-async=n`,
+    w1?.['dbcrate-one'],
+    w1?.pgbr,
+  );
+  w1Pair(
+    'W1b-noagent',
+    'archive_command per segment, no backlog use: dbcrate wal-push --no-agent / pgBackRest archive-async=n (each call pushes its own segment)',
+    w1?.['dbcrate-noagent'],
+    w1?.pgbr,
+  );
+  const one = w1?.['dbcrate-one'];
+  if (ok(one) && ok(w1?.pgbr) && res.gnuTime !== false) {
+    // CPU per 16 MiB segment: the calls' process trees plus the agent, against pgBackRest sync's calls
+    const o = (sum(one.cpu) + sum(one.agentCpu)) / one.calls.length;
+    const p = sum(w1.pgbr.cpu) / w1.pgbr.calls.length;
+    out.push({
+      id: 'W1-CPU',
+      label: 'CPU per segment, one ready at a time: client + agent vs pgBackRest archive-async=n',
+      value: `${fx(o, 3)} vs ${fx(p, 3)} s`,
+      ratio: o / p,
+      target: 'dbcrate ≤ pgBackRest',
+      pass: o <= p,
+      floor: o <= p ? undefined : `pgBackRest ${fx(p, 3)} s; dbcrate ${gap(o, p)} more`,
     });
   }
   const w2 = S.w2?.tools;

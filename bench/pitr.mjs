@@ -1762,7 +1762,7 @@ export function pitrMarkdown(res) {
       ]),
     ),
     '',
-    `Ratios: median (min–max over the runs). ${RANGE_NOTE} W1's range is over the per-round medians of the calls.`,
+    `Ratios: median (min–max over the runs). ${RANGE_NOTE} W1's range is over the per-round medians of the calls (with few rounds the median of all calls can lie outside it).`,
     '',
   );
   if (res.cpuPerGiB?.length)

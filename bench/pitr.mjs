@@ -1528,6 +1528,10 @@ export function pitrVerdicts(res) {
       value: `${w2.dbcrate.max} vs ${w2.pgbr.max}`,
       target: 'dbcrate ≤ pgBackRest',
       pass: w2.dbcrate.max <= w2.pgbr.max,
+      floor:
+        w2.dbcrate.max <= w2.pgbr.max
+          ? undefined
+          : `pgBackRest ${w2.pgbr.max}; dbcrate ${w2.dbcrate.max - w2.pgbr.max} segments more`,
     });
   }
   const b1 = S.b1?.runs;

@@ -379,7 +379,8 @@ export async function runPitr(ctx) {
     const t = Date.now();
     let exited = null;
     d.exited.then((r) => (exited = r));
-    while (!existsSync(socket)) {
+    // ready = listening and its secret written (the client refuses an agent without the secret)
+    while (!existsSync(socket) || !existsSync(`${socket}.secret`)) {
       if (exited) {
         throw new StageError(
           `dbcrate agent exited ${exited.code ?? exited.signal} before it listened:\n${tail(d.logFile)}`,

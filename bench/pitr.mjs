@@ -40,7 +40,18 @@ import { promisify } from 'node:util';
 import { cleanPgEnv, freePort, pgTool } from './lib/cluster.mjs';
 import { TIME_BIN, measure } from './lib/measure.mjs';
 import { PgBackRest, PGBACKREST } from './lib/pgbackrest.mjs';
-import { median, writeDoc } from './lib/report.mjs';
+import {
+  CPU_PER_GIB_HEADER,
+  CPU_PER_GIB_NOTE,
+  cpuPerGiBCells,
+  cpuPerGiBRow,
+  gap,
+  median,
+  RANGE_NOTE,
+  ratioRange,
+  rangeCell,
+  writeDoc,
+} from './lib/report.mjs';
 import {
   ArchiveCluster,
   SEGMENT_BYTES,
@@ -368,7 +379,8 @@ export async function runPitr(ctx) {
     const t = Date.now();
     let exited = null;
     d.exited.then((r) => (exited = r));
-    while (!existsSync(socket)) {
+    // ready = listening and its secret written (the client refuses an agent without the secret)
+    while (!existsSync(socket) || !existsSync(`${socket}.secret`)) {
       if (exited) {
         throw new StageError(
           `dbcrate agent exited ${exited.code ?? exited.signal} before it listened:\n${tail(d.logFile)}`,
@@ -554,6 +566,7 @@ done`;
           const out = (st.variants[v.key] ??= {
             label: v.label,
             calls: [],
+            roundMedians: [],
             cpu: [],
             agentCpu: [],
             storedBytes: null,
@@ -589,6 +602,8 @@ done`;
             if (calls.length !== segs.length)
               throw new StageError(`W1:${v.key}: ${calls.length} calls timed, expected ${segs.length}`);
             out.calls.push(...calls.map((x) => x.ms));
+            out.roundMedians.push(median(calls.map((x) => x.ms)));
+            (out.roundWalls ??= []).push(m.wall);
             out.cpu.push(m.time?.cpu);
             out.wall = (out.wall ?? 0) + m.wall;
             log(`  median ${median(calls.map((x) => x.ms)).toFixed(1)} ms per call`);
@@ -1395,19 +1410,115 @@ const pct = (xs, p) => {
 };
 const sum = (xs) => xs.filter(Number.isFinite).reduce((a, b) => a + b, 0);
 
+/** Per-round medians of a W1 variant (older JSON without roundMedians: cut calls by round). */
+function w1Rounds(x) {
+  if (x.roundMedians?.length) return x.roundMedians;
+  const n = x.cpu?.length || 1;
+  const per = Math.floor(x.calls.length / n);
+  return Array.from({ length: n }, (_, i) => median(x.calls.slice(i * per, (i + 1) * per)));
+}
+
+const withRange = (value, r) => `${value} (${rangeCell(r)})`;
+
+/** CPU per GiB of the B1 cluster for base backup and recovery (medians; fills res.cpuPerGiB). */
+function pitrCpuPerGiB(res) {
+  const b = res.stages.b1;
+  const rt = res.stages.rt?.runs;
+  const bytes = b?.dbBytes;
+  const side = (x, label) =>
+    x?.walls?.length && !x.broken ? { label, cpu: median(x.cpu), serverCpu: median(x.serverCpu) } : null;
+  const rows = [];
+  if (b?.runs?.dbcrate) {
+    const ours = side(b.runs.dbcrate, `dbcrate basebackup (method: ${b.baseMethod ?? 'default'})`);
+    const p = res.config.parallel;
+    if (b.runs.stock)
+      rows.push(cpuPerGiBRow('base backup', ours, side(b.runs.stock, b1Label('stock', b, p)), bytes));
+    if (b.runs.pgbr)
+      rows.push(cpuPerGiBRow('base backup', ours, side(b.runs.pgbr, b1Label('pgbr', b, p)), bytes));
+  }
+  if (rt?.dbcrate && rt?.pgbr)
+    rows.push(
+      cpuPerGiBRow(
+        'recover',
+        side(rt.dbcrate, 'dbcrate recover --latest --start'),
+        side(rt.pgbr, 'pgbackrest restore + start + replay'),
+        bytes,
+      ),
+    );
+  return rows;
+}
+
 export function pitrVerdicts(res) {
   const out = [];
   const S = res.stages;
+  res.cpuPerGiB = pitrCpuPerGiB(res);
+  // a missed ratio target: the peer is 1.00 by definition; say how far dbcrate is from it
+  const miss = (v) => (v <= 1.0 ? undefined : `peer = 1.00; dbcrate ${gap(v, 1)} slower`);
   const w1 = S.w1?.variants;
-  if (w1?.dbcrate?.calls?.length && w1?.pgbr?.calls?.length) {
-    const v = median(w1.dbcrate.calls) / median(w1.pgbr.calls);
-    const client = res.config.walPush === 'native' ? 'dist/native/dbcrate-wal-push' : 'dbcrate wal-push';
+  const ok = (x) => x?.calls?.length > 0;
+  const client = res.config.walPush === 'native' ? 'dist/native/dbcrate-wal-push' : 'dbcrate wal-push';
+  // one verdict per like-with-like pair: median per call (range over the rounds' medians)
+  const w1Pair = (id, label, ours, peer) => {
+    if (!ok(ours) || !ok(peer)) return;
+    const v = median(ours.calls) / median(peer.calls);
+    const r = ratioRange(w1Rounds(ours), w1Rounds(peer));
     out.push({
-      id: 'W1',
-      label: `archive_command per segment: ${client} (agent running) / pgbackrest archive-push (medians)`,
-      value: fx(v),
+      id,
+      label,
+      value: withRange(fx(v), r),
+      ratio: v,
+      ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
+      floor: miss(v),
+    });
+  };
+  w1Pair(
+    'W1a',
+    `archive_command per segment, whole backlog ready: ${client} + agent --parallel ${res.config.parallel} / pgBackRest archive-async=y process-max=${res.config.parallel}`,
+    w1?.dbcrate,
+    w1?.['pgbr-async'],
+  );
+  if (ok(w1?.dbcrate) && ok(w1?.['pgbr-async'])) {
+    const tot = (x) => (x.roundWalls?.length ? median(x.roundWalls) : x.wall / (x.cpu?.length || 1));
+    const v = tot(w1.dbcrate) / tot(w1['pgbr-async']);
+    const r = w1.dbcrate.roundWalls ? ratioRange(w1.dbcrate.roundWalls, w1['pgbr-async'].roundWalls) : {};
+    out.push({
+      id: 'W1a-total',
+      label: 'W1a total time for the backlog (per round): dbcrate / pgBackRest async',
+      value: r.rangeKind ? withRange(fx(v), r) : fx(v),
+      ratio: v,
+      ...r,
+      target: '≤ 1.0',
+      pass: v <= 1.0,
+      floor: miss(v),
+    });
+  }
+  w1Pair(
+    'W1b',
+    `archive_command per segment, one segment ready at a time: ${client} + agent / pgBackRest archive-async=n`,
+    w1?.['dbcrate-one'],
+    w1?.pgbr,
+  );
+  w1Pair(
+    'W1b-noagent',
+    'archive_command per segment, no backlog use: dbcrate wal-push --no-agent / pgBackRest archive-async=n (each call pushes its own segment)',
+    w1?.['dbcrate-noagent'],
+    w1?.pgbr,
+  );
+  const one = w1?.['dbcrate-one'];
+  if (ok(one) && ok(w1?.pgbr) && res.gnuTime !== false) {
+    // CPU per 16 MiB segment: the calls' process trees plus the agent, against pgBackRest sync's calls
+    const o = (sum(one.cpu) + sum(one.agentCpu)) / one.calls.length;
+    const p = sum(w1.pgbr.cpu) / w1.pgbr.calls.length;
+    out.push({
+      id: 'W1-CPU',
+      label: 'CPU per segment, one ready at a time: client + agent vs pgBackRest archive-async=n',
+      value: `${fx(o, 3)} vs ${fx(p, 3)} s`,
+      ratio: o / p,
+      target: 'dbcrate ≤ pgBackRest',
+      pass: o <= p,
+      floor: o <= p ? undefined : `pgBackRest ${fx(p, 3)} s; dbcrate ${gap(o, p)} more`,
     });
   }
   const w2 = S.w2?.tools;
@@ -1418,28 +1529,53 @@ export function pitrVerdicts(res) {
       value: `${w2.dbcrate.max} vs ${w2.pgbr.max}`,
       target: 'dbcrate ≤ pgBackRest',
       pass: w2.dbcrate.max <= w2.pgbr.max,
+      floor:
+        w2.dbcrate.max <= w2.pgbr.max
+          ? undefined
+          : `pgBackRest ${w2.pgbr.max}; dbcrate ${w2.dbcrate.max - w2.pgbr.max} segments more`,
     });
   }
   const b1 = S.b1?.runs;
   if (b1?.dbcrate?.walls?.length && b1?.pgbr?.walls?.length) {
     const v = median(b1.dbcrate.walls) / median(b1.pgbr.walls);
+    const r = ratioRange(b1.dbcrate.walls, b1.pgbr.walls);
     out.push({
       id: 'B1',
       label: 'base backup: dbcrate basebackup / pgbackrest backup --type=full',
-      value: fx(v),
+      value: withRange(fx(v), r),
+      ratio: v,
+      ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
+      floor: miss(v),
+    });
+  }
+  const bcpu = res.cpuPerGiB.find((r) => r.op === 'base backup' && r.peer?.startsWith('pgbackrest'));
+  if (bcpu && Number.isFinite(bcpu.ratioTotal)) {
+    const o = bcpu.oursClient + bcpu.oursServer;
+    const p = bcpu.peerClient + bcpu.peerServer;
+    out.push({
+      id: 'B1-CPU',
+      label: 'base backup CPU (client+server) per GiB: dbcrate basebackup vs pgbackrest backup',
+      value: `${fx(o)} vs ${fx(p)} s/GiB`,
+      target: 'dbcrate ≤ pgBackRest',
+      pass: o <= p,
+      floor: o <= p ? undefined : `pgBackRest ${fx(p)} s/GiB; dbcrate ${gap(o, p)} more`,
     });
   }
   const rt = S.rt?.runs;
   if (rt?.dbcrate?.walls?.length && rt?.pgbr?.walls?.length) {
     const v = median(rt.dbcrate.walls) / median(rt.pgbr.walls);
+    const r = ratioRange(rt.dbcrate.walls, rt.pgbr.walls);
     out.push({
       id: 'RT',
       label: 'recovery: dbcrate recover --latest --start / pgbackrest restore + start + promoted',
-      value: fx(v),
+      value: withRange(fx(v), r),
+      ratio: v,
+      ...r,
       target: '≤ 1.0',
       pass: v <= 1.0,
+      floor: miss(v),
     });
   }
   const rpo = S.rpo?.tools;
@@ -1508,7 +1644,7 @@ function pitrConsole(res) {
   L.push('');
   for (const v of res.verdicts)
     L.push(
-      `${v.id.padEnd(5)} ${v.label.padEnd(92)} ${v.value}  target ${v.target}  ${v.pass === null ? '' : v.pass ? 'PASS' : 'FAIL'}`,
+      `${v.id.padEnd(5)} ${v.label.padEnd(92)} ${v.value}  target ${v.target}  ${v.pass === null ? '' : v.pass ? 'PASS' : 'MISS'}${v.floor ? `  (${v.floor})` : ''}`,
     );
   for (const e of res.errors) L.push(`ERROR ${e.stage} (${e.side}): ${e.message}`);
   return L.join('\n');
@@ -1620,17 +1756,29 @@ export function pitrMarkdown(res) {
   o.push('### PITR targets', '');
   o.push(
     table(
-      ['metric', 'check', 'value', 'target', 'result'],
+      ['metric', 'check', 'value', 'target', 'result', "peer's own figure (floor) / gap"],
       res.verdicts.map((x) => [
         x.id,
         x.label,
         x.value,
         x.target,
-        x.pass === null ? '—' : x.pass ? 'pass' : '**FAIL**',
+        x.pass === null ? '—' : x.pass ? 'PASS' : '**MISS**',
+        x.floor ?? '',
       ]),
     ),
     '',
+    `Ratios: median (min–max over the runs). ${RANGE_NOTE} W1's range is over the per-round medians of the calls (with few rounds the median of all calls can lie outside it).`,
+    '',
   );
+  if (res.cpuPerGiB?.length)
+    o.push(
+      '### PITR: CPU per GiB of database',
+      '',
+      table(CPU_PER_GIB_HEADER, res.cpuPerGiB.map(cpuPerGiBCells)),
+      '',
+      `${CPU_PER_GIB_NOTE} The database is B1's cluster; recovery's server CPU is the restored server's (replay included).`,
+      '',
+    );
 
   if (S.w1) {
     const w = S.w1;

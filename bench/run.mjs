@@ -6,7 +6,7 @@
 // Usage: node bench/run.mjs [--only backup|pitr|walscale]   (default: backup and pitr, backup/restore first;
 // walscale, archive_command time against the archive's size, runs only when asked for: bench/wal-scale.mjs)
 //
-// Environment: BENCH_SCALE_GB (1), BENCH_RUNS (3), BENCH_RUNS_4X (1), BENCH_4X (1),
+// Environment: BENCH_SCALE_GB (1), BENCH_RUNS (5), BENCH_RUNS_4X (1), BENCH_4X (1),
 // BENCH_PROFILE (1), BENCH_STAGES (1), BENCH_PEERS_ONLY (0), BENCH_TMPDIR (os.tmpdir()), BENCH_KEEP (0),
 // BENCH_DOC (1), BENCH_PG_BIN (/usr/lib/postgresql/15/bin).
 import { execFileSync } from 'node:child_process';
@@ -76,7 +76,7 @@ const ONLY = (() => {
 
 const config = {
   scaleGB: num('BENCH_SCALE_GB', 1),
-  runs: Math.round(num('BENCH_RUNS', 3)),
+  runs: Math.round(num('BENCH_RUNS', 5)),
   runs4: Math.round(num('BENCH_RUNS_4X', 1)),
   with4x: flag('BENCH_4X', true),
   profile: flag('BENCH_PROFILE', true),

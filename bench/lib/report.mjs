@@ -49,22 +49,160 @@ export function summarize(runs) {
   return out;
 }
 
-/** Every ratio and limit the benchmark checks, computed from the summaries. */
+/**
+ * Spread of a ratio of two series over the runs. Paired when both have one value per round
+ * (interleaved runs): the min and max of the per-round ratios. Otherwise the widest ratio the
+ * two sides allow: min(ours)/max(peer) .. max(ours)/min(peer).
+ */
+export function ratioRange(ours, peer) {
+  const a = (ours ?? []).filter(Number.isFinite);
+  const b = (peer ?? []).filter(Number.isFinite);
+  if (a.length === 0 || b.length === 0) return { min: NaN, max: NaN, rangeKind: 'n/a' };
+  if (a.length === b.length && ours.length === peer.length) {
+    const r = a.map((x, i) => x / b[i]);
+    return { min: Math.min(...r), max: Math.max(...r), rangeKind: 'paired' };
+  }
+  return {
+    min: Math.min(...a) / Math.max(...b),
+    max: Math.max(...a) / Math.min(...b),
+    rangeKind: 'unpaired',
+  };
+}
+
+/** How a ratio's range reads in a table cell: "0.91–1.07" plus a footnote mark when unpaired. */
+export const rangeCell = (x) =>
+  Number.isFinite(x?.min) ? `${s(x.min)}–${s(x.max)}${x.rangeKind === 'unpaired' ? ' †' : ''}` : 'n/a';
+
+export const RANGE_NOTE =
+  'min–max: the ratio of each interleaved round (same round of both sides); † marks a range from ' +
+  'unpaired series, min(ours)/max(peer) .. max(ours)/min(peer).';
+
+const GiB = 1024 * MiB;
+
+/**
+ * One row of the CPU-per-GiB table: client and server CPU (user+sys seconds, medians) over the
+ * database size (pg_database_size), ours beside the peer's.
+ */
+export function cpuPerGiBRow(op, ours, peer, bytes) {
+  const per = (x) =>
+    x && bytes ? { client: x.cpu / (bytes / GiB), server: x.serverCpu / (bytes / GiB) } : null;
+  const o = per(ours);
+  const p = per(peer);
+  const total = (x) => (x ? x.client + x.server : NaN);
+  return {
+    op,
+    ours: ours?.label,
+    peer: peer?.label,
+    bytes,
+    oursClient: o?.client,
+    oursServer: o?.server,
+    peerClient: p?.client,
+    peerServer: p?.server,
+    ratioClient: o && p ? o.client / p.client : NaN,
+    ratioTotal: o && p ? total(o) / total(p) : NaN,
+  };
+}
+
+export const CPU_PER_GIB_HEADER = [
+  'operation',
+  'dbcrate',
+  'client (s/GiB)',
+  'server (s/GiB)',
+  'peer',
+  'client (s/GiB)',
+  'server (s/GiB)',
+  'client ratio',
+  'client+server ratio',
+];
+
+export const cpuPerGiBCells = (r) => [
+  r.op,
+  r.ours ?? 'n/a',
+  s(r.oursClient),
+  s(r.oursServer),
+  r.peer ?? 'n/a',
+  s(r.peerClient),
+  s(r.peerServer),
+  s(r.ratioClient),
+  s(r.ratioTotal),
+];
+
+export const CPU_PER_GIB_NOTE =
+  "CPU is user+sys seconds (medians over the runs): client = the command's process tree (GNU time), " +
+  'server = the PostgreSQL server meanwhile; per GiB of pg_database_size of the database the command works on ' +
+  '(not of the dump or archive bytes). Ratios are dbcrate ÷ peer.';
+
+/** How far a value is over its floor, in percent. */
+export const gap = (value, floor) => `${((value / floor - 1) * 100).toFixed(0)} %`;
+
+/** Every ratio and limit the benchmark checks, computed from the summaries (also fills res.cpuPerGiB). */
 export function verdicts(res) {
   const S = res.summary;
   const ratio = (a, b) => (S[a] && S[b] ? S[a].median / S[b].median : NaN);
+  const walls = (k) => (res.runs?.[k] ?? []).map((r) => r.wall);
+  const bytes = res.datasets?.x1?.bytes;
+  const lab = (k) => (S[k] ? { ...S[k], label: LABELS[k].replace(/^[A-Z]\s+/, '') } : null);
+  res.cpuPerGiB = [
+    ...(S.C ? [cpuPerGiBRow('backup', lab('C'), lab('B'), bytes)] : []),
+    ...(S.D ? [cpuPerGiBRow('restore', lab('D'), lab('F'), bytes)] : []),
+  ];
   const out = [];
-  const add = (id, label, value, target, pass, unit = '') =>
-    out.push({ id, label, value, target, pass, unit });
+  const add = (id, label, value, target, pass, unit = '', range = {}) =>
+    out.push({ id, label, value, target, pass, unit, ...range });
   if (S.C) {
     const r1 = ratio('C', 'A');
-    add('R1', 'backup vs bare pg_dump: C / A', r1, '≤ 1.3', r1 <= 1.3);
+    add(
+      'R1',
+      'backup vs bare pg_dump: C / A',
+      r1,
+      '≤ 1.3',
+      r1 <= 1.3,
+      '',
+      ratioRange(walls('C'), walls('A')),
+    );
+    // R1's floor: what the stock pipeline itself costs over bare pg_dump on this machine.
+    if (S.B && S.A) {
+      const ba = S.B.median / S.A.median;
+      out.at(-1).floor =
+        `stock pipeline's own B / A: ${s(ba)} (${rangeCell(ratioRange(walls('B'), walls('A')))})`;
+    }
     const r2 = ratio('C', 'B');
-    add('R2', 'backup vs pg_dump | zstd | gpg: C / B', r2, '≤ 1.0', r2 <= 1.0);
+    add(
+      'R2',
+      'backup vs pg_dump | zstd | gpg: C / B',
+      r2,
+      '≤ 1.0',
+      r2 <= 1.0,
+      '',
+      ratioRange(walls('C'), walls('B')),
+    );
+    if (!(r2 <= 1.0)) out.at(-1).floor = `B itself = 1.00; dbcrate is ${gap(r2, 1)} slower`;
+    const cpu = res.cpuPerGiB.find((r) => r.op === 'backup');
+    if (cpu && Number.isFinite(cpu.oursClient)) {
+      const pass = cpu.oursClient <= cpu.peerClient;
+      add(
+        'CPU-backup',
+        'backup client CPU per GiB: dbcrate (C) vs pg_dump | zstd | gpg (B)',
+        cpu.oursClient,
+        '≤ B',
+        pass,
+        ' s/GiB',
+      );
+      out.at(-1).floor =
+        `B: ${s(cpu.peerClient)} s/GiB${pass ? '' : `; dbcrate ${gap(cpu.oursClient, cpu.peerClient)} more`}`;
+    }
   }
   if (S.D) {
     const r3 = ratio('D', 'E');
-    add('R3', 'restore vs pg_restore of a local dump: D / E', r3, '≤ 1.3', r3 <= 1.3);
+    add(
+      'R3',
+      'restore vs pg_restore of a local dump: D / E',
+      r3,
+      '≤ 1.3',
+      r3 <= 1.3,
+      '',
+      ratioRange(walls('D'), walls('E')),
+    );
   }
   const rss = (k) => S[k]?.rssMiB;
   for (const [k1, k4, what] of [
@@ -151,7 +289,7 @@ export function consoleReport(res) {
   lines.push('');
   for (const v of res.verdicts) {
     lines.push(
-      `${v.id.padEnd(20)} ${v.label.padEnd(58)} ${s(v.value)}${v.unit}  target ${v.target}  ${v.pass ? 'PASS' : 'FAIL'}`,
+      `${v.id.padEnd(20)} ${v.label.padEnd(58)} ${s(v.value)}${v.unit}${v.rangeKind ? ` (${rangeCell(v)})` : ''}  target ${v.target}  ${v.pass ? 'PASS' : 'MISS'}${v.floor ? `  (${v.floor})` : ''}`,
     );
   }
   return lines.join('\n');
@@ -272,6 +410,15 @@ export function markdownSection(res) {
     ),
     '',
   );
+  if (res.cpuPerGiB?.length) {
+    out.push(
+      '### CPU per GiB of database',
+      '',
+      mdTable(CPU_PER_GIB_HEADER, res.cpuPerGiB.map(cpuPerGiBCells)),
+      '',
+    );
+    out.push(CPU_PER_GIB_NOTE, '');
+  }
   if (res.commands) {
     out.push(
       'Commands as run (`$TMP` is the temporary directory; `$CONN` a libpq conninfo of the throwaway cluster):',
@@ -285,9 +432,18 @@ export function markdownSection(res) {
   out.push('### Targets', '');
   out.push(
     mdTable(
-      ['check', 'value', 'target', 'result'],
-      res.verdicts.map((x) => [x.label, `${s(x.value)}${x.unit}`, x.target, x.pass ? 'pass' : '**FAIL**']),
+      ['check', 'value (median)', 'min–max over runs', 'target', 'result', "peer's own figure (floor) / gap"],
+      res.verdicts.map((x) => [
+        x.label,
+        `${s(x.value)}${x.unit}`,
+        x.rangeKind ? rangeCell(x) : '',
+        x.target,
+        x.pass ? 'PASS' : '**MISS**',
+        x.floor ?? '',
+      ]),
     ),
+    '',
+    RANGE_NOTE,
     '',
   );
 

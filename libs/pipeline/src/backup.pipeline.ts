@@ -8,7 +8,13 @@ import { runTool } from './child-process.stream';
 import { storeToolOutput } from './store-tool-output';
 import { sealStage } from './seal.stage';
 import { defaultDatabaseId, dumpKeys, signatureKey, snapshotIdFor, validateDatabaseId } from './layout';
-import { serializeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type DumpManifest } from './manifest';
+import {
+  describeEncoding,
+  serializeManifest,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type DumpManifest,
+} from './manifest';
 import type { ProgressSink } from './progress';
 import { DBCRATE_VERSION } from './version';
 import { Readable } from 'node:stream';
@@ -148,14 +154,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       sha256: stored.sha256(),
       plaintextSize: plain.bytes,
     },
-    compression: { codec: codec.name, implementation: codec.implementation, level },
-    encryption: {
-      cipher: cipher.name,
-      recipients: opts.recipients.map((r) => ({
-        fingerprint: r.fingerprint,
-        encryptionKeyIds: r.encryptionKeyIds,
-      })),
-    },
+    ...describeEncoding(codec, level, cipher, opts.recipients),
     ...(opts.signingKey ? { signer: opts.signingKey.fingerprint } : {}),
   };
   const body = serializeManifest(manifest);

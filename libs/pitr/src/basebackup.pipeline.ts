@@ -9,6 +9,7 @@ import {
   storeToolOutput,
   validateDatabaseId,
   type ProgressSink,
+  describeEncoding,
 } from '@dbcrate/pipeline';
 import { connect, findClientTools, serverInfo, toLibpqEnv, type ServerInfo } from '@dbcrate/postgres';
 import type { Storage } from '@dbcrate/storage';
@@ -341,14 +342,7 @@ export async function runBaseBackup(opts: BaseBackupOptions): Promise<BaseBackup
       sha256: stored.sha256(),
       plaintextSize: plain.bytes,
     },
-    compression: { codec: codec.name, implementation: codec.implementation, level },
-    encryption: {
-      cipher: cipher.name,
-      recipients: opts.recipients.map((r) => ({
-        fingerprint: r.fingerprint,
-        encryptionKeyIds: r.encryptionKeyIds,
-      })),
-    },
+    ...describeEncoding(codec, level, cipher, opts.recipients),
     tablespaces: info.tablespaces.map((t) => ({ oid: t.oid, name: t.name, location: t.location })),
     ...(opts.signingKey ? { signer: opts.signingKey.fingerprint } : {}),
   };

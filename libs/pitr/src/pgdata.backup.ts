@@ -8,6 +8,7 @@ import {
   storeToolOutput,
   validateDatabaseId,
   type ToolRun,
+  describeEncoding,
 } from '@dbcrate/pipeline';
 import { connect } from '@dbcrate/postgres';
 import {
@@ -350,14 +351,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       tool: { name: 'dbcrate', version: DBCRATE_VERSION },
       objects,
       files,
-      compression: { codec: codec.name, implementation: codec.implementation, level },
-      encryption: {
-        cipher: cipher.name,
-        recipients: opts.recipients.map((r) => ({
-          fingerprint: r.fingerprint,
-          encryptionKeyIds: r.encryptionKeyIds,
-        })),
-      },
+      ...describeEncoding(codec, level, cipher, opts.recipients),
       tablespaces: info.tablespaces.map((t) => ({ oid: t.oid, name: t.name, location: t.location })),
       ...(opts.signingKey ? { signer: opts.signingKey.fingerprint } : {}),
     };

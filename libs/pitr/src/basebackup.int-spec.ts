@@ -425,11 +425,15 @@ describe('physical base backups', () => {
     }
   });
 
-  it('runs as `dbcrate basebackup --json`', async () => {
+  // This server archives into its own folder, not the destination: pgdata (the default here)
+  // would wait for the backup's last WAL file in the destination, pg_basebackup does not.
+  it('runs as `dbcrate basebackup --method pg_basebackup --json`', async () => {
     const pubFile = join(dir, 'org.pub.asc');
     await writeFile(pubFile, recipient.armored);
     const r = await runCli([
       'basebackup',
+      '--method',
+      'pg_basebackup',
       '--db',
       pg.superuserUrl,
       '--to',

@@ -37,6 +37,11 @@ export function zstdNapiVersion(): string | undefined {
 }
 
 const IMPLEMENTATION = 'zstd-napi';
+/**
+ * With worker threads, each job's input and output are buffered: libzstd's default job
+ * size (a multiple of the window) holds far more memory than the threads need to stay busy.
+ */
+const ZSTD_MT_JOB_SIZE = 4 * 1024 * 1024;
 
 // libzstd always makes progress while it has output room; if it ever did not, fail
 // instead of spinning forever.
@@ -66,7 +71,10 @@ export class ZstdNapiCodec implements Codec {
     try {
       cctx.setParameter(z.CParameter.compressionLevel, level);
       cctx.setParameter(z.CParameter.checksumFlag, 1);
-      if (threads > 0) cctx.setParameter(z.CParameter.nbWorkers, threads);
+      if (threads > 0) {
+        cctx.setParameter(z.CParameter.nbWorkers, threads);
+        cctx.setParameter(z.CParameter.jobSize, ZSTD_MT_JOB_SIZE);
+      }
     } catch (e) {
       throw zstdError(e, IMPLEMENTATION, 'compress');
     }

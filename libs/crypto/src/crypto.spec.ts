@@ -226,7 +226,12 @@ describe.each(IMPLEMENTATIONS)('openpgp cipher (%s)', (implementation) => {
       expect(hashSpy.mock.calls.map((c) => c[0])).toContain('sha1');
       expect(ct.length / chunks).toBeGreaterThan(32 * 1024); // not a flood of tiny chunks
       expect(sha256(await through(ct, cipher.decryptor([aliceK])))).toBe(sha256(data));
-      expect(decipherSpy.mock.calls.map((c) => c[0])).toContain('aes-256-cfb');
+      // CFB decryption: an AES-256-CFB decipher, or AES-256-ECB over the ciphertext (cfb.decipher.ts)
+      const decrypted = [
+        ...decipherSpy.mock.calls.filter((c) => c[0] === 'aes-256-cfb'),
+        ...cipherSpy.mock.calls.filter((c) => c[0] === 'aes-256-ecb'),
+      ];
+      expect(decrypted.length).toBeGreaterThan(0);
     } finally {
       jest.restoreAllMocks();
     }

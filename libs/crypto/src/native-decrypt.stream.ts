@@ -1,7 +1,8 @@
-import { createDecipheriv, createHash, type Decipher, type Hash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { createInflate, createInflateRaw, type Inflate, type InflateRaw } from 'node:zlib';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { CfbDecipher } from './cfb.decipher';
 import { PacketReader, TAG, integrity, packetHeader, type PacketSink } from './openpgp-packet.framing';
 
 /** A decrypted session key (openpgp's DecryptedSessionKey shape). */
@@ -14,9 +15,9 @@ export interface SessionKey {
 export type SessionKeyUnlocker = (pkesks: Buffer[]) => Promise<SessionKey>;
 
 const CFB: Record<string, { name: string; bytes: number }> = {
-  aes128: { name: 'aes-128-cfb', bytes: 16 },
-  aes192: { name: 'aes-192-cfb', bytes: 24 },
-  aes256: { name: 'aes-256-cfb', bytes: 32 },
+  aes128: { name: 'aes-128-ecb', bytes: 16 },
+  aes192: { name: 'aes-192-ecb', bytes: 24 },
+  aes256: { name: 'aes-256-ecb', bytes: 32 },
 };
 const PREFIX = 18;
 /** The MDC packet: 0xD3 0x14 and a SHA-1, the last bytes of the plaintext. */
@@ -206,7 +207,7 @@ export class NativeDecryptStream extends Transform {
   private seipdEnded = false;
   private versionRead = false;
   private keyPromise?: Promise<SessionKey>;
-  private decipher?: Decipher;
+  private decipher?: CfbDecipher;
   private queued: Buffer[] = [];
   private readonly hash: Hash = createHash('sha1');
   private tail = Buffer.alloc(0);
@@ -277,7 +278,7 @@ export class NativeDecryptStream extends Transform {
     const algo = CFB[sk.algorithm];
     if (!algo) throw unsupported(`the session key is for ${sk.algorithm}; only AES is read natively`);
     if (sk.data.length !== algo.bytes) throw integrity('the session key has the wrong length');
-    this.decipher = createDecipheriv(algo.name, sk.data, Buffer.alloc(16));
+    this.decipher = new CfbDecipher(algo.name, sk.data, Buffer.alloc(16));
     const queued = this.queued;
     this.queued = [];
     for (const b of queued) this.decrypt(b);

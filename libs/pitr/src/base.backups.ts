@@ -294,14 +294,13 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
 
   // 1. Every stored object against the manifest, before anything reaches the disk.
   const checkProgress = opts.progress?.('verify', total);
+  const checked = summed(objects.length, (n) => checkProgress?.update(n));
   try {
     await Promise.all(
-      objects.map(async (o) =>
+      objects.map(async (o, k) =>
         pipeline(
           await opts.storage.get(o.key, { signal: opts.signal }),
-          new VerifyStream({ sha256: o.sha256, size: o.storedSize, key: o.key }, (n) =>
-            checkProgress?.update(n),
-          ),
+          new VerifyStream({ sha256: o.sha256, size: o.storedSize, key: o.key }, (n) => checked(k, n)),
           devNull(),
           { signal: opts.signal },
         ),
@@ -319,6 +318,7 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
   // The checks have passed and the directory is ours: work that may overlap extraction starts now.
   opts.onExtract?.();
   const progress = opts.progress?.('restore', total);
+  const restored = summed(objects.length, (n) => progress?.update(n));
   // One tar per part, all at once: the parts hold disjoint files (directories only in part 0).
   const tars = objects.map(() => extractTar(opts.tarPath ?? 'tar', dir));
   const onAbort = () => tars.forEach((t) => t.kill());
@@ -336,7 +336,7 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
       const chain = (async () =>
         pipeline(
           await opts.storage.get(o.key, { signal: opts.signal }),
-          new VerifyStream({ sha256: o.sha256, size: o.storedSize, key: o.key }, (n) => progress?.update(n)),
+          new VerifyStream({ sha256: o.sha256, size: o.storedSize, key: o.key }, (n) => restored(k, n)),
           cipher.decryptor(opts.keys, {
             expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint),
           }),
@@ -385,4 +385,15 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
   progress?.done({ backupId: m.backupId });
   log.info({ backupId: m.backupId, targetDir: dir, seconds }, 'base backup restored');
   return { manifest: m, targetDir: dir, seconds };
+}
+
+/** Progress of parts read at once: each reports its own running count, the total is their sum. */
+function summed(parts: number, update: (total: number) => void): (part: number, n: number) => void {
+  const counts = new Array<number>(parts).fill(0);
+  let total = 0;
+  return (part, n) => {
+    total += n - counts[part];
+    counts[part] = n;
+    update(total);
+  };
 }

@@ -8,7 +8,13 @@ import { usableBaseBackups } from './base.backups';
 import { useSignedHistories } from './recover.histories';
 import type { BaseManifest } from './base.manifest';
 import { describeLiveBranches, liveBranches } from './timeline.branches';
-import { fetchWal, fetchWalObject, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
+import {
+  fetchWal,
+  fetchWalObject,
+  followingSegments,
+  PrefetchSpool,
+  type WalFetchOptions,
+} from './wal.fetch';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   formatLsn,
@@ -354,15 +360,29 @@ export async function feedSpool(opts: {
   histories?: number[];
   /** Object keys already listed (the plan's index): no listing per WAL file. */
   known?: Map<string, { key: string; sha256: string }>;
+  /**
+   * Recovery to the end of the planned WAL (--latest): the segment after the last one is
+   * marked missing, and the last one is kept after it is taken (PostgreSQL reads it again
+   * when it starts the new timeline), so that the end of recovery needs no dbcrate process.
+   */
+  toEnd?: boolean;
+  segmentSize?: number;
   signal: AbortSignal;
 }): Promise<number> {
   const depth = opts.depth ?? 16;
   if (opts.histories) await stageHistories(opts);
+  const last = opts.walFiles.at(-1);
+  if (opts.toEnd && last) {
+    const after = followingSegments(last, 1, opts.segmentSize)[0];
+    if (after) await opts.spool.put(`${after}.missing`, new Uint8Array(0), opts.owner);
+    await opts.spool.put(`${last}.keep`, new Uint8Array(0), opts.owner);
+  }
   let next = 0;
   let fetched = 0;
+  // Markers (.missing, .keep) are not WAL held.
   const held = async () =>
     (await readdir(opts.spool.dir).catch(() => [] as string[])).filter(
-      (f) => !f.startsWith('.') && !f.endsWith('.dbcrate-tmp'),
+      (f) => !f.startsWith('.') && !f.endsWith('.dbcrate-tmp') && !MARKER.test(f),
     ).length;
   const worker = async () => {
     while (!opts.signal.aborted && next < opts.walFiles.length) {
@@ -406,4 +426,8 @@ async function stageHistories(opts: Parameters<typeof feedSpool>[0]): Promise<vo
     await opts.spool.put(name, data, opts.owner);
   }
   await opts.spool.put(`${historyFileName(newest + 1)}.missing`, new Uint8Array(0), opts.owner);
+  // Timeline 1 never has a history file, yet PostgreSQL asks for it when it ends recovery.
+  await opts.spool.put(`${historyFileName(1)}.missing`, new Uint8Array(0), opts.owner);
 }
+
+const MARKER = /\.(missing|keep)$/;

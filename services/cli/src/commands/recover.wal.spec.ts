@@ -8,6 +8,9 @@ describe('restoreCommandFor', () => {
     expect(cmd).toMatch(/^f=%f; s=pg_wal\/dbcrate-prefetch; /);
     expect(cmd).toContain('--from-socket /tmp/dbcrate-wal-abc');
     expect(cmd).not.toContain('/k/org.key.asc');
+    // a segment marked .keep is copied (asked for again at the end of recovery), others moved
+    expect(cmd).toContain('if [ -e "$s/$f.keep" ]; then cp "$s/$f" %p');
+    expect(cmd).toContain('mv -f "$s/$f" %p');
   });
 
   it('recover as root: the spool is the root-owned one outside the data directory', () => {

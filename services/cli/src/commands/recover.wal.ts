@@ -49,7 +49,9 @@ export function restoreCommandFor(o: {
   }
   return (
     `f=%f; s=${word(o.spoolDir ?? PREFETCH_DIR)}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
-    `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
+    // copied, not moved: history files and the last segment of --latest are asked for again
+    `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) if [ -e "$s/$f.keep" ]; then cp "$s/$f" %p 2>/dev/null && exit 0; fi; ` +
+    `mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
     `exec ${fetch.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`
   );
 }

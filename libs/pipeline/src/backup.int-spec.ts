@@ -9,7 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { generateKeyPair, loadRecipientKey, type RecipientKey } from '@dbcrate/crypto';
+import { getCodec } from '@dbcrate/compression';
+import {
+  generateKeyPair,
+  getCipher,
+  loadDecryptionKey,
+  loadRecipientKey,
+  type DecryptionKey,
+  type RecipientKey,
+} from '@dbcrate/crypto';
 import { openStorage, readObject, type Storage } from '@dbcrate/storage';
 import {
   sampleDatabase,
@@ -65,6 +73,7 @@ describe('logical backups: no false success', () => {
   let s3: S3rverHarness;
   let dir: string;
   let recipient: RecipientKey;
+  let privateKey: DecryptionKey;
   let source: string;
 
   const fsStorage = async (name: string) => openStorage(`file://${join(dir, name)}`);
@@ -76,6 +85,7 @@ describe('logical backups: no false success', () => {
     dir = mkdtempSync(join(tmpdir(), 'dbcrate-nofalse-'));
     const pair = await generateKeyPair({ name: 'no false success', passphrase: 'nofalse-pass-123' });
     recipient = await loadRecipientKey(pair.publicArmored);
+    privateKey = await loadDecryptionKey(pair.privateArmored, 'nofalse-pass-123');
     s3 = await startS3rver({ buckets: ['nofalse'] });
   });
 
@@ -106,6 +116,25 @@ describe('logical backups: no false success', () => {
         expect(list.map((e) => e.manifest!.object.sha256).sort()).toEqual(
           [a, b].map((r) => r.manifest.object.sha256).sort(),
         );
+      } finally {
+        await storage.close();
+      }
+    },
+  );
+
+  it.each([false, true])(
+    'sealWorker %s: the object is a zstd-compressed pg_dump archive in OpenPGP',
+    async (w) => {
+      const storage = await fsStorage(`seal-${w}`);
+      try {
+        const r = await runBackup({ dbUrl: source, storage, recipients: [recipient], sealWorker: w });
+        const stored = await readObject(storage, r.dataKey);
+        expect(stored.length).toBe(r.manifest.object.storedSize);
+        const plain = await getCodec('zstd').decompressBuffer(
+          await getCipher('openpgp').decryptBuffer(stored, [privateKey]),
+        );
+        expect(plain.subarray(0, 5).toString()).toBe('PGDMP');
+        expect(plain.length).toBe(r.manifest.object.plaintextSize);
       } finally {
         await storage.close();
       }

@@ -31,6 +31,12 @@ export interface BackupOptions {
   signal?: AbortSignal;
   progress?: (phase: string, total?: number) => ProgressSink;
   now?: () => Date;
+  /**
+   * Compress and encrypt on a worker thread of this run. Off by default: on two cores it
+   * cost more CPU and memory than libzstd's own threads plus AES on the event loop
+   * (docs/benchmarks.md); kept for machines where the event loop is the bottleneck.
+   */
+  sealWorker?: boolean;
 }
 
 export interface BackupResult {
@@ -113,12 +119,19 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     tool: dump,
     stages: [
       plain,
-      // Compression and encryption in a worker thread of this run: the event loop keeps
-      // draining pg_dump's pipe while libzstd waits for its job queue or the cipher works.
-      sealStage({
-        codec: { name: codec.name, implementation, level, threads: opts.compression?.threads },
-        cipher: { name: cipher.name, recipients: opts.recipients },
-      }),
+      // libzstd compresses on its own threads (fed without blocking); AES and SHA-1 are
+      // cheap enough for the event loop. Or both on a worker thread (sealWorker).
+      ...(opts.sealWorker
+        ? [
+            sealStage({
+              codec: { name: codec.name, implementation, level, threads: opts.compression?.threads },
+              cipher: { name: cipher.name, recipients: opts.recipients },
+            }),
+          ]
+        : [
+            codec.compressor({ level, threads: opts.compression?.threads }),
+            cipher.encryptor(opts.recipients),
+          ]),
     ],
     storage: opts.storage,
     key: keys.dataKey,

@@ -114,12 +114,29 @@ export class WalAgent {
     });
   }
 
+  /**
+   * Every worker thread has loaded its modules before the agent takes its first segment
+   * (its first archive_command would otherwise wait for that). Bounded: a slow start only
+   * means the first segments are slower.
+   */
+  private async warmUp(): Promise<void> {
+    const seen = new Set<number>();
+    const until = Date.now() + 10_000;
+    while (this.pool && seen.size < this.parallel && Date.now() < until) {
+      const ids = await Promise.all(
+        Array.from({ length: this.parallel }, () => this.pool!.run({ warm: true }) as Promise<number>),
+      );
+      for (const id of ids) seen.add(id);
+    }
+  }
+
   async start(): Promise<void> {
     if (!existsSync(this.statusDir)) {
       throw new DbcrateError(ErrorCodes.CONFIG, `${this.statusDir} does not exist`, {
         hint: '--pgdata must be the data directory of the PostgreSQL cluster whose WAL this agent archives',
       });
     }
+    await this.warmUp();
     await this.listen();
     this.watcher = watch(this.statusDir, () => this.scanSoon());
     this.watcher.on('error', (e) =>

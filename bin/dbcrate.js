@@ -64,8 +64,42 @@ function fastWalPush(argv) {
   });
 }
 
-const fast = fastWalPush(process.argv.slice(2));
-if (fast === undefined) {
+// restore_command under `recover --start` runs `dbcrate wal-fetch %f %p --from-socket DIR`
+// for each WAL file the prefetch spool does not hold: ask the recover process over its socket
+// without loading the CLI. Anything but a file or "not archived" goes to the full command.
+function fastWalFetch(argv) {
+  if (argv[0] !== 'wal-fetch' || argv.length < 4) return undefined;
+  const [, walFile, dest, ...rest] = argv;
+  let dir;
+  if (rest.length === 2 && rest[0] === '--from-socket') dir = rest[1];
+  else if (rest.length === 1 && rest[0].startsWith('--from-socket='))
+    dir = rest[0].slice('--from-socket='.length);
+  if (!dir || walFile.startsWith('-') || dest.startsWith('-')) return undefined;
+  const src = path.join(dist, 'libs', 'pitr', 'src');
+  const { requireWalFileName } = require(path.join(src, 'wal.names.js'));
+  const { fetchFromWalServer } = require(path.join(src, 'wal.serve.client.js'));
+  const { writeAtomically } = require(path.join(src, 'wal.write.js'));
+  requireWalFileName(walFile);
+  return fetchFromWalServer(dir, walFile).then(
+    (data) => writeAtomically(path.resolve(process.cwd(), dest), data).then(() => process.exit(0)),
+    (e) => {
+      if (e && e.code !== 'E_WAL_NOT_FOUND') throw e;
+      process.stderr.write(`dbcrate: ${e.message}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+let fetching;
+try {
+  fetching = fastWalFetch(process.argv.slice(2));
+} catch {
+  fetching = undefined;
+}
+const fast = fetching ? undefined : fastWalPush(process.argv.slice(2));
+if (fetching) {
+  fetching.catch(() => require(entry));
+} else if (fast === undefined) {
   require(entry);
 } else {
   fast.then(

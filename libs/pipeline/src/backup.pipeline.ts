@@ -33,8 +33,9 @@ export interface BackupOptions {
   now?: () => Date;
   /**
    * Compress and encrypt on a worker thread of this run. Off by default: on two cores it
-   * cost more CPU and memory than libzstd's own threads plus AES on the event loop
-   * (docs/benchmarks.md); kept for machines where the event loop is the bottleneck.
+   * cost more CPU and memory than libzstd's own threads plus AES on the event loop (see
+   * "Tried and not kept" in docs/benchmarks.md); kept for machines where the event loop is
+   * the bottleneck.
    */
   sealWorker?: boolean;
 }
@@ -119,8 +120,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     tool: dump,
     stages: [
       plain,
-      // libzstd compresses on its own threads (fed without blocking); AES and SHA-1 are
-      // cheap enough for the event loop. Or both on a worker thread (sealWorker).
+      // libzstd compresses on its own threads (the event loop only waits when their job
+      // queue is full); AES and SHA-1 run on the event loop. Or both on a worker (sealWorker).
       ...(opts.sealWorker
         ? [
             sealStage({

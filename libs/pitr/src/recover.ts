@@ -8,13 +8,7 @@ import { usableBaseBackups } from './base.backups';
 import { useSignedHistories } from './recover.histories';
 import type { BaseManifest } from './base.manifest';
 import { describeLiveBranches, liveBranches } from './timeline.branches';
-import {
-  fetchWal,
-  fetchWalObject,
-  followingSegments,
-  PrefetchSpool,
-  type WalFetchOptions,
-} from './wal.fetch';
+import { fetchWal, fetchWalObject, PrefetchSpool, type WalFetchOptions } from './wal.fetch';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   formatLsn,
@@ -361,22 +355,17 @@ export async function feedSpool(opts: {
   /** Object keys already listed (the plan's index): no listing per WAL file. */
   known?: Map<string, { key: string; sha256: string }>;
   /**
-   * Recovery to the end of the planned WAL (--latest): the segment after the last one is
-   * marked missing, and the last one is kept after it is taken (PostgreSQL reads it again
-   * when it starts the new timeline), so that the end of recovery needs no dbcrate process.
+   * Recovery to the end of the planned WAL (--latest): its last segment is kept after it
+   * is taken, since PostgreSQL reads it again when it starts the new timeline. (The one
+   * after it is not marked missing: WAL archived while the backup restores is replayed.)
    */
   toEnd?: boolean;
-  segmentSize?: number;
   signal: AbortSignal;
 }): Promise<number> {
   const depth = opts.depth ?? 16;
   if (opts.histories) await stageHistories(opts);
   const last = opts.walFiles.at(-1);
-  if (opts.toEnd && last) {
-    const after = followingSegments(last, 1, opts.segmentSize)[0];
-    if (after) await opts.spool.put(`${after}.missing`, new Uint8Array(0), opts.owner);
-    await opts.spool.put(`${last}.keep`, new Uint8Array(0), opts.owner);
-  }
+  if (opts.toEnd && last) await opts.spool.put(`${last}.keep`, new Uint8Array(0), opts.owner);
   let next = 0;
   let fetched = 0;
   // Markers (.missing, .keep) are not WAL held.
@@ -426,8 +415,6 @@ async function stageHistories(opts: Parameters<typeof feedSpool>[0]): Promise<vo
     await opts.spool.put(name, data, opts.owner);
   }
   await opts.spool.put(`${historyFileName(newest + 1)}.missing`, new Uint8Array(0), opts.owner);
-  // Timeline 1 never has a history file, yet PostgreSQL asks for it when it ends recovery.
-  await opts.spool.put(`${historyFileName(1)}.missing`, new Uint8Array(0), opts.owner);
 }
 
 const MARKER = /\.(missing|keep)$/;

@@ -123,9 +123,16 @@ export class WalAgent {
     const seen = new Set<number>();
     const until = Date.now() + 10_000;
     while (this.pool && seen.size < this.parallel && Date.now() < until) {
-      const ids = await Promise.all(
+      const round = Promise.all(
         Array.from({ length: this.parallel }, () => this.pool!.run({ warm: true }) as Promise<number>),
       );
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<undefined>((r) => {
+        timer = setTimeout(() => r(undefined), Math.max(0, until - Date.now()));
+      });
+      // A worker that cannot load fails here, at start, with its own error.
+      const ids = await Promise.race([round, late]).finally(() => clearTimeout(timer));
+      if (!ids) break;
       for (const id of ids) seen.add(id);
     }
   }

@@ -1,5 +1,5 @@
-import { closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { lchown, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { lchown, lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
@@ -7,6 +7,7 @@ import { readObject, type Storage } from '@dbcrate/storage';
 import { openWal, sha256Hex } from './wal.archive';
 import type { WalLayout } from './pitr.layout';
 import { removeTree } from './tree.remove';
+import { writeAtomically } from './wal.write';
 import { walNameState } from './wal.claim';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
@@ -81,33 +82,7 @@ export async function fetchWalObject(
   return plain;
 }
 
-/**
- * Write atomically (temp + rename) so PostgreSQL never reads a half-written file. recover,
- * run as root, writes into a directory the server's OS user can write (the spool): a symlink
- * planted at the temp name must not make root write or chown its target. So the temp file is
- * created with O_EXCL|O_NOFOLLOW (a stale one, or a link, is unlinked first, never followed)
- * and chowned through its descriptor; rename replaces a name, never a link's target.
- */
-export async function writeAtomically(
-  path: string,
-  data: Uint8Array,
-  owner?: { uid: number; gid: number },
-): Promise<void> {
-  const tmp = `${path}.dbcrate-tmp`;
-  await rm(tmp, { force: true });
-  const fh = await open(
-    tmp,
-    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-    0o600,
-  );
-  try {
-    await fh.writeFile(data);
-    if (owner) await fh.chown(owner.uid, owner.gid);
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-}
+export { writeAtomically } from './wal.write';
 
 export const PREFETCH_DIR = join('pg_wal', 'dbcrate-prefetch');
 const LOCK_FILE = '.prefetch.lock';

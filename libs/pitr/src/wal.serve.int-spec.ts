@@ -1,7 +1,8 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import { WAL_SERVE_SOCKET, WAL_SERVE_TOKEN, WalServer } from './wal.serve';
 import { fetchFromWalServer } from './wal.serve.client';
@@ -72,6 +73,54 @@ describe('WalServer and its client', () => {
     } finally {
       rmSync(d, { recursive: true, force: true });
     }
+  });
+
+  describe('restore_command as recover writes it: `dbcrate wal-fetch %f %p --from-socket DIR` (built CLI)', () => {
+    const bin = resolve(__dirname, '..', '..', '..', 'bin', 'dbcrate.js');
+    let cwd: string;
+    beforeAll(() => {
+      cwd = mkdtempSync(join(tmpdir(), 'dbcrate-rc-'));
+    });
+    afterAll(() => rmSync(cwd, { recursive: true, force: true }));
+    const run = (walFile: string, dest: string, dir = srv.dir) =>
+      new Promise<{ code: number; stderr: string }>((res) => {
+        execFile(
+          process.execPath,
+          [bin, 'wal-fetch', walFile, dest, '--from-socket', dir],
+          { cwd },
+          (e, _o, stderr) => res({ code: e ? Number(e.code) : 0, stderr }),
+        );
+      });
+
+    it('writes the file PostgreSQL asked for and exits 0', async () => {
+      expect(await run(SEG, 'RECOVERYXLOG')).toEqual({ code: 0, stderr: '' });
+      const got = readFileSync(join(cwd, 'RECOVERYXLOG'));
+      expect(got.length).toBe(16 * 1024 * 1024);
+      expect(got.every((b) => b === 7)).toBe(true);
+      expect(existsSync(join(cwd, 'RECOVERYXLOG.dbcrate-tmp'))).toBe(false);
+    });
+
+    it('a file not in the archive: exit 1 (not there), saying so, and nothing written', async () => {
+      const r = await run('00000009.history', 'RECOVERYHISTORY');
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/00000009\.history is not in the archive/);
+      expect(existsSync(join(cwd, 'RECOVERYHISTORY'))).toBe(false);
+    });
+
+    it('a server that has ended is an error (not "not archived", which would end recovery)', async () => {
+      const other = await WalServer.start({ fetch: async () => Buffer.alloc(1) });
+      await other.close();
+      const r = await run(SEG, 'X', other.dir);
+      expect(r.code).toBeGreaterThan(125);
+      expect(r.stderr).toMatch(/has ended/);
+    });
+
+    it('a bad WAL file name is refused before anything is asked', async () => {
+      const before = asked.length;
+      const r = await run('../../etc/passwd', 'X');
+      expect(r.code).toBeGreaterThan(125);
+      expect(asked.length).toBe(before);
+    });
   });
 
   it('once closed, its directory is gone and the client says the server ended', async () => {

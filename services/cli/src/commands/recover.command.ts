@@ -139,7 +139,7 @@ export function recoverCommand(): Command {
       .option('--to-time <TIMESTAMP>', 'stop at this time (ISO 8601 with zone, e.g. 2026-11-25T14:03:12Z)')
       .option('--to-xid <XID>', 'stop at this transaction id')
       .option('--to-name <NAME>', 'stop at a restore point made with pg_create_restore_point()')
-      .option('--latest', 'replay all WAL archived when recovery starts')
+      .option('--latest', 'replay all archived WAL')
       .option('--immediate', 'stop as soon as the base backup is consistent')
       .option(
         '--timeline <TLI>',
@@ -239,7 +239,6 @@ export function recoverCommand(): Command {
               known: plan.index.files,
               depth: s.spoolDepth,
               toEnd: target.kind === 'latest',
-              segmentSize: plan.index.segmentSize,
               owner,
               signal: feeding.signal,
             });

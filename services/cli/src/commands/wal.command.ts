@@ -212,7 +212,9 @@ export function agentCommand(): Command {
     process.stderr.write(
       `dbcrate agent: archiving WAL of ${pgdata} to ${a.storage.displayUrl} (database id ${a.databaseId})\n`,
     );
-    await new Promise<void>((r) => ctx.signal.addEventListener('abort', () => r(), { once: true }));
+    // A signal may have come while it started (its worker threads load first).
+    if (!ctx.signal.aborted)
+      await new Promise<void>((r) => ctx.signal.addEventListener('abort', () => r(), { once: true }));
     await agent.stop();
     await a.storage.close();
   });

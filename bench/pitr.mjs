@@ -887,7 +887,9 @@ done`;
       if (last) st.runs.pgbr.storedBytes = pgbr.backupBytes('bt', last).bytes;
       if (dc) {
         const b = treeBytes(dc.dest, (f, p) => p.includes('/base/') && f.endsWith('.pgp'));
-        if (b.files) st.runs.dbcrate.storedBytes = b.bytes / b.files; // one base backup, on average
+        // one base backup, on average (a pgdata backup is several parts: count manifests)
+        const n = treeBytes(dc.dest, (f, p) => p.includes('/base/') && f === 'backup.manifest.json').files;
+        if (n) st.runs.dbcrate.storedBytes = b.bytes / n;
       }
       if (stock?.last && st.runs.stock?.walls.length && !st.runs.stock.broken) {
         st.runs.stock.storedBytes = statSync(stock.last).size;

@@ -21,7 +21,7 @@ import {
 import { readObject, type Storage } from '@dbcrate/storage';
 import { baseObjects, baseStoredSize, parseBaseManifest, type BaseManifest } from './base.manifest';
 import { BASE_DIR, parseBaseKey } from './pitr.layout';
-import { checkListing, extractTar, undoExtract } from './base.extract';
+import { checkListing, extractTar, makeParentDirs, undoExtract } from './base.extract';
 import { TarGuard } from './tar.guard';
 import { parseLsn } from './wal.names';
 
@@ -315,6 +315,12 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
   // 2. Extract. The target may have changed while we were verifying: look again.
   const created = !(await inspectTarget(dir)).exists;
   if (created) await mkdir(dir, { mode: 0o700 });
+  if (objects.length > 1 && m.formatVersion === 2 && m.files) {
+    await makeParentDirs(dir, m.backupId, m.files).catch(async (e: unknown) => {
+      await undoExtract(dir, created);
+      throw e;
+    });
+  }
   // The checks have passed and the directory is ours: work that may overlap extraction starts now.
   opts.onExtract?.();
   const progress = opts.progress?.('restore', total);

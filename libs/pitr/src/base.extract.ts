@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { DbcrateError, ErrorCodes, redact } from '@dbcrate/core';
 import type { BaseFileEntry } from './base.manifest';
@@ -74,4 +74,33 @@ export function extractTar(tarPath: string, dir: string) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     },
   };
+}
+
+/**
+ * The parts are extracted at once, but only part 0 holds the directories: a file of another
+ * part whose directory part 0's tar has not made yet cannot be opened. So every directory a
+ * listed file needs is made first (0700; part 0's tar then gives each its recorded mode and
+ * owner). The paths come from the signed manifest and are checked anyway.
+ */
+export async function makeParentDirs(dir: string, backupId: string, files: BaseFileEntry[]): Promise<void> {
+  const parents = new Set<string>();
+  for (const f of files) {
+    const parts = f.path.split('/');
+    if (f.path.startsWith('/') || parts.some((c) => c === '' || c === '.' || c === '..')) {
+      throw new DbcrateError(
+        ErrorCodes.INTEGRITY,
+        `base backup ${backupId} lists a file outside the data directory: ${JSON.stringify(f.path)}`,
+        { hint: 'the backup is damaged or was tampered with; use another base backup' },
+      );
+    }
+    for (let i = 1; i < parts.length; i++) parents.add(parts.slice(0, i).join('/'));
+  }
+  // parents before children
+  for (const p of [...parents].sort(
+    (a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b),
+  )) {
+    await mkdir(path.join(dir, p), { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
 }

@@ -43,10 +43,14 @@ function fakeSegment(seed: number, sysid = SYSID): Buffer {
 }
 
 /** Resolves for everyone once `n` callers have arrived. */
+/** Every barrier's release: a racer that fails opens them all (see settle). */
+const releases = new Set<() => void>();
+
 function barrier(n: number): () => Promise<void> {
   let arrived = 0;
   let release!: () => void;
   const all = new Promise<void>((r) => (release = r));
+  releases.add(release);
   return async () => {
     if (++arrived === n) release();
     await all;
@@ -59,10 +63,15 @@ function gate(): { wait: () => Promise<void>; open: () => void } {
   return { wait: () => p, open };
 }
 
+// A racer that fails before a barrier would leave the other waiting there until the test
+// times out: its failure opens every barrier, so the test fails on what went wrong.
 const settle = <T>(p: Promise<T>) =>
   p.then(
     (v) => ({ ok: true as const, v }),
-    (e: { code?: string }) => ({ ok: false as const, code: e.code, e }),
+    (e: { code?: string }) => {
+      for (const release of releases) release();
+      return { ok: false as const, code: e.code, e };
+    },
   );
 
 async function keysUnder(storage: Storage, prefix: string): Promise<string[]> {

@@ -224,7 +224,11 @@ export async function ensureClusterIdentity(
   storage: Storage,
   databaseId: string,
   cluster: { systemIdentifier: string; walSegmentSize?: number },
-  hooks: { afterPrecheck?: () => Promise<void>; beforeClaimCheck?: () => Promise<void> } = {},
+  hooks: {
+    afterPrecheck?: () => Promise<void>;
+    beforeClaimCheck?: () => Promise<void>;
+    afterClaimCheck?: () => Promise<void>;
+  } = {},
 ): Promise<ClusterIdentity | undefined> {
   const sysid = cluster.systemIdentifier;
   const check = (have: ClusterIdentity): ClusterIdentity => {
@@ -247,6 +251,7 @@ export async function ensureClusterIdentity(
       ...(await clusterClaims(storage, databaseId)),
       ...(await clusterClaims(storage, databaseId)),
     ];
+    await hooks.afterClaimCheck?.();
     const other = claims.find((c) => c.sysid !== sysid);
     if (other) throw claimMismatch(databaseId, storage, other, sysid);
     const now = await readClusterIdentity(storage, databaseId);

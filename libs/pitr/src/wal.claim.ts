@@ -108,6 +108,8 @@ export interface ClaimHooks {
   afterPrecheck?: () => Promise<void>;
   /** Tests: after the claim is written, before the name is listed again. */
   beforeClaimCheck?: () => Promise<void>;
+  /** Tests: after the name was listed again, before the outcome (a loser's cleanup) acts on it. */
+  afterClaimCheck?: () => Promise<void>;
 }
 
 /** Run `write` (which stores the object) only if this content wins the name; else E_WAL_CONFLICT. */
@@ -141,6 +143,7 @@ export async function claimAndWrite(
       empty: [],
       claims: [...first.claims, ...second.claims],
     };
+    await hooks.afterClaimCheck?.();
     const other = state.objects.find((o) => o.sha256 !== sha) ?? state.claims.find((c) => c.sha256 !== sha);
     if (other) throw conflictError(storage, databaseId, walFile, sha, other, !('size' in other));
     await write();

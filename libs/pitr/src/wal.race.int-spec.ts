@@ -175,10 +175,10 @@ describe.each(backends)('races on %s', (name, open) => {
   it('two contents that both claim before either checks: both refused, nothing left; a retry then wins', async () => {
     const { db, a, b, segB } = await twoContents();
     // Both past the pre-check before either claims (else the later one is refused by its
-    // pre-check and never reaches the second barrier), then both claimed before either checks.
-    const prechecked = barrier(2);
-    const both = barrier(2);
-    const hooks = { afterPrecheck: prechecked, beforeClaimCheck: both };
+    // pre-check and never reaches the second barrier), then both claimed before either checks,
+    // and both listed before either acts: a loser removes its claim, and a racer that listed
+    // only after that would (rightly) win.
+    const hooks = { afterPrecheck: barrier(2), beforeClaimCheck: barrier(2), afterClaimCheck: barrier(2) };
     const [ra, rb] = await Promise.all([
       settle(archiver(db, { hooks }).push(a)),
       settle(archiver(db, { hooks }).push(b)),
@@ -208,7 +208,7 @@ describe.each(backends)('races on %s', (name, open) => {
   it('two clusters racing on an empty prefix: never both succeed, no cluster.json from a loser', async () => {
     const db = `race${++n}`;
     // both past the check for a foreign claim before either writes its own (as in the WAL race)
-    const hooks = { afterPrecheck: barrier(2), beforeClaimCheck: barrier(2) };
+    const hooks = { afterPrecheck: barrier(2), beforeClaimCheck: barrier(2), afterClaimCheck: barrier(2) };
     const [r1, r2] = await Promise.all([
       settle(
         ensureClusterIdentity(

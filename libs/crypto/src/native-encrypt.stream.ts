@@ -17,6 +17,9 @@ function prefix(): Buffer {
   return p;
 }
 
+/** Large inputs are encrypted this much at a time: each slice is hashed and encrypted while in cache. */
+const SLICE = 64 * 1024;
+
 /** AES-256-CFB (zero IV) + SHA-1 over the plaintext, as SEIPD v1 wants. */
 class Seipd {
   readonly hash: Hash = createHash('sha1');
@@ -30,7 +33,13 @@ class Seipd {
     this.write(prefix());
   }
 
-  write(pt: Buffer): void {
+  /** `tap` sees each slice of `pt` just before it is encrypted (a signature's hash). */
+  write(pt: Buffer, tap?: (slice: Buffer) => void): void {
+    if (pt.length > SLICE) {
+      for (let at = 0; at < pt.length; at += SLICE) this.write(pt.subarray(at, at + SLICE), tap);
+      return;
+    }
+    tap?.(pt);
     this.hash.update(pt);
     this.out(this.cipher.update(pt));
   }
@@ -43,19 +52,28 @@ class Seipd {
   }
 }
 
-/** A whole message at once: PKESKs, SEIPD with definite lengths around `inner` (packets). */
-export function sealBuffer(pkesks: Buffer, sessionKey: Buffer, inner: Buffer[]): Buffer {
+export type SeipdWrite = (pt: Buffer, tap?: (slice: Buffer) => void) => void;
+
+/**
+ * A whole message at once: PKESKs, then SEIPD with a definite length around the packets
+ * that `inner` writes, in one buffer.
+ */
+export function sealBuffer(pkesks: Buffer, sessionKey: Buffer, inner: (write: SeipdWrite) => void): Buffer {
   const ct: Buffer[] = [];
-  const seipd = new Seipd(sessionKey, (b) => ct.push(b));
-  for (const b of inner) seipd.write(b);
+  let bytes = 0;
+  const seipd = new Seipd(sessionKey, (b) => {
+    ct.push(b);
+    bytes += b.length;
+  });
+  inner((pt, tap) => seipd.write(pt, tap));
   seipd.end();
-  const bodyLen = 1 + ct.reduce((n, b) => n + b.length, 0);
-  return Buffer.concat([pkesks, packetHeader(TAG.SEIPD, bodyLen), Buffer.from([1]), ...ct]);
+  const head = Buffer.concat([pkesks, packetHeader(TAG.SEIPD, 1 + bytes), Buffer.from([1])]);
+  return Buffer.concat([head, ...ct], head.length + bytes);
 }
 
-/** A literal data packet around `data` (definite length). */
-export function literalPacket(data: Buffer): Buffer[] {
-  return [packetHeader(TAG.LITERAL, LITERAL_HEAD.length + data.length), LITERAL_HEAD, data];
+/** The header of a literal data packet of `length` bytes (definite length). */
+export function literalHeader(length: number): Buffer {
+  return Buffer.concat([packetHeader(TAG.LITERAL, LITERAL_HEAD.length + length), LITERAL_HEAD]);
 }
 
 /**

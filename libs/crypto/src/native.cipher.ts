@@ -13,7 +13,8 @@ import { DbcrateError, ErrorCodes, isDbcrateError } from '@dbcrate/core';
 import type { Cipher, DecryptOptions, DecryptionKey, RecipientKey, SignInsideOptions } from './cipher';
 import { recipientPublicKey } from './keys';
 import { NativeDecryptStream, UnsupportedCompressionError, type SessionKey } from './native-decrypt.stream';
-import { NativeEncryptStream, literalPacket, sealBuffer } from './native-encrypt.stream';
+import { NativeEncryptStream, literalHeader, sealBuffer } from './native-encrypt.stream';
+import { SignatureWriter, nativeSigner, onePassSignature } from './native-sign';
 import { DECRYPT_CONFIG, ENCRYPT_CONFIG } from './openpgp.config';
 import { OpenPgpCipher, damaged, detail, requireKeys, wrongKey } from './openpgp.cipher';
 import { WILDCARD_KEY_ID, pkeskRecipient } from './pgp-header.parser';
@@ -122,25 +123,39 @@ export class NativeOpenPgpCipher implements Cipher {
     if (recipients.length === 0) throw noRecipients();
     const { pkesks, sessionKey } = await sessionPackets(recipients);
     const plain = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    let inner: Buffer[];
-    if (signOpts) {
-      try {
-        // one-pass signature, literal data, signature: what openpgp.js puts inside the encryption
-        const signed = await sign({
+    if (!signOpts) {
+      return sealBuffer(pkesks, sessionKey, (write) => {
+        write(literalHeader(plain.length));
+        write(plain);
+      });
+    }
+    let inner: Buffer;
+    try {
+      const signer = await nativeSigner(signOpts.signingKey);
+      if (signer) {
+        // one-pass signature, literal data, signature, hashed as it is encrypted
+        const sig = new SignatureWriter(signer, signOpts.notations);
+        return sealBuffer(pkesks, sessionKey, (write) => {
+          write(onePassSignature(signer));
+          write(literalHeader(plain.length));
+          write(plain, (slice) => sig.update(slice));
+          write(sig.packet());
+        });
+      }
+      // another key type: the same packets, from openpgp.js
+      inner = Buffer.from(
+        await sign({
           message: await createMessage({ binary: plain, format: 'binary' }),
           signingKeys: await signingKeyObject(signOpts.signingKey),
           signatureNotations: notationsOf(signOpts.notations),
           format: 'binary',
           config: ENCRYPT_CONFIG,
-        });
-        inner = [Buffer.from(signed)];
-      } catch (e) {
-        throw encryptionFailed(e);
-      }
-    } else {
-      inner = literalPacket(plain);
+        }),
+      );
+    } catch (e) {
+      throw encryptionFailed(e);
     }
-    return sealBuffer(pkesks, sessionKey, inner);
+    return sealBuffer(pkesks, sessionKey, (write) => write(inner));
   }
 
   async decryptBuffer(

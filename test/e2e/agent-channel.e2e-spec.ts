@@ -275,6 +275,42 @@ describe('agent channel: a fake agent never makes wal-push exit 0', () => {
       expect(filesUnder(env.destDir).some((f) => f.includes(seg))).toBe(true);
     });
 
+    it('a segment the seal worker refuses comes back with its own error and exit code; nothing stored', async () => {
+      // The agent reads, checks and seals segments on its worker threads: their errors must
+      // keep the code and hint that the archiver gives (a thrown error would lose them).
+      const good = fs.readFileSync(join(pg.dataDir, 'pg_wal', seg));
+      const foreign = Buffer.from(good);
+      foreign.writeBigUInt64LE(12345n, 24); // another cluster's system identifier
+      const cases: [string, Buffer, number, RegExp][] = [
+        ['0000000100000000000000F1', foreign, 9, /belongs to the cluster with system identifier 12345/],
+        [
+          '0000000100000000000000F2',
+          good.subarray(0, good.length - 8192),
+          6,
+          /is \d+ bytes; its header says/,
+        ],
+        ['0000000100000000000000F3', Buffer.alloc(good.length), 6, /does not start with a WAL page header/],
+      ];
+      for (const [name, content, code, message] of cases) {
+        const path = join(pg.dataDir, 'pg_wal', name);
+        fs.writeFileSync(path, content);
+        giveToPostgres(path, 0o600);
+        try {
+          const n = await runNative([`pg_wal/${name}`, '--config', env.configFile], {
+            cwd: pg.dataDir,
+            asPostgres: true,
+          });
+          expect(`${n.code} ${n.stderr}`).toMatch(new RegExp(`^${code} [^]*${message.source}`));
+          const r = await cli(['wal-push', path, '--config', env.configFile, '--pgdata', pg.dataDir]);
+          expect(`${r.code} ${r.stderr}`).toMatch(new RegExp(`^${code} [^]*${message.source}`));
+          expect(r.stderr).toMatch(/hint: /);
+          expect(filesUnder(env.destDir).some((f) => f.includes(name))).toBe(false);
+        } finally {
+          fs.rmSync(path, { force: true });
+        }
+      }
+    });
+
     it('a push configured for another destination is refused (exit 2), not archived to the agent’s', async () => {
       const n = await runNative([`pg_wal/${seg}`, '--config', other], { cwd: pg.dataDir, asPostgres: true });
       expect(n.code).toBe(2);

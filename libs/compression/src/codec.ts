@@ -11,6 +11,16 @@ export interface CompressOptions {
   threads?: number;
 }
 
+export interface BufferCompressOptions extends CompressOptions {
+  /**
+   * Compress into this buffer when it can hold the worst case (`compressBound` of the
+   * input); the result is then a view of it, valid until the caller reuses the buffer.
+   * For callers that compress many inputs of one size (WAL segments). Implementations may
+   * ignore it and allocate.
+   */
+  into?: Buffer;
+}
+
 /**
  * A compression codec. Both directions are streaming Duplexes with bounded buffers.
  * `compressor()` output is standard frames (`zstd -d` reads them); `decompressor()` reads
@@ -23,7 +33,7 @@ export interface Codec extends StagePlugin {
   compressor(opts?: CompressOptions): Duplex;
   decompressor(): Duplex;
   /** One-shot, for small objects such as WAL files (16 MiB): same frames as the stream. */
-  compressBuffer(data: Uint8Array, opts?: CompressOptions): Promise<Buffer>;
+  compressBuffer(data: Uint8Array, opts?: BufferCompressOptions): Promise<Buffer>;
   decompressBuffer(data: Uint8Array): Promise<Buffer>;
 }
 

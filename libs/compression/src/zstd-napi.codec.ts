@@ -1,5 +1,11 @@
 import type { Duplex } from 'node:stream';
-import { ZSTD_DEFAULT_LEVEL, throughStage, type Codec, type CompressOptions } from './codec';
+import {
+  ZSTD_DEFAULT_LEVEL,
+  throughStage,
+  type BufferCompressOptions,
+  type Codec,
+  type CompressOptions,
+} from './codec';
 import { ZstdFrameScanner } from './zstd-frame.scanner';
 import { checkCompressOptions, generatorDuplex, zstdError } from './zstd.stream';
 
@@ -14,6 +20,8 @@ type Binding = typeof import('zstd-napi/binding');
 export const ZSTD_DEFAULT_THREADS = 2;
 
 let binding: Binding | undefined;
+/** The context of compressBuffer on this thread (see there). */
+let oneShot: InstanceType<Binding['CCtx']> | undefined;
 let loadError: Error | undefined;
 
 /**
@@ -111,19 +119,24 @@ export class ZstdNapiCodec implements Codec {
   }
 
   /** One-shot on the calling thread (callers that want parallelism run it in a worker). */
-  compressBuffer(data: Uint8Array, opts: CompressOptions = {}): Promise<Buffer> {
+  compressBuffer(data: Uint8Array, opts: BufferCompressOptions = {}): Promise<Buffer> {
     const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
     const threads = opts.threads ?? 0;
     checkCompressOptions(level, threads);
     const z = this.z;
     try {
-      const cctx = new z.CCtx();
-      cctx.setParameter(z.CParameter.compressionLevel, level);
-      cctx.setParameter(z.CParameter.checksumFlag, 1);
-      if (threads > 0) cctx.setParameter(z.CParameter.nbWorkers, threads);
-      const dst = Buffer.allocUnsafe(z.compressBound(data.length));
-      return Promise.resolve(dst.subarray(0, cctx.compress2(dst, data)));
+      // compress2 is synchronous: one context per thread serves every call, and keeps
+      // its tables between calls instead of allocating them for each
+      oneShot ??= new z.CCtx();
+      oneShot.setParameter(z.CParameter.compressionLevel, level);
+      oneShot.setParameter(z.CParameter.checksumFlag, 1);
+      oneShot.setParameter(z.CParameter.nbWorkers, threads);
+      const bound = z.compressBound(data.length);
+      const dst = opts.into && opts.into.length >= bound ? opts.into : Buffer.allocUnsafe(bound);
+      return Promise.resolve(dst.subarray(0, oneShot.compress2(dst, data)));
     } catch (e) {
+      // a context left mid-frame by an error is not reused
+      oneShot = undefined;
       return Promise.reject(zstdError(e, IMPLEMENTATION, 'compress'));
     }
   }

@@ -23,6 +23,8 @@ import {
   type WalSealOptions,
 } from './wal.archive';
 import { parseWalFileName } from './wal.names';
+import type { SealTask, SealTaskResult } from './wal.seal.worker';
+import { fromErrorData } from './wal.segment';
 
 export interface WalAgentOptions {
   pgdata: string;
@@ -92,7 +94,13 @@ export class WalAgent {
       // Loaded here: only the agent needs worker threads, not every CLI start.
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
       const { Piscina: Pool } = require('piscina') as typeof import('piscina');
-      this.pool = new Pool({ filename: worker, minThreads: this.parallel, maxThreads: this.parallel });
+      // one task per thread at a time: a thread reuses its buffers from one segment to the next
+      this.pool = new Pool({
+        filename: worker,
+        minThreads: this.parallel,
+        maxThreads: this.parallel,
+        concurrentTasksPerWorker: 1,
+      });
     }
     const pool = this.pool;
     this.archiver = new WalArchiver({
@@ -101,15 +109,18 @@ export class WalAgent {
       systemIdentifier: opts.systemIdentifier,
       seal: (plain, walFile) => sealWal(plain, opts.seal, walFile),
       hooks: opts.hooks,
-      hashAndSeal: pool
-        ? async (plain, walFile) =>
-            (await pool.run(
-              { plain, opts: opts.seal, walFile },
-              { transferList: [plain.buffer as ArrayBuffer] },
-            )) as {
-              sha256: string;
-              sealed: Uint8Array;
-            }
+      sealSegment: pool
+        ? async (path, walFile) => {
+            const task: SealTask = {
+              path: resolve(opts.pgdata, path),
+              walFile,
+              systemIdentifier: opts.systemIdentifier,
+              opts: opts.seal,
+            };
+            const r = (await pool.run(task)) as SealTaskResult;
+            if ('error' in r) throw fromErrorData(r.error);
+            return r;
+          }
         : undefined,
     });
   }

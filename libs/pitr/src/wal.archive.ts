@@ -21,9 +21,9 @@ import {
   type ParsedWalKey,
 } from './pitr.layout';
 import { claimAndWrite, conflictError, walNameState, type ClaimHooks } from './wal.claim';
+import { checkSegment, unreadable } from './wal.segment';
 import {
   parseTimelineHistory,
-  readSegmentHeader,
   requireWalFileName,
   systemIdentifierFromControlFile,
   type TimelineHistoryEntry,
@@ -46,6 +46,15 @@ export function walBinding(databaseId: string, walFile: string): string {
   return `${databaseId}/${walFile}`;
 }
 
+/** At most one scratch per thread is kept (see sealWal); small files (history) need none. */
+const scratch: Buffer[] = [];
+const SCRATCH_MIN = 1 << 20;
+
+/** zstd's worst case for `n` bytes (ZSTD_COMPRESSBOUND), so a scratch fits any segment of that size. */
+function compressBound(n: number): number {
+  return n + (n >> 8) + (n < 128 << 10 ? ((128 << 10) - n) >> 11 : 0);
+}
+
 /**
  * Plaintext WAL file → zstd → OpenPGP, in memory (a WAL file is at most a segment, 16 MiB
  * by default). With a signing key the message is signed inside its encryption (no extra
@@ -56,16 +65,26 @@ export async function sealWal(
   opts: WalSealOptions,
   walFile?: string,
 ): Promise<Uint8Array> {
-  const codec = getCodec('zstd', { implementation: opts.implementation ?? 'auto' });
-  const compressed = await codec.compressBuffer(plain, { level: opts.level ?? 3, threads: 0 });
-  if (!opts.signingKey) return getCipher('openpgp').encryptBuffer(compressed, opts.recipients);
-  if (!walFile || !opts.databaseId) {
+  if (opts.signingKey && (!walFile || !opts.databaseId)) {
     throw new DbcrateError(ErrorCodes.INTERNAL, 'a signed WAL object needs its database id and file name');
   }
-  return getCipher('openpgp').encryptBuffer(compressed, opts.recipients, {
-    signingKey: opts.signingKey,
-    notations: { [WAL_BINDING_NOTATION]: walBinding(opts.databaseId, walFile) },
-  });
+  const codec = getCodec('zstd', { implementation: opts.implementation ?? 'auto' });
+  // The compressed segment lives only until it is encrypted (into a buffer of its own):
+  // it is written into a scratch buffer that the next segment reuses. A scratch is taken,
+  // not shared, so calls that overlap (awaiting the key packets) each have their own.
+  const bound = compressBound(plain.length);
+  let into = plain.length >= SCRATCH_MIN ? scratch.pop() : undefined;
+  if (plain.length >= SCRATCH_MIN && (!into || into.length < bound)) into = Buffer.allocUnsafe(bound);
+  try {
+    const compressed = await codec.compressBuffer(plain, { level: opts.level ?? 3, threads: 0, into });
+    if (!opts.signingKey) return await getCipher('openpgp').encryptBuffer(compressed, opts.recipients);
+    return await getCipher('openpgp').encryptBuffer(compressed, opts.recipients, {
+      signingKey: opts.signingKey,
+      notations: { [WAL_BINDING_NOTATION]: walBinding(opts.databaseId!, walFile!) },
+    });
+  } finally {
+    if (into && scratch.length === 0) scratch.push(into);
+  }
 }
 
 export interface WalOpenCheck {
@@ -138,6 +157,14 @@ export async function readSystemIdentifier(pgdata: string): Promise<string> {
   }
 }
 
+export interface SealedSegment {
+  sha256: string;
+  sealed: Uint8Array;
+  plainBytes: number;
+  /** From the segment's header. */
+  segmentSize: number;
+}
+
 export interface WalArchiverOptions {
   storage: Storage;
   databaseId: string;
@@ -146,10 +173,10 @@ export interface WalArchiverOptions {
   /** `walFile` is the name the object is stored under: a signed object is bound to it. */
   seal: (plain: Buffer, walFile: string) => Promise<Uint8Array>;
   /**
-   * Optional: hash and seal in one step, elsewhere (the agent runs it on a worker thread and
-   * may transfer `plain` away). Used for segments, which are almost always new.
+   * Optional, for segments: read, check (as the archiver would), hash and seal in one step,
+   * elsewhere (the agent runs it on a worker thread).
    */
-  hashAndSeal?: (plain: Buffer, walFile: string) => Promise<{ sha256: string; sealed: Uint8Array }>;
+  sealSegment?: (path: string, walFile: string) => Promise<SealedSegment>;
   /** Tests: barriers inside the race of two pushers (wal.claim.ts; PutOptions.beforeCommit). */
   hooks?: ClaimHooks & { beforeCommit?: (walFile: string) => Promise<void> };
 }
@@ -190,26 +217,28 @@ export class WalArchiver {
 
   async push(path: string, signal?: AbortSignal): Promise<PushResult> {
     const name = requireWalFileName(basename(path));
-    let plain: Buffer;
-    try {
-      plain = await readFile(path);
-    } catch (e) {
-      throw new DbcrateError(
-        ErrorCodes.USAGE,
-        `cannot read WAL file ${path}: ${(e as NodeJS.ErrnoException).code}`,
-        {
-          hint: 'archive_command must pass %p (the path relative to the data directory, where it runs)',
-        },
-      );
+    // A segment (almost always new) is read, checked, hashed and sealed in one step where
+    // the agent does it, on a worker thread; anything else here.
+    const offload = this.opts.sealSegment && name.kind === 'segment' ? this.opts.sealSegment : undefined;
+    let early: SealedSegment | undefined;
+    let plain: Buffer | undefined;
+    let segSize: number | undefined;
+    if (offload) {
+      early = await offload(path, name.name);
+      segSize = early.segmentSize;
+    } else {
+      try {
+        plain = await readFile(path);
+      } catch (e) {
+        throw unreadable(path, e);
+      }
+      segSize = this.checkContent(name, plain);
     }
-    const segSize = this.checkContent(name, plain);
     // A malformed history file is refused before anything is stored.
-    const history = name.kind === 'history' ? checkHistory(name, plain) : undefined;
+    const history = name.kind === 'history' ? checkHistory(name, plain!) : undefined;
     const layout = (await this.ensureIdentity(segSize))?.formatVersion ?? CLUSTER_FORMAT_VERSION;
-    const plainBytes = plain.length;
-    const offload = this.opts.hashAndSeal && name.kind === 'segment' ? this.opts.hashAndSeal : undefined;
-    const early = offload ? await offload(plain, name.name) : undefined;
-    const sha = early?.sha256 ?? sha256Hex(plain);
+    const plainBytes = early?.plainBytes ?? plain!.length;
+    const sha = early?.sha256 ?? sha256Hex(plain!);
     const pre = await walNameState(this.opts.storage, this.opts.databaseId, name.name, layout);
     const other = pre.objects.find((o) => o.sha256 !== sha) ?? pre.claims.find((c) => c.sha256 !== sha);
     if (other)
@@ -224,7 +253,7 @@ export class WalArchiver {
     // A zero-byte object under our name is not an archived copy: replace it.
     if (pre.empty.some((e) => e.key === key)) await this.opts.storage.delete(key);
 
-    const sealed = early?.sealed ?? (await this.opts.seal(plain, name.name));
+    const sealed = early?.sealed ?? (await this.opts.seal(plain!, name.name));
     let stored = true;
     await claimAndWrite(
       this.opts.storage,
@@ -256,10 +285,7 @@ export class WalArchiver {
       { ...this.opts.hooks, layout },
     );
     if (history) await this.recordTimeline(name, history);
-    logger().debug(
-      { walFile: name.name, key, plainBytes: plain.length, storedBytes: sealed.byteLength },
-      'WAL archived',
-    );
+    logger().debug({ walFile: name.name, key, plainBytes, storedBytes: sealed.byteLength }, 'WAL archived');
     return {
       walFile: name.name,
       outcome: stored ? 'archived' : 'already-archived',
@@ -277,30 +303,7 @@ export class WalArchiver {
   /** Size, page header, system identifier: refuse what is not this cluster's WAL. */
   private checkContent(name: WalFileName, plain: Buffer): number | undefined {
     if (name.kind !== 'segment' && name.kind !== 'partial') return this.opts.walSegmentSize;
-    const header = readSegmentHeader(plain);
-    if (!header || header.magic === 0) {
-      throw new DbcrateError(ErrorCodes.INTEGRITY, `${name.name} does not start with a WAL page header`, {
-        hint: 'this is not a WAL segment written by PostgreSQL; nothing was archived',
-      });
-    }
-    if (header.systemIdentifier !== this.opts.systemIdentifier) {
-      throw new DbcrateError(
-        ErrorCodes.CLUSTER_MISMATCH,
-        `${name.name} belongs to the cluster with system identifier ${header.systemIdentifier}, but this data directory is ${this.opts.systemIdentifier}`,
-        { hint: 'WAL from another cluster was handed to wal-push; nothing was archived' },
-      );
-    }
-    // A .partial is a whole segment too (zeros after the switch point): shorter is truncated.
-    if (plain.length !== header.segmentSize) {
-      throw new DbcrateError(
-        ErrorCodes.INTEGRITY,
-        `${name.name} is ${plain.length} bytes; its header says segments are ${header.segmentSize}`,
-        {
-          hint: 'the segment is incomplete; PostgreSQL only archives complete segments, so something else truncated it',
-        },
-      );
-    }
-    return header.segmentSize;
+    return checkSegment(name, plain, this.opts.systemIdentifier);
   }
 
   /** Timeline ancestry in plaintext, so `windows` needs no private key. */

@@ -22,6 +22,9 @@ export const ZSTD_DEFAULT_THREADS = 2;
 let binding: Binding | undefined;
 /** The context of compressBuffer on this thread (see there). */
 let oneShot: InstanceType<Binding['CCtx']> | undefined;
+let oneShotD: InstanceType<Binding['DCtx']> | undefined;
+/** A frame that says it holds more goes through the streaming decoder. */
+const ONE_SHOT_DECOMPRESS_MAX = 1024 * 1024 * 1024;
 let loadError: Error | undefined;
 
 /**
@@ -141,9 +144,30 @@ export class ZstdNapiCodec implements Codec {
     }
   }
 
-  /** Through the streaming decoder: it already tells truncated from corrupt input. */
+  /**
+   * One frame that states its size (what compressBuffer writes) is decompressed in one call
+   * into a buffer of exactly that size; anything else (several frames, no size, a truncated
+   * frame) goes through the streaming decoder, which tells truncated from corrupt input.
+   */
   decompressBuffer(data: Uint8Array): Promise<Buffer> {
-    return throughStage(this.decompressor(), data);
+    const z = this.z;
+    let size: number | null = null;
+    try {
+      if (z.findFrameCompressedSize(data) === data.length) size = z.getFrameContentSize(data);
+    } catch {
+      size = null; // not one whole frame: the streaming decoder says what is wrong
+    }
+    if (size === null || size > ONE_SHOT_DECOMPRESS_MAX) return throughStage(this.decompressor(), data);
+    try {
+      oneShotD ??= new z.DCtx();
+      const dst = Buffer.allocUnsafe(size);
+      const n = oneShotD.decompress(dst, data);
+      if (n !== size) throw new Error(`the frame header says ${size} bytes, the frame holds ${n}`);
+      return Promise.resolve(dst);
+    } catch (e) {
+      oneShotD = undefined;
+      return Promise.reject(zstdError(e, IMPLEMENTATION, 'decompress'));
+    }
   }
 
   decompressor(): Duplex {

@@ -127,6 +127,60 @@ describe.each([
   });
 });
 
+describe.each([
+  ['native (zstd-napi)', native],
+  ['wasm (zstd-codec)', wasm],
+])('%s, one-shot buffers', (_label, codec: Codec) => {
+  jest.setTimeout(120_000);
+
+  it.each([0, 1, 4096, 3 * 1024 * 1024])('round-trips %i bytes', async (n) => {
+    const input = medium.subarray(0, n);
+    const z = await codec.compressBuffer(input);
+    expect(sha256(await codec.decompressBuffer(z))).toBe(sha256(input));
+    // the streaming decoder reads the same frame
+    expect(sha256(await through(z, codec.decompressor()))).toBe(sha256(input));
+  });
+
+  it('reads frames the streaming compressor wrote (no content size), several frames, skippable frames', async () => {
+    const a = await through(Buffer.from('first '), codec.compressor());
+    const b = await codec.compressBuffer(medium);
+    const skippable = Buffer.from([0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
+    expect(sha256(await codec.decompressBuffer(a))).toBe(sha256(Buffer.from('first ')));
+    const back = await codec.decompressBuffer(Buffer.concat([a, skippable, b]));
+    expect(sha256(back)).toBe(sha256(Buffer.concat([Buffer.from('first '), medium])));
+  });
+
+  it('E_INTEGRITY on a corrupted frame, a truncated one at any cut, empty input and what is not zstd', async () => {
+    const z = await native.compressBuffer(medium);
+    const bad = Buffer.from(z);
+    for (let i = 1000; i < bad.length - 100; i += 997) bad[i] ^= 0x5a;
+    expect(await codeOf(codec.decompressBuffer(bad))).toBe(ErrorCodes.INTEGRITY);
+    const lastByte = Buffer.from(z);
+    lastByte[lastByte.length - 1] ^= 1; // inside the content checksum
+    expect(await codeOf(codec.decompressBuffer(lastByte))).toBe(ErrorCodes.INTEGRITY);
+    for (const cut of [3, 7, 100, Math.floor(z.length / 2), z.length - 1]) {
+      expect(await codeOf(codec.decompressBuffer(z.subarray(0, cut)))).toBe(ErrorCodes.INTEGRITY);
+    }
+    expect(await codeOf(codec.decompressBuffer(Buffer.alloc(0)))).toBe(ErrorCodes.INTEGRITY);
+    expect(await codeOf(codec.decompressBuffer(Buffer.from('plain text, not compressed')))).toBe(
+      ErrorCodes.INTEGRITY,
+    );
+  });
+});
+
+describe("native one-shot: into a caller's buffer", () => {
+  it('compresses into `into` when it holds the worst case, else into a new buffer', async () => {
+    const into = Buffer.alloc(medium.length + 64 * 1024);
+    const z1 = await native.compressBuffer(medium, { into });
+    expect(z1.buffer).toBe(into.buffer);
+    expect(sha256(await native.decompressBuffer(z1))).toBe(sha256(medium));
+    const small = Buffer.alloc(16);
+    const z2 = await native.compressBuffer(medium, { into: small });
+    expect(z2.buffer).not.toBe(small.buffer);
+    expect(sha256(await native.decompressBuffer(z2))).toBe(sha256(medium));
+  });
+});
+
 describe('native specifics', () => {
   jest.setTimeout(120_000);
 

@@ -15,6 +15,7 @@ import { recipientPublicKey } from './keys';
 import { NativeDecryptStream, UnsupportedCompressionError, type SessionKey } from './native-decrypt.stream';
 import { NativeEncryptStream, literalHeader, sealBuffer } from './native-encrypt.stream';
 import { SignatureWriter, nativeSigner, onePassSignature } from './native-sign';
+import { verifyInsideNative } from './native-verify';
 import { DECRYPT_CONFIG, ENCRYPT_CONFIG } from './openpgp.config';
 import { OpenPgpCipher, damaged, detail, requireKeys, wrongKey } from './openpgp.cipher';
 import { WILDCARD_KEY_ID, pkeskRecipient } from './pgp-header.parser';
@@ -178,6 +179,9 @@ export class NativeOpenPgpCipher implements Cipher {
     }
     // the inner packets, MDC checked; openpgp.js checks the signature over them
     const inner = await collect(new NativeDecryptStream(unlock, { rawInner: true }), data);
+    // what dbcrate signs (Ed25519, one signature) is checked on node:crypto; the rest by openpgp.js
+    const native = await verifyInsideNative(inner, opts.verify);
+    if (native) return native.data;
     let result;
     try {
       const message = await readMessage({ binaryMessage: inner, config: DECRYPT_CONFIG });

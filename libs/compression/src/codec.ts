@@ -22,6 +22,17 @@ export interface BufferCompressOptions extends CompressOptions {
 }
 
 /**
+ * Compression driven by calls instead of a stream: `push` takes all of `chunk` (libzstd
+ * copies what it keeps) and returns the output ready so far, so the caller may reuse the
+ * chunk's memory as soon as it returns; `end` returns the rest. The returned buffers are
+ * the caller's.
+ */
+export interface CompressSession {
+  push(chunk: Buffer): Buffer[];
+  end(): Buffer[];
+}
+
+/**
  * A compression codec. Both directions are streaming Duplexes with bounded buffers.
  * `compressor()` output is standard frames (`zstd -d` reads them); `decompressor()` reads
  * any sequence of standard and skippable frames (what `zstd` or `cat a.zst b.zst` writes)
@@ -31,6 +42,8 @@ export interface Codec extends StagePlugin {
   /** Which implementation serves this codec, e.g. "zstd-napi" or "zstd-codec". */
   readonly implementation: string;
   compressor(opts?: CompressOptions): Duplex;
+  /** The same frames as `compressor()`, by calls (implementations that can do it synchronously). */
+  compressSession?(opts?: CompressOptions): CompressSession;
   decompressor(): Duplex;
   /** One-shot, for small objects such as WAL files (16 MiB): same frames as the stream. */
   compressBuffer(data: Uint8Array, opts?: BufferCompressOptions): Promise<Buffer>;

@@ -5,6 +5,7 @@ import {
   type BufferCompressOptions,
   type Codec,
   type CompressOptions,
+  type CompressSession,
 } from './codec';
 import { ZstdFrameScanner } from './zstd-frame.scanner';
 import { checkCompressOptions, generatorDuplex, zstdError } from './zstd.stream';
@@ -73,7 +74,7 @@ export class ZstdNapiCodec implements Codec {
     this.z = b;
   }
 
-  compressor(opts: CompressOptions = {}): Duplex {
+  compressSession(opts: CompressOptions = {}): CompressSession {
     const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
     const threads = opts.threads ?? ZSTD_DEFAULT_THREADS;
     checkCompressOptions(level, threads);
@@ -94,8 +95,9 @@ export class ZstdNapiCodec implements Codec {
     // input over and produce nothing, and a fresh buffer per call costs GC time.
     let out = Buffer.allocUnsafe(outSize);
 
-    // One pass of ZSTD_compressStream2 over `src`; yields whatever output is ready.
-    function* step(src: Buffer, end: boolean): Generator<Buffer> {
+    // ZSTD_compressStream2 over all of `src`; returns whatever output is ready.
+    function step(src: Buffer, end: boolean): Buffer[] {
+      const ready: Buffer[] = [];
       const directive = end ? z.EndDirective.end : z.EndDirective.continue;
       for (;;) {
         let ret: number, produced: number, consumed: number;
@@ -105,19 +107,22 @@ export class ZstdNapiCodec implements Codec {
           throw zstdError(e, IMPLEMENTATION, 'compress');
         }
         if (produced > 0) {
-          const ready = out.subarray(0, produced);
+          ready.push(out.subarray(0, produced));
           out = Buffer.allocUnsafe(outSize);
-          yield ready;
         }
         src = src.subarray(consumed);
         // continue: done once the input is taken; end: done once everything is flushed.
-        if (src.length === 0 && (!end || ret === 0)) return;
+        if (src.length === 0 && (!end || ret === 0)) return ready;
       }
     }
+    return { push: (chunk) => step(chunk, false), end: () => step(Buffer.alloc(0), true) };
+  }
 
+  compressor(opts: CompressOptions = {}): Duplex {
+    const session = this.compressSession(opts);
     return generatorDuplex(async function* (input) {
-      for await (const chunk of input) yield* step(chunk, false);
-      yield* step(Buffer.alloc(0), true);
+      for await (const chunk of input) yield* session.push(chunk as Buffer);
+      yield* session.end();
     });
   }
 

@@ -46,6 +46,12 @@ export interface DecryptOptions {
   verify?: VerifyInsideOptions;
 }
 
+/** Encryption by calls (see SeipdSession): `push` may keep slices of its input, so do not reuse it. */
+export interface EncryptSession {
+  push(chunk: Buffer): Buffer[];
+  end(): Buffer[];
+}
+
 /**
  * A cipher stage: encrypts to public keys, decrypts with a private key. Both are
  * streaming Duplexes; the decryptor fails with E_WRONG_KEY (no key of ours is a
@@ -55,6 +61,8 @@ export interface Cipher extends StagePlugin {
   /** Which implementation serves this cipher, e.g. "native" or "openpgpjs" (same format either way). */
   readonly implementation?: string;
   encryptor(recipients: RecipientKey[]): Duplex;
+  /** The same message as `encryptor()`, by calls (implementations that can do it synchronously). */
+  encryptSession?(recipients: RecipientKey[]): Promise<EncryptSession>;
   decryptor(keys: DecryptionKey[], opts?: DecryptOptions): Duplex;
   /** One-shot, for small objects such as WAL files; the same message format as the stream. */
   encryptBuffer(data: Uint8Array, recipients: RecipientKey[], sign?: SignInsideOptions): Promise<Uint8Array>;

@@ -77,16 +77,62 @@ export function literalHeader(length: number): Buffer {
 }
 
 /**
- * Encrypts a stream: PKESKs, then SEIPD v1 (partial lengths) around one literal data
- * packet (partial lengths), then the MDC. Input chunks are passed on as slices, not
- * copied, until the cipher turns them into ciphertext.
+ * Encrypts by calls: PKESKs, then SEIPD v1 (partial lengths) around one literal data packet
+ * (partial lengths), then the MDC. `push` may keep slices of its input until a later call
+ * (the framer holds them, not copies), so its input must not be reused by the caller.
+ * Ciphertext goes out as the cipher made it; only small pieces are joined.
  */
-export class NativeEncryptStream extends Transform {
-  private started = false;
+export class SeipdSession {
   private out: Buffer[] = [];
-  private seipd?: Seipd;
-  private outer?: PartialFramer;
-  private literal?: PartialFramer;
+  private readonly seipd: Seipd;
+  private readonly outer: PartialFramer;
+  private readonly literal: PartialFramer;
+
+  constructor(pkesks: Buffer, sessionKey: Buffer) {
+    this.out.push(pkesks, Buffer.from([0xc0 | TAG.SEIPD]));
+    this.outer = new PartialFramer(CHUNK_LOG2, (b) => this.out.push(b));
+    this.outer.write(Buffer.from([1]));
+    this.seipd = new Seipd(sessionKey, (ct) => this.outer.write(ct));
+    this.seipd.write(Buffer.from([0xc0 | TAG.LITERAL]));
+    this.literal = new PartialFramer(CHUNK_LOG2, (b) => this.seipd.write(b));
+    this.literal.write(LITERAL_HEAD);
+  }
+
+  push(chunk: Buffer): Buffer[] {
+    this.literal.write(chunk);
+    return this.take();
+  }
+
+  end(): Buffer[] {
+    this.literal.end();
+    this.seipd.end();
+    this.outer.end();
+    return this.take();
+  }
+
+  private take(): Buffer[] {
+    const ready: Buffer[] = [];
+    let small: Buffer[] = [];
+    const joinSmall = (): void => {
+      if (small.length) ready.push(small.length === 1 ? small[0] : Buffer.concat(small));
+      small = [];
+    };
+    for (const b of this.out) {
+      if (b.length < 16 * 1024) small.push(b);
+      else {
+        joinSmall();
+        ready.push(b);
+      }
+    }
+    joinSmall();
+    this.out = [];
+    return ready;
+  }
+}
+
+/** SeipdSession as a stream stage. */
+export class NativeEncryptStream extends Transform {
+  private session?: SeipdSession;
 
   constructor(private readonly header: Promise<{ pkesks: Buffer; sessionKey: Buffer }>) {
     super({ readableHighWaterMark: 1024 * 1024, writableHighWaterMark: 1024 * 1024 });
@@ -94,57 +140,28 @@ export class NativeEncryptStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (!this.started) {
+    if (!this.session) {
       this.start().then(
         () => this._transform(chunk, _enc, cb),
         (e: unknown) => cb(e as Error),
       );
       return;
     }
-    this.literal!.write(chunk);
-    this.flushOut();
+    for (const b of this.session.push(chunk)) this.push(b);
     cb();
   }
 
   override _flush(cb: TransformCallback): void {
     const finish = (): void => {
-      this.literal!.end();
-      this.seipd!.end();
-      this.outer!.end();
-      this.flushOut();
+      for (const b of this.session!.end()) this.push(b);
       cb();
     };
-    if (this.started) finish();
+    if (this.session) finish();
     else this.start().then(finish, (e: unknown) => cb(e as Error));
   }
 
   private async start(): Promise<void> {
     const { pkesks, sessionKey } = await this.header;
-    this.started = true;
-    this.out.push(pkesks, Buffer.from([0xc0 | TAG.SEIPD]));
-    this.outer = new PartialFramer(CHUNK_LOG2, (b) => this.out.push(b));
-    this.outer.write(Buffer.from([1]));
-    this.seipd = new Seipd(sessionKey, (ct) => this.outer!.write(ct));
-    this.seipd.write(Buffer.from([0xc0 | TAG.LITERAL]));
-    this.literal = new PartialFramer(CHUNK_LOG2, (b) => this.seipd!.write(b));
-    this.literal.write(LITERAL_HEAD);
-  }
-
-  /** Ciphertext goes out as the cipher made it (no copy); only small pieces are joined. */
-  private flushOut(): void {
-    let small: Buffer[] = [];
-    const joinSmall = (): void => {
-      if (small.length) this.push(small.length === 1 ? small[0] : Buffer.concat(small));
-      small = [];
-    };
-    for (const b of this.out) {
-      if (b.length < 16 * 1024) small.push(b);
-      else {
-        joinSmall();
-        this.push(b);
-      }
-    }
-    joinSmall();
-    this.out = [];
+    this.session ??= new SeipdSession(pkesks, sessionKey);
   }
 }

@@ -109,7 +109,7 @@ describe('signed inside on node:crypto (Ed25519, SHA-256)', () => {
 
   it('a gpg key whose signing key is an Ed25519 subkey: signed by the subkey, which gpg names with its primary', async () => {
     const g = await gpgSigningKey('native-sub <sub@example.org>', ['ed25519', 'cert'], 'ed25519');
-    const s = await nativeSigner(g.key);
+    const s = await nativeSigner(g.key, new Date());
     expect(s).toBeDefined();
     expect(s!.fingerprint.toString('hex').toUpperCase()).not.toBe(g.primary);
     const data = noise(100_000, 5);
@@ -119,9 +119,26 @@ describe('signed inside on node:crypto (Ed25519, SHA-256)', () => {
     expect(status).toMatch(new RegExp(` 22 8 00 ${g.primary}`));
   });
 
+  it('a signing key that has expired signs nothing (as openpgp.js refuses it), so no unrestorable WAL is archived', async () => {
+    const uid = 'native-expired <x@example.org>';
+    const made = await gpg.run([
+      ...['--faked-system-time', '20200101T000000', '--passphrase', ''],
+      ...['--quick-gen-key', uid, 'ed25519', 'sign', '1d'],
+    ]);
+    expect(made.code).toBe(0);
+    const secret = (await gpg.run(['--armor', '--export-secret-keys', uid])).stdout.toString();
+    const key = await loadSigningKey(secret);
+    await expect(nativeSigner(key, new Date())).rejects.toThrow(/expired/i);
+    const e = await failure(cipher.encryptBuffer(Buffer.from('wal'), [ours], { signingKey: key, notations }));
+    expect(e.code).toBe(ErrorCodes.KEY_INVALID);
+    expect(e.message).toMatch(/expired/i);
+    // the same key signed fine while it was valid
+    expect(await nativeSigner(key, new Date('2020-01-01T12:00:00Z'))).toBeDefined();
+  });
+
   it('an RSA signing key is not signed natively: openpgp.js signs it, and gpg and both readers accept it', async () => {
     const g = await gpgSigningKey('native-rsa <rsa@example.org>', ['rsa3072', 'sign,cert']);
-    expect(await nativeSigner(g.key)).toBeUndefined();
+    expect(await nativeSigner(g.key, new Date())).toBeUndefined();
     const data = noise(70_000, 6);
     const sealed = await cipher.encryptBuffer(data, [ours], { signingKey: g.key, notations });
     const status = await acceptedByAll(sealed, data, g.trust);
@@ -134,7 +151,7 @@ describe('signed inside on node:crypto (Ed25519, SHA-256)', () => {
     signedData: Buffer,
     mangle: (sig: Buffer) => Buffer = (b) => b,
   ): Promise<Buffer> {
-    const s = (await nativeSigner(signer.key))!;
+    const s = (await nativeSigner(signer.key, new Date()))!;
     const sessionKey = randomBytes(32);
     const pkesks = Buffer.from(
       await encryptSessionKey({
@@ -144,7 +161,7 @@ describe('signed inside on node:crypto (Ed25519, SHA-256)', () => {
         format: 'binary',
       }),
     );
-    const sig = new SignatureWriter(s, notations);
+    const sig = new SignatureWriter(s, notations, new Date());
     sig.update(signedData);
     const packet = mangle(sig.packet());
     return sealBuffer(pkesks, sessionKey, (write) => {

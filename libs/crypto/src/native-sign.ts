@@ -27,23 +27,28 @@ export interface NativeSigner {
   privateKey: KeyObject;
 }
 
-const signers = new Map<string, Promise<NativeSigner | undefined>>();
+/** node:crypto keys made from openpgp key packets, kept while the packet is. */
+const nodeKeys = new WeakMap<object, NativeSigner | null>();
 
-/** The node:crypto signer for `key`, or undefined when its algorithm is not Ed25519 (legacy). */
-export function nativeSigner(key: SigningKey): Promise<NativeSigner | undefined> {
-  let s = signers.get(key.armored);
-  if (!s) {
-    s = makeSigner(key);
-    if (signers.size > 16) signers.clear();
-    signers.set(key.armored, s);
+/**
+ * The node:crypto signer for `key` at time `at` (when the signature will be made), or
+ * undefined when its signing (sub)key is not Ed25519 (legacy). As openpgp.js's sign(), it
+ * refuses a key that is expired or revoked at that time (E_KEY_INVALID via the caller):
+ * checked on every call, not remembered.
+ */
+export async function nativeSigner(key: SigningKey, at: Date): Promise<NativeSigner | undefined> {
+  const priv: PrivateKey = await signingKeyObject(key);
+  const chosen = await priv.getSigningKey(undefined, at, undefined, fullConfig(KEY_CONFIG));
+  let signer = nodeKeys.get(chosen.keyPacket);
+  if (signer === undefined) {
+    signer = fromPacket(chosen.keyPacket) ?? null;
+    nodeKeys.set(chosen.keyPacket, signer);
   }
-  return s;
+  return signer ?? undefined;
 }
 
-async function makeSigner(key: SigningKey): Promise<NativeSigner | undefined> {
-  const priv: PrivateKey = await signingKeyObject(key);
-  const chosen = await priv.getSigningKey(undefined, null, undefined, fullConfig(KEY_CONFIG));
-  const packet = chosen.keyPacket as unknown as {
+function fromPacket(keyPacket: object): NativeSigner | undefined {
+  const packet = keyPacket as {
     version: number;
     algorithm: number;
     publicParams: { Q?: Uint8Array; oid?: { getName(): string } };
@@ -122,7 +127,8 @@ export class SignatureWriter {
   constructor(
     private readonly signer: NativeSigner,
     private readonly notations: Record<string, string> = {},
-    private readonly created: Date = new Date(),
+    /** The time nativeSigner checked the key at. */
+    private readonly created: Date,
   ) {}
 
   update(data: Buffer): void {

@@ -12,18 +12,16 @@ import { trustedKeyObjects, untrustedError } from './signing';
  * lengths. The verdict is the one checkInsideSignatures gives for openpgp.js (same
  * wording): trusted signer, valid signature, the expected notations; the key must be a
  * valid signing key of the trusted key at the signature's time, and not newer than it.
- * Any other shape (compression, several signatures, partial lengths, RSA, an unknown
- * critical subpacket, an expiry) returns undefined: openpgp.js then checks it.
+ * Any other shape (compression, several signatures, partial lengths, RSA, any subpacket
+ * but creation time, issuer and non-critical notations, an unhashed issuer that differs)
+ * returns undefined: openpgp.js then checks it.
  */
 
 const HASHES: Record<number, string> = { 8: 'sha256', 10: 'sha512' };
 const SUB_CREATED = 2;
-const SUB_EXPIRES = 3;
 const SUB_ISSUER_KEY_ID = 16;
 const SUB_NOTATION = 20;
 const SUB_ISSUER_FPR = 33;
-/** Hashed subpackets that carry no condition on validity: known, ignored. */
-const HARMLESS = new Set([SUB_CREATED, SUB_ISSUER_KEY_ID, SUB_NOTATION, SUB_ISSUER_FPR]);
 
 interface Packet {
   tag: number;
@@ -126,31 +124,46 @@ function parseSignature(body: Buffer): ParsedSignature | undefined {
   const s = r && mpi(body, r.next);
   if (!unhashedSubs || !r || !s || s.next !== body.length || r.bytes.length > 32 || s.bytes.length > 32)
     return undefined;
+  // Only what dbcrate and gpg write, each as openpgp.js reads it: any other subpacket, even
+  // one that is not critical, or a second creation time, goes to openpgp.js.
   let created: Date | undefined;
   let issuer: Buffer | undefined;
   const notations = new Map<string, string>();
+  const utf8 = new TextDecoder(); // as openpgp.js decodes notations (a BOM is dropped)
+  const setIssuer = (id: Buffer): boolean => {
+    if (issuer && !issuer.equals(id)) return false;
+    issuer = id;
+    return true;
+  };
   for (const sp of hashedSubs) {
-    if (!HARMLESS.has(sp.type)) {
-      // an expiry or any other condition: openpgp.js knows what it means
-      if (sp.critical || sp.type === SUB_EXPIRES) return undefined;
-      continue;
-    }
-    if (sp.type === SUB_CREATED && sp.body.length === 4) created = new Date(sp.body.readUInt32BE(0) * 1000);
-    else if (sp.type === SUB_ISSUER_FPR && sp.body.length === 21 && sp.body[0] === 4)
-      issuer = sp.body.subarray(13);
-    else if (sp.type === SUB_ISSUER_KEY_ID && sp.body.length === 8) issuer ??= sp.body;
-    else if (sp.type === SUB_NOTATION) {
+    if (sp.type === SUB_CREATED) {
+      if (created || sp.body.length !== 4) return undefined;
+      created = new Date(sp.body.readUInt32BE(0) * 1000);
+    } else if (sp.type === SUB_ISSUER_FPR) {
+      if (sp.body.length !== 21 || sp.body[0] !== 4 || !setIssuer(sp.body.subarray(13))) return undefined;
+    } else if (sp.type === SUB_ISSUER_KEY_ID) {
+      if (sp.body.length !== 8 || !setIssuer(sp.body)) return undefined;
+    } else if (sp.type === SUB_NOTATION && !sp.critical) {
       if (sp.body.length < 8) return undefined;
       const nl = sp.body.readUInt16BE(4);
       const vl = sp.body.readUInt16BE(6);
       if (8 + nl + vl !== sp.body.length) return undefined;
-      if (sp.critical) return undefined;
-      notations.set(sp.body.toString('utf8', 8, 8 + nl), sp.body.toString('utf8', 8 + nl));
+      notations.set(utf8.decode(sp.body.subarray(8, 8 + nl)), utf8.decode(sp.body.subarray(8 + nl)));
+    } else {
+      return undefined;
     }
   }
-  // an issuer named only outside the hashed area is a hint for finding the key, no more
-  for (const sp of unhashedSubs)
-    if (sp.type === SUB_ISSUER_KEY_ID && sp.body.length === 8) issuer ??= sp.body;
+  // The unhashed area may only repeat the issuer (gpg puts its key ID there): openpgp.js
+  // reads it last, so another issuer there would change which key it checks against.
+  for (const sp of unhashedSubs) {
+    const id =
+      sp.type === SUB_ISSUER_KEY_ID && sp.body.length === 8
+        ? sp.body
+        : sp.type === SUB_ISSUER_FPR && sp.body.length === 21 && sp.body[0] === 4
+          ? sp.body.subarray(13)
+          : undefined;
+    if (!id || !issuer || !issuer.equals(id)) return undefined;
+  }
   if (!created || !issuer) return undefined;
   const pad = (x: Buffer) => Buffer.concat([Buffer.alloc(32 - x.length), x]);
   return {

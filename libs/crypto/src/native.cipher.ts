@@ -10,10 +10,17 @@ import {
   type PrivateKey,
 } from 'openpgp';
 import { DbcrateError, ErrorCodes, isDbcrateError } from '@dbcrate/core';
-import type { Cipher, DecryptOptions, DecryptionKey, RecipientKey, SignInsideOptions } from './cipher';
+import type {
+  Cipher,
+  DecryptOptions,
+  DecryptionKey,
+  EncryptSession,
+  RecipientKey,
+  SignInsideOptions,
+} from './cipher';
 import { recipientPublicKey } from './keys';
 import { NativeDecryptStream, UnsupportedCompressionError, type SessionKey } from './native-decrypt.stream';
-import { NativeEncryptStream, literalHeader, sealBuffer } from './native-encrypt.stream';
+import { NativeEncryptStream, SeipdSession, literalHeader, sealBuffer } from './native-encrypt.stream';
 import { SignatureWriter, nativeSigner, onePassSignature } from './native-sign';
 import { verifyInsideNative } from './native-verify';
 import { DECRYPT_CONFIG, ENCRYPT_CONFIG } from './openpgp.config';
@@ -111,6 +118,12 @@ export class NativeOpenPgpCipher implements Cipher {
     return new NativeEncryptStream(sessionPackets(recipients));
   }
 
+  async encryptSession(recipients: RecipientKey[]): Promise<EncryptSession> {
+    if (recipients.length === 0) throw noRecipients();
+    const { pkesks, sessionKey } = await sessionPackets(recipients);
+    return new SeipdSession(pkesks, sessionKey);
+  }
+
   decryptor(keys: DecryptionKey[], opts: DecryptOptions = {}): Duplex {
     requireKeys(keys);
     return new NativeDecryptStream(unlocker(keys, opts));
@@ -132,10 +145,11 @@ export class NativeOpenPgpCipher implements Cipher {
     }
     let inner: Buffer;
     try {
-      const signer = await nativeSigner(signOpts.signingKey);
+      const now = new Date();
+      const signer = await nativeSigner(signOpts.signingKey, now);
       if (signer) {
         // one-pass signature, literal data, signature, hashed as it is encrypted
-        const sig = new SignatureWriter(signer, signOpts.notations);
+        const sig = new SignatureWriter(signer, signOpts.notations, now);
         return sealBuffer(pkesks, sessionKey, (write) => {
           write(onePassSignature(signer));
           write(literalHeader(plain.length));

@@ -60,6 +60,8 @@ function hooked(storage: Storage, hooks: { onFirstChunk?: () => void; refuseMani
             },
           });
           body.on('error', (e) => tap.destroy(e));
+          // a put that has given up no longer listens to tap: a late error of the body stops here
+          tap.on('error', () => undefined);
           return target.put(key, body.pipe(tap), opts);
         };
       }

@@ -41,6 +41,7 @@ import {
   requireFullPageWrites,
   type StopResult,
 } from './pgdata.session';
+import { partSealer } from './pgdata.seal';
 import { TAR_END, tarHeader } from './pgdata.tar';
 import { baseBackupKeys, baseBackupPartKey, ensureClusterIdentity } from './pitr.layout';
 import { parseBackupLabel } from './tar.scanner';
@@ -147,6 +148,9 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
     inBackup = true;
     const entries = await listDataDirectory(dataDir);
     const parts = distributeFiles(entries, parallel);
+    const sealers = await Promise.all(
+      parts.map(() => partSealer(codec, cipher, { level, threads, recipients: opts.recipients })),
+    );
     const owner = entries.find((e) => e.path === 'global') ?? entries[0];
 
     const progress = opts.progress?.(
@@ -177,7 +181,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
           }
           await opts.hooks?.beforeFile?.(e.path);
           const index = fileIndex++;
-          const file = yield* readFileMember(e, opts.hooks?.afterOpen);
+          const file = yield* readFileMember(e, opts.hooks?.afterOpen, sealers[k]?.readBuffer);
           readBytes += file?.size ?? 0;
           progress?.update(readBytes);
           if (file) stored.set(index, { ...file, part: k });
@@ -245,7 +249,9 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
     const plain = parts.map(() => new MeterStream(undefined, { hash: false }));
     const results = await Promise.allSettled(
       parts.map(async (_, k) => {
-        const stdout = Readable.from(partStream(k), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });
+        const sealer = sealers[k];
+        const source = sealer ? sealer.seal(partStream(k)) : partStream(k);
+        const stdout = Readable.from(source, { objectMode: false, highWaterMark: 4 * 1024 * 1024 });
         const tool = {
           stdout,
           exited: Promise.resolve(),
@@ -255,7 +261,9 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
         try {
           return await storeToolOutput({
             tool,
-            stages: [plain[k], codec.compressor({ level, threads }), cipher.encryptor(opts.recipients)],
+            stages: sealer
+              ? []
+              : [plain[k], codec.compressor({ level, threads }), cipher.encryptor(opts.recipients)],
             storage: opts.storage,
             key: partKeys[k],
             signal: abort.signal,
@@ -312,7 +320,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
         key: partKeys[k],
         storedSize: meter.bytes,
         sha256: meter.sha256(),
-        plaintextSize: plain[k].bytes,
+        plaintextSize: sealers[k]?.plainBytes ?? plain[k].bytes,
       };
     });
     const files: BaseFileEntry[] = [

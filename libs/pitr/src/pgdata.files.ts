@@ -187,6 +187,11 @@ export const READ_CHUNK = 1024 * 1024;
 export async function* readFileMember(
   entry: DataEntry,
   afterOpen?: (relPath: string) => Promise<void> | void,
+  /**
+   * Read into this buffer (READ_CHUNK bytes) instead of a fresh one per read: only for a
+   * consumer that is done with each chunk before it asks for the next.
+   */
+  reuse?: Buffer,
 ): AsyncGenerator<Buffer, StoredFile | undefined> {
   let fh;
   try {
@@ -206,8 +211,8 @@ export async function* readFileMember(
     let changed: StoredFile['changed'];
     while (done < size) {
       const want = Math.min(READ_CHUNK, size - done);
-      // a fresh buffer per read: the compressor downstream may still hold the previous one
-      const buf = Buffer.allocUnsafeSlow(want);
+      // without `reuse`, a fresh buffer per read: a stream downstream may still hold the previous one
+      const buf = reuse && reuse.length >= want ? reuse.subarray(0, want) : Buffer.allocUnsafeSlow(want);
       const { bytesRead } = await fh.read(buf, 0, want, done);
       if (bytesRead === 0) {
         changed = 'shorter';

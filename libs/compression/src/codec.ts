@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { StagePlugin } from '@dbcrate/core';
+import type { BufferPool, StagePlugin } from '@dbcrate/core';
 
 export interface CompressOptions {
   /** zstd level, 1..19 (default 3; up to 22 accepted). */
@@ -19,6 +19,14 @@ export interface BufferCompressOptions extends CompressOptions {
    * ignore it and allocate.
    */
   into?: Buffer;
+}
+
+export interface DecompressOptions {
+  /**
+   * Write the output into buffers of this pool (its size: dStreamOutSize or more), which the
+   * chain's last stage gives back once written. Implementations may ignore it.
+   */
+  pool?: BufferPool;
 }
 
 /**
@@ -44,7 +52,7 @@ export interface Codec extends StagePlugin {
   compressor(opts?: CompressOptions): Duplex;
   /** The same frames as `compressor()`, by calls (implementations that can do it synchronously). */
   compressSession?(opts?: CompressOptions): CompressSession;
-  decompressor(): Duplex;
+  decompressor(opts?: DecompressOptions): Duplex;
   /** One-shot, for small objects such as WAL files (16 MiB): same frames as the stream. */
   compressBuffer(data: Uint8Array, opts?: BufferCompressOptions): Promise<Buffer>;
   decompressBuffer(data: Uint8Array): Promise<Buffer>;

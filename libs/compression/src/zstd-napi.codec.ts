@@ -6,6 +6,7 @@ import {
   type Codec,
   type CompressOptions,
   type CompressSession,
+  type DecompressOptions,
 } from './codec';
 import { ZstdFrameScanner } from './zstd-frame.scanner';
 import { checkCompressOptions, generatorDuplex, zstdError } from './zstd.stream';
@@ -175,14 +176,16 @@ export class ZstdNapiCodec implements Codec {
     }
   }
 
-  decompressor(): Duplex {
+  decompressor(opts: DecompressOptions = {}): Duplex {
     const z = this.z;
     const dctx = new z.DCtx();
-    const outSize = z.dStreamOutSize();
+    const pool = opts.pool && opts.pool.size >= z.dStreamOutSize() ? opts.pool : undefined;
+    const outSize = pool?.size ?? z.dStreamOutSize();
+    const fresh = () => pool?.take() ?? Buffer.allocUnsafe(outSize);
     const scanner = new ZstdFrameScanner();
 
     return generatorDuplex(async function* (input) {
-      let out = Buffer.allocUnsafe(outSize);
+      let out = fresh();
       for await (const chunk of input) {
         scanner.update(chunk);
         let src = chunk;
@@ -196,8 +199,9 @@ export class ZstdNapiCodec implements Codec {
           if (produced === 0 && consumed === 0 && src.length > 0) throw noProgress();
           src = src.subarray(consumed);
           if (produced > 0) {
-            yield out.subarray(0, produced);
-            out = Buffer.allocUnsafe(outSize);
+            const ready = out.subarray(0, produced);
+            out = fresh();
+            yield pool ? pool.lend(ready) : ready;
           }
           // A full output buffer may mean more is pending inside libzstd: call again.
           if (src.length === 0 && (produced < outSize || ret === 0)) break;

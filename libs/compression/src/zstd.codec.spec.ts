@@ -1,6 +1,7 @@
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { isDbcrateError, ErrorCodes, createLogger, setLogger } from '@dbcrate/core';
+import { createHash } from 'node:crypto';
+import { BufferPool, isDbcrateError, ErrorCodes, createLogger, setLogger } from '@dbcrate/core';
 import type { Codec } from './codec';
 import { ZstdNapiCodec } from './zstd-napi.codec';
 import { ZstdWasmCodec } from './zstd-wasm.codec';
@@ -183,6 +184,37 @@ describe("native one-shot: into a caller's buffer", () => {
 
 describe('native specifics', () => {
   jest.setTimeout(120_000);
+
+  it('decompresses into pooled buffers: a slow last stage that gives them back sees every byte intact', async () => {
+    const z = await through(big, native.compressor());
+    const pool = new BufferPool(256 * 1024, 4);
+    const hash = createHash('sha256');
+    let recycled = 0;
+    const seen = new Set<ArrayBufferLike>();
+    // as pipe writes still queued: the last stage holds several chunks, and gives each back
+    // only once it is "written" (hashed)
+    const held: Buffer[] = [];
+    const written = (chunk: Buffer) => {
+      hash.update(chunk);
+      pool.giveBack(chunk);
+    };
+    const sink = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        if (seen.has(chunk.buffer)) recycled++;
+        seen.add(chunk.buffer);
+        held.push(chunk);
+        if (held.length > 3) written(held.shift()!);
+        cb();
+      },
+      final(cb) {
+        held.splice(0).forEach(written);
+        cb();
+      },
+    });
+    await pipeline(Readable.from([z]), native.decompressor({ pool }), sink);
+    expect(hash.digest('hex')).toBe(sha256(big));
+    expect(recycled).toBeGreaterThan(10);
+  });
 
   it.each([0, 1, 2])('compresses with %i worker threads', async (threads) => {
     const z = await through(medium, native.compressor({ threads }));

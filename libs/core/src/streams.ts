@@ -32,3 +32,39 @@ export class MeterStream extends Transform {
     return this.digest;
   }
 }
+
+/**
+ * Buffers of one size handed along a stream chain and given back by its last stage once
+ * written, so that gigabytes pass through a few buffers instead of one new buffer per chunk
+ * (which keeps the garbage collector busy). Only a view exactly as it was lent (offset 0,
+ * the lent length) is taken back: a chunk that a stage split or joined on the way is never
+ * reused while a piece of it may still be pending, it is only not recycled.
+ */
+export class BufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly lent = new WeakMap<ArrayBufferLike, number>();
+
+  constructor(
+    readonly size: number,
+    private readonly keep = 8,
+  ) {}
+
+  /** A buffer of `size` bytes to write into (recycled or new). */
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+
+  /** `view` (the start of a taken buffer) goes down the chain. */
+  lend(view: Buffer): Buffer {
+    if (view.byteOffset === 0 && view.buffer.byteLength === this.size)
+      this.lent.set(view.buffer, view.byteLength);
+    return view;
+  }
+
+  /** The last stage is done with `chunk`: recycle its buffer if it is one lent, unchanged. */
+  giveBack(chunk: Buffer): void {
+    if (chunk.byteOffset !== 0 || this.lent.get(chunk.buffer) !== chunk.byteLength) return;
+    this.lent.delete(chunk.buffer);
+    if (this.free.length < this.keep) this.free.push(Buffer.from(chunk.buffer, 0, this.size));
+  }
+}

@@ -1,7 +1,7 @@
 import { chmod, chown, lstat, mkdir, readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
+import { BufferPool, DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import { getCodec } from '@dbcrate/compression';
 import {
   getCipher,
@@ -270,6 +270,9 @@ function targetError(dir: string, e: unknown): DbcrateError {
  * file listing of a version 2 manifest. Nothing is extracted from an object that
  * fails the first check; anything extracted is removed again on any failure.
  */
+/** Decompressed plaintext moves to tar in buffers of this size. */
+const DECOMPRESS_CHUNK = 256 * 1024;
+
 export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise<RestoreBaseBackupResult> {
   const log = logger();
   const t0 = Date.now();
@@ -327,6 +330,8 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
   const restored = summed(objects.length, (n) => progress?.update(n));
   // One tar per part, all at once: the parts hold disjoint files (directories only in part 0).
   const tars = objects.map(() => extractTar(opts.tarPath ?? 'tar', dir));
+  // The plaintext (the whole data directory) passes through a few buffers per part.
+  const pools = objects.map(() => new BufferPool(DECOMPRESS_CHUNK));
   const onAbort = () => tars.forEach((t) => t.kill());
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -346,10 +351,10 @@ export async function restoreBaseBackup(opts: RestoreBaseBackupOptions): Promise
           cipher.decryptor(opts.keys, {
             expectedRecipients: m.encryption.recipients.map((r) => r.fingerprint),
           }),
-          codec.decompressor(),
+          codec.decompressor({ pool: pools[k] }),
           // Only plain files, directories and inside symlinks reach tar, whoever made the archive.
           new TarGuard(`base backup ${m.backupId}`),
-          tars[k].stdin,
+          tars[k].input(pools[k]),
           { signal: opts.signal },
         ))().catch(note);
       return [chain, tars[k].exited.catch(note)];

@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { lstat, mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import * as path from 'node:path';
-import { DbcrateError, ErrorCodes, redact } from '@dbcrate/core';
+import { DbcrateError, ErrorCodes, redact, type BufferPool } from '@dbcrate/core';
 import type { BaseFileEntry } from './base.manifest';
 
 /** Every file the manifest lists is there with its size (the parts could each be whole yet not all the backup's). */
@@ -67,8 +68,30 @@ export function extractTar(tarPath: string, dir: string) {
     });
   });
   exited.catch(() => undefined);
+  const stdin = child.stdin!;
   return {
-    stdin: child.stdin!,
+    stdin,
+    /**
+     * tar's stdin as the chain's last stage, giving each chunk back to `pool` once the pipe
+     * has taken it (a write queued in libuv still holds it until then).
+     */
+    input: (pool: BufferPool): Writable =>
+      new Writable({
+        highWaterMark: 0,
+        write(chunk: Buffer, _enc, cb) {
+          stdin.write(chunk, (err) => {
+            if (!err) pool.giveBack(chunk);
+            cb(err ?? null);
+          });
+        },
+        final(cb) {
+          stdin.end(() => cb());
+        },
+        destroy(err, cb) {
+          if (err) stdin.destroy();
+          cb(err);
+        },
+      }),
     exited,
     kill: () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { Writable } from 'node:stream';
+import { Writable, finished } from 'node:stream';
 import { lstat, mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { DbcrateError, ErrorCodes, redact, type BufferPool } from '@dbcrate/core';
@@ -33,6 +33,11 @@ export async function undoExtract(dir: string, created: boolean): Promise<void> 
     await rm(path.join(dir, name), { recursive: true, force: true }).catch(() => undefined);
   }
   if (created) await rmdir(dir).catch(() => undefined);
+}
+
+/** Like a pipeline into a stream that closed: tar's own exit code says why. */
+function closedEarly(): Error {
+  return Object.assign(new Error('tar closed its input early'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
 /** `tar -x` reading stdin into `dir`; resolves on exit 0. */
@@ -79,13 +84,19 @@ export function extractTar(tarPath: string, dir: string) {
       new Writable({
         highWaterMark: 0,
         write(chunk: Buffer, _enc, cb) {
+          if (stdin.destroyed) return cb(closedEarly());
           stdin.write(chunk, (err) => {
-            if (!err) pool.giveBack(chunk);
-            cb(err ?? null);
+            // a pipe that tar closed meanwhile calls back without an error
+            if (err || stdin.destroyed) return cb(err ?? closedEarly());
+            pool.giveBack(chunk);
+            cb();
           });
         },
         final(cb) {
-          stdin.end(() => cb());
+          // end() on a pipe tar has already closed would never call back
+          if (stdin.destroyed) return cb(closedEarly());
+          stdin.end();
+          finished(stdin, { readable: false }, (err) => cb(err ?? null));
         },
         destroy(err, cb) {
           if (err) stdin.destroy();

@@ -33,6 +33,7 @@ import {
   readFileMember,
   type StoredFile,
 } from './pgdata.files';
+import { defaultManifestChecksum } from './pgdata.checksum';
 import {
   backupStart,
   backupStop,
@@ -152,6 +153,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       parts.map(() => partSealer(codec, cipher, { level, threads, recipients: opts.recipients })),
     );
     const owner = entries.find((e) => e.path === 'global') ?? entries[0];
+    const checksum = defaultManifestChecksum();
 
     const progress = opts.progress?.(
       'basebackup',
@@ -181,7 +183,11 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
           }
           await opts.hooks?.beforeFile?.(e.path);
           const index = fileIndex++;
-          const file = yield* readFileMember(e, opts.hooks?.afterOpen, sealers[k]?.readBuffer);
+          const file = yield* readFileMember(e, {
+            checksum,
+            afterOpen: opts.hooks?.afterOpen,
+            reuse: sealers[k]?.readBuffer,
+          });
           readBytes += file?.size ?? 0;
           progress?.update(readBytes);
           if (file) stored.set(index, { ...file, part: k });
@@ -202,7 +208,7 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       const { lastMembers } = await Promise.race([stopped.promise, aborted]);
       for (const f of lastMembers) {
         const body = lastBodies.get(f.path)!;
-        for (const c of memoryMember(f.path, body, owner, f.mtime).chunks) yield c;
+        for (const c of memoryMember(f.path, body, owner, f.mtime, checksum).chunks) yield c;
       }
       yield TAR_END;
     }
@@ -224,18 +230,22 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       const members: StoredFile[] = [];
       const add = (rel: string, body: Buffer) => {
         lastBodies.set(rel, body);
-        members.push(memoryMember(rel, body, owner, now).file);
+        members.push(memoryMember(rel, body, owner, now, checksum).file);
       };
       add('backup_label', Buffer.from(stop.labelfile));
       if (stop.spcmapfile) add('tablespace_map', Buffer.from(stop.spcmapfile));
       const files = [...[...stored.values()], ...members];
       add(
         'backup_manifest',
-        postgresBackupManifest(files, {
-          timeline: label.timeline,
-          startLsn: label.startLsn,
-          stopLsn: formatLsn(parseLsn(stop.lsn)),
-        }),
+        postgresBackupManifest(
+          files,
+          {
+            timeline: label.timeline,
+            startLsn: label.startLsn,
+            stopLsn: formatLsn(parseLsn(stop.lsn)),
+          },
+          checksum,
+        ),
       );
       stopped.resolve({ stop, lastMembers: members });
       return { stop, label, members };

@@ -3,6 +3,7 @@ import { lstat, open, readdir, readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { BaseFileEntry } from './base.manifest';
+import { checksumOf, fileChecksum, type ManifestChecksumAlgorithm } from './pgdata.checksum';
 import { contentPadding, tarHeader, type TarMember } from './pgdata.tar';
 
 /**
@@ -173,7 +174,8 @@ export function distributeFiles(entries: DataEntry[], n: number): DataEntry[][] 
 
 /** What one file became in the archive. */
 export interface StoredFile extends Omit<BaseFileEntry, 'part'> {
-  sha256: string;
+  /** Of the content stored, in the backup's manifest checksum algorithm (hex). */
+  checksum: string;
 }
 
 export const READ_CHUNK = 1024 * 1024;
@@ -182,17 +184,21 @@ export const READ_CHUNK = 1024 * 1024;
  * One file as a tar member: header, content, padding. The header holds its size when opened;
  * content read short is padded with zeros to it, content grown since is cut at it (WAL
  * replay repairs both, the backup being torn anyway). Undefined when the file vanished.
- * Yields the chunks (read on demand: back-pressure reaches the disk); the sha256 covers the content stored.
+ * Yields the chunks (read on demand: back-pressure reaches the disk); the checksum covers the content stored.
  */
 export async function* readFileMember(
   entry: DataEntry,
-  afterOpen?: (relPath: string) => Promise<void> | void,
-  /**
-   * Read into this buffer (READ_CHUNK bytes) instead of a fresh one per read: only for a
-   * consumer that is done with each chunk before it asks for the next.
-   */
-  reuse?: Buffer,
+  opts: {
+    checksum: ManifestChecksumAlgorithm;
+    afterOpen?: (relPath: string) => Promise<void> | void;
+    /**
+     * Read into this buffer (READ_CHUNK bytes) instead of a fresh one per read: only for a
+     * consumer that is done with each chunk before it asks for the next.
+     */
+    reuse?: Buffer;
+  },
 ): AsyncGenerator<Buffer, StoredFile | undefined> {
+  const { afterOpen, reuse } = opts;
   let fh;
   try {
     fh = await open(entry.abs!, 'r');
@@ -206,7 +212,7 @@ export async function* readFileMember(
     const mtime = Math.floor(Number(st.mtimeMs) / 1000);
     await afterOpen?.(entry.path);
     yield tarHeader({ ...entry, size, mtime });
-    const hash = createHash('sha256');
+    const hash = fileChecksum(opts.checksum);
     let done = 0;
     let changed: StoredFile['changed'];
     while (done < size) {
@@ -230,7 +236,7 @@ export async function* readFileMember(
       path: entry.path,
       size,
       mtime,
-      sha256: hash.digest('hex'),
+      checksum: hash.digest(),
       ...(changed ? { changed } : {}),
     };
   } finally {
@@ -244,6 +250,7 @@ export function memoryMember(
   body: Buffer,
   like: Pick<TarMember, 'uid' | 'gid'>,
   mtime: number,
+  checksum: ManifestChecksumAlgorithm,
 ): { chunks: Buffer[]; file: StoredFile } {
   return {
     chunks: [
@@ -259,7 +266,7 @@ export function memoryMember(
       body,
       contentPadding(body.length),
     ],
-    file: { path: rel, size: body.length, mtime, sha256: createHash('sha256').update(body).digest('hex') },
+    file: { path: rel, size: body.length, mtime, checksum: checksumOf(checksum, body) },
   };
 }
 
@@ -272,16 +279,18 @@ function gmt(seconds: number): string {
 
 /**
  * A PostgreSQL backup_manifest (version 1) of the files stored, so that `pg_verifybackup -n`
- * can check a restored directory with stock tools. Its checksum covers every line but the last.
+ * can check a restored directory with stock tools. The files' checksums are `algorithm`'s; the
+ * manifest's own is SHA-256 (always, in PostgreSQL) and covers every line but the last.
  */
 export function postgresBackupManifest(
   files: StoredFile[],
   wal: { timeline: number; startLsn: string; stopLsn: string },
+  algorithm: ManifestChecksumAlgorithm,
 ): Buffer {
   const lines = files.map(
     (f) =>
       `{ "Path": ${JSON.stringify(f.path)}, "Size": ${f.size}, "Last-Modified": "${gmt(f.mtime)}", ` +
-      `"Checksum-Algorithm": "SHA256", "Checksum": "${f.sha256}" }`,
+      `"Checksum-Algorithm": "${algorithm}", "Checksum": "${f.checksum}" }`,
   );
   const body =
     '{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n' +

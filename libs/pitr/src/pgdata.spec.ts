@@ -12,6 +12,7 @@ import {
   type BaseManifestV2,
 } from './base.manifest';
 import { distributeFiles, postgresBackupManifest, type DataEntry } from './pgdata.files';
+import { checksumOf, defaultManifestChecksum, fileChecksum } from './pgdata.checksum';
 import { contentPadding, TAR_END, tarHeader } from './pgdata.tar';
 import { TarGuard } from './tar.guard';
 import { baseBackupPartKey, parseBaseKey } from './pitr.layout';
@@ -114,15 +115,50 @@ describe('tar members', () => {
   });
 
   it('writes a backup_manifest whose checksum covers all but its last line', () => {
-    const text = postgresBackupManifest([{ path: 'PG_VERSION', size: 3, mtime: 0, sha256: 'b'.repeat(64) }], {
-      timeline: 1,
-      startLsn: '0/2000028',
-      stopLsn: '0/2000100',
-    }).toString();
-    const doc = JSON.parse(text) as { Files: unknown[]; 'Manifest-Checksum': string };
+    const text = postgresBackupManifest(
+      [{ path: 'PG_VERSION', size: 3, mtime: 0, checksum: 'b'.repeat(64) }],
+      { timeline: 1, startLsn: '0/2000028', stopLsn: '0/2000100' },
+      'SHA256',
+    ).toString();
+    const doc = JSON.parse(text) as {
+      Files: { 'Checksum-Algorithm': string }[];
+      'Manifest-Checksum': string;
+    };
     expect(doc.Files).toHaveLength(1);
+    expect(doc.Files[0]['Checksum-Algorithm']).toBe('SHA256');
     const head = text.slice(0, text.lastIndexOf('"Manifest-Checksum"'));
     const { createHash } = jest.requireActual<typeof import('node:crypto')>('node:crypto');
     expect(createHash('sha256').update(head).digest('hex')).toBe(doc['Manifest-Checksum']);
+  });
+
+  it('spells CRC-32C as PostgreSQL does (the value in memory order, hex), fed in pieces or whole', () => {
+    // the CRC-32C check value of "123456789" is 0xE3069283 (RFC 3720)
+    expect(defaultManifestChecksum()).toBe('CRC32C');
+    expect(checksumOf('CRC32C', Buffer.from('123456789'))).toBe('839206e3');
+    const c = fileChecksum('CRC32C');
+    for (const piece of ['1234', '', '56789']) c.update(Buffer.from(piece));
+    expect(c.digest()).toBe('839206e3');
+    expect(checksumOf('CRC32C', Buffer.alloc(0))).toBe('00000000');
+    expect(checksumOf('SHA256', Buffer.from('abc'))).toBe(
+      'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+    );
+    const manifest = postgresBackupManifest(
+      [{ path: 'PG_VERSION', size: 9, mtime: 0, checksum: '839206e3' }],
+      { timeline: 1, startLsn: '0/2000028', stopLsn: '0/2000100' },
+      'CRC32C',
+    ).toString();
+    expect(manifest).toContain('"Checksum-Algorithm": "CRC32C", "Checksum": "839206e3"');
+  });
+
+  it('falls back to SHA-256 where the native CRC-32C addon does not load', () => {
+    jest.isolateModules(() => {
+      jest.doMock('@node-rs/crc32', () => {
+        throw new Error('no prebuilt binary for this platform');
+      });
+      const m = jest.requireActual<typeof import('./pgdata.checksum')>('./pgdata.checksum');
+      expect(m.defaultManifestChecksum()).toBe('SHA256');
+      expect(() => m.fileChecksum('CRC32C')).toThrow(/not available/);
+    });
+    jest.dontMock('@node-rs/crc32');
   });
 });

@@ -3,8 +3,9 @@
 // pg_restore, in one run, on one throwaway PostgreSQL 15 cluster; then the PITR benchmarks
 // against pgBackRest (bench/pitr.mjs). See docs/benchmarks.md.
 //
-// Usage: node bench/run.mjs [--only backup|pitr|walscale]   (default: backup and pitr, backup/restore first;
-// walscale, archive_command time against the archive's size, runs only when asked for: bench/wal-scale.mjs)
+// Usage: node bench/run.mjs [--only backup|pitr|walscale|walseal]   (default: backup and pitr, backup/restore first;
+// walscale, archive_command time against the archive's size, runs only when asked for: bench/wal-scale.mjs;
+// walseal, a WAL segment's CPU step by step, runs after the PITR part and alone with --only walseal)
 //
 // Environment: BENCH_SCALE_GB (1), BENCH_RUNS (5), BENCH_RUNS_4X (1), BENCH_4X (1),
 // BENCH_PROFILE (1), BENCH_STAGES (1), BENCH_PEERS_ONLY (0), BENCH_TMPDIR (os.tmpdir()), BENCH_KEEP (0),
@@ -59,7 +60,7 @@ const ONLY = (() => {
     else if (a.startsWith('--only=')) only = a.slice(7);
     else if (a === '-h' || a === '--help') {
       console.log(
-        'usage: node bench/run.mjs [--only backup|pitr|walscale]   (default: backup and pitr; environment knobs in docs/benchmarks.md)',
+        'usage: node bench/run.mjs [--only backup|pitr|walscale|walseal]   (default: backup and pitr; environment knobs in docs/benchmarks.md)',
       );
       process.exit(0);
     } else {
@@ -67,8 +68,8 @@ const ONLY = (() => {
       process.exit(2);
     }
   }
-  if (only !== null && !['backup', 'pitr', 'walscale'].includes(only)) {
-    console.error(`bench: --only ${only}: expected backup, pitr or walscale`);
+  if (only !== null && !['backup', 'pitr', 'walscale', 'walseal'].includes(only)) {
+    console.error(`bench: --only ${only}: expected backup, pitr, walscale or walseal`);
     process.exit(2);
   }
   return only;
@@ -692,6 +693,11 @@ async function all() {
     await runWalScale();
     return;
   }
+  if (ONLY === 'walseal') {
+    const { runWalSeal } = await import('./wal-seal.mjs');
+    await runWalSeal();
+    return;
+  }
   if (ONLY !== 'pitr') {
     try {
       await main();
@@ -720,6 +726,17 @@ async function all() {
     } catch (e) {
       console.error(`\nbench (PITR) failed: ${e.stack ?? e.message}`);
       failed = true;
+    }
+    // W1's CPU per segment, step by step, in the same run (no target of its own)
+    if (!config.peersOnly) {
+      log('WAL segment CPU step by step (bench/wal-seal.mjs)');
+      try {
+        const { runWalSeal } = await import('./wal-seal.mjs');
+        await runWalSeal({ writeDoc: config.writeDoc });
+      } catch (e) {
+        console.error(`\nbench (walseal) failed: ${e.stack ?? e.message}`);
+        failed = true;
+      }
     }
   }
   process.exitCode = failed ? 1 : missed ? 3 : 0;

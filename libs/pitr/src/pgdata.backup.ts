@@ -153,7 +153,10 @@ export async function runPgdataBackup(opts: PgdataBackupOptions): Promise<BaseBa
       parts.map(() => partSealer(codec, cipher, { level, threads, recipients: opts.recipients })),
     );
     const owner = entries.find((e) => e.path === 'global') ?? entries[0];
-    const checksum = defaultManifestChecksum();
+    const { algorithm: checksum, fallback } = defaultManifestChecksum();
+    if (fallback)
+      log.warn({ reason: fallback }, 'backup_manifest checksums are SHA-256 (slower than CRC-32C)');
+    log.debug({ manifestChecksum: checksum }, 'backup_manifest checksum');
 
     const progress = opts.progress?.(
       'basebackup',

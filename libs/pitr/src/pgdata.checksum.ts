@@ -3,10 +3,11 @@ import { createHash } from 'node:crypto';
 /**
  * The per-file checksums of the PostgreSQL backup_manifest a pgdata backup carries (for
  * `pg_verifybackup`). CRC-32C is what pg_basebackup writes by default: it catches
- * accidental damage, which is all this manifest is for (the parts themselves are
- * authenticated by their OpenPGP MDC, their signature and the sha256 of each stored object
- * in the signed dbcrate manifest). SHA-256 costs about as much CPU as the whole zstd
- * compression of a typical cluster, so it is the fallback, not the default.
+ * accidental damage, which is all this manifest can do (an unkeyed checksum inside the
+ * encryption authenticates nothing; the parts are authenticated by the sha256 of each one
+ * in the signed dbcrate manifest, checked before anything is extracted). SHA-256 costs
+ * about as much CPU as the whole zstd compression of a typical cluster, so it is the
+ * fallback, not the default.
  */
 export type ManifestChecksumAlgorithm = 'CRC32C' | 'SHA256';
 
@@ -18,6 +19,7 @@ export interface FileChecksum {
 
 type Crc32c = (input: Uint8Array, initial?: number) => number;
 let crc32c: Crc32c | null | undefined;
+let loadError: string | undefined;
 
 /** The native CRC-32C (SSE 4.2 / ARMv8 CRC instructions), or null when its addon does not load here. */
 function nativeCrc32c(): Crc32c | null {
@@ -25,16 +27,22 @@ function nativeCrc32c(): Crc32c | null {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: a platform without the prebuilt addon falls back to SHA-256
       crc32c = (require('@node-rs/crc32') as { crc32c: Crc32c }).crc32c;
-    } catch {
+    } catch (e) {
       crc32c = null;
+      loadError = e instanceof Error ? e.message : String(e);
     }
   }
   return crc32c;
 }
 
-/** CRC-32C where its native implementation loads, else SHA-256 (both understood by pg_verifybackup). */
-export function defaultManifestChecksum(): ManifestChecksumAlgorithm {
-  return nativeCrc32c() ? 'CRC32C' : 'SHA256';
+/**
+ * CRC-32C where its native implementation loads, else SHA-256 (both understood by
+ * pg_verifybackup); `fallback` says why it fell back, for a warning.
+ */
+export function defaultManifestChecksum(): { algorithm: ManifestChecksumAlgorithm; fallback?: string } {
+  return nativeCrc32c()
+    ? { algorithm: 'CRC32C' }
+    : { algorithm: 'SHA256', fallback: `@node-rs/crc32 does not load here (${loadError})` };
 }
 
 export function fileChecksum(algorithm: ManifestChecksumAlgorithm): FileChecksum {
@@ -50,7 +58,8 @@ export function fileChecksum(algorithm: ManifestChecksumAlgorithm): FileChecksum
       state = crc(d, state);
     },
     digest: () => {
-      // PostgreSQL copies the uint32 in memory order and hex-encodes those bytes: little-endian
+      // PostgreSQL hex-encodes the uint32's bytes in memory order: little-endian on every
+      // platform the addon is built for (a big-endian host gets no addon, so SHA-256)
       const out = Buffer.alloc(4);
       out.writeUInt32LE(state >>> 0);
       return out.toString('hex');

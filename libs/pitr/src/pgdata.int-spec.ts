@@ -16,7 +16,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -209,7 +209,14 @@ describe('base backups read from the data directory (pgdata)', () => {
     ).at(-1)!.manifest!;
     const target = join(dir, 'restored');
     await restoreBaseBackup({ storage, manifest, keys: [key], targetDir: target });
-    // stock tools can check the restored files against the backup_manifest inside the archive
+    // stock tools can check the restored files against the backup_manifest inside the archive,
+    // whose per-file checksums are CRC-32C (pg_basebackup's default), one for every file
+    const pgManifest = JSON.parse(await readFile(join(target, 'backup_manifest'), 'utf8')) as {
+      Files: { 'Checksum-Algorithm': string; Checksum: string }[];
+    };
+    expect(pgManifest.Files.length).toBeGreaterThan(100);
+    expect(new Set(pgManifest.Files.map((f) => f['Checksum-Algorithm']))).toEqual(new Set(['CRC32C']));
+    expect(pgManifest.Files.every((f) => /^[0-9a-f]{8}$/.test(f.Checksum))).toBe(true);
     await execFileP(join(pg.binDir, 'pg_verifybackup'), ['-n', target]);
     expect((await readdir(join(target, 'pg_wal'))).sort()).toEqual(['archive_status']);
     const srv = await startRestored(target);

@@ -22,8 +22,8 @@ type Binding = typeof import('zstd-napi/binding');
 export const ZSTD_DEFAULT_THREADS = 2;
 
 let binding: Binding | undefined;
-/** The context of compressBuffer on this thread (see there). */
-let oneShot: InstanceType<Binding['CCtx']> | undefined;
+/** The contexts of compressBuffer on this thread, by worker-thread count (see there). */
+const oneShot = new Map<number, InstanceType<Binding['CCtx']>>();
 let oneShotD: InstanceType<Binding['DCtx']> | undefined;
 /** A frame that says it holds more goes through the streaming decoder. */
 const ONE_SHOT_DECOMPRESS_MAX = 1024 * 1024 * 1024;
@@ -55,6 +55,8 @@ const IMPLEMENTATION = 'zstd-napi';
  * size (a multiple of the window) holds far more memory than the threads need to stay busy.
  */
 const ZSTD_MT_JOB_SIZE = 4 * 1024 * 1024;
+/** libzstd's smallest job is 512 KiB; below a MiB per job the threads cost more than they give. */
+const ONE_SHOT_MIN_JOB = 1024 * 1024;
 
 // libzstd always makes progress while it has output room; if it ever did not, fail
 // instead of spinning forever.
@@ -127,25 +129,37 @@ export class ZstdNapiCodec implements Codec {
     });
   }
 
-  /** One-shot on the calling thread (callers that want parallelism run it in a worker). */
+  /**
+   * One-shot, synchronous. With `threads` > 0 libzstd splits the input into that many jobs
+   * and compresses them on its own threads while this one waits (one frame all the same,
+   * a little more CPU): for latency when the cores are otherwise idle.
+   */
   compressBuffer(data: Uint8Array, opts: BufferCompressOptions = {}): Promise<Buffer> {
     const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
     const threads = opts.threads ?? 0;
     checkCompressOptions(level, threads);
     const z = this.z;
     try {
-      // compress2 is synchronous: one context per thread serves every call, and keeps
-      // its tables between calls instead of allocating them for each
-      oneShot ??= new z.CCtx();
-      oneShot.setParameter(z.CParameter.compressionLevel, level);
-      oneShot.setParameter(z.CParameter.checksumFlag, 1);
-      oneShot.setParameter(z.CParameter.nbWorkers, threads);
+      // compress2 is synchronous: one context per thread and worker count serves every call
+      // and keeps its tables (and libzstd's worker threads and job buffers) between calls;
+      // changing the worker count of one context would free and rebuild them
+      let cctx = oneShot.get(threads);
+      if (!cctx) {
+        cctx = new z.CCtx();
+        cctx.setParameter(z.CParameter.nbWorkers, threads);
+        oneShot.set(threads, cctx);
+      }
+      cctx.setParameter(z.CParameter.compressionLevel, level);
+      cctx.setParameter(z.CParameter.checksumFlag, 1);
+      if (threads > 0) {
+        cctx.setParameter(z.CParameter.jobSize, Math.max(ONE_SHOT_MIN_JOB, Math.ceil(data.length / threads)));
+      }
       const bound = z.compressBound(data.length);
       const dst = opts.into && opts.into.length >= bound ? opts.into : Buffer.allocUnsafe(bound);
-      return Promise.resolve(dst.subarray(0, oneShot.compress2(dst, data)));
+      return Promise.resolve(dst.subarray(0, cctx.compress2(dst, data)));
     } catch (e) {
       // a context left mid-frame by an error is not reused
-      oneShot = undefined;
+      oneShot.delete(threads);
       return Promise.reject(zstdError(e, IMPLEMENTATION, 'compress'));
     }
   }

@@ -142,6 +142,20 @@ describe.each([
     expect(sha256(await through(z, codec.decompressor()))).toBe(sha256(input));
   });
 
+  it('with threads, one frame that both decoders and the other contexts read, interleaved with calls without', async () => {
+    const input = big.subarray(0, 16 * 1024 * 1024);
+    const into = Buffer.alloc(17 * 1024 * 1024);
+    for (const threads of [2, 0, 2, 1]) {
+      const z = Buffer.from(await codec.compressBuffer(input, { threads, into }));
+      expect(z.subarray(0, 4).equals(ZSTD_MAGIC)).toBe(true);
+      expect(sha256(await codec.decompressBuffer(z))).toBe(sha256(input));
+      expect(sha256(await through(z, codec.decompressor()))).toBe(sha256(input));
+      // a small input right after, on the context of the other thread count
+      const small = await codec.compressBuffer(medium.subarray(0, 5000), { threads: threads ? 0 : 2 });
+      expect(sha256(await codec.decompressBuffer(small))).toBe(sha256(medium.subarray(0, 5000)));
+    }
+  });
+
   it('reads frames the streaming compressor wrote (no content size), several frames, skippable frames', async () => {
     const a = await through(Buffer.from('first '), codec.compressor());
     const b = await codec.compressBuffer(medium);

@@ -1,6 +1,7 @@
 import { existsSync, watch, type FSWatcher } from 'node:fs';
 import { chmod, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Piscina } from 'piscina';
 import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
@@ -103,6 +104,10 @@ export class WalAgent {
       });
     }
     const pool = this.pool;
+    // A segment that is the only one being sealed gets libzstd's threads on the idle cores:
+    // its archive_command waits for it. With several in flight the cores are busy already.
+    let sealing = 0;
+    const idleThreads = availableParallelism() >= 2 ? 2 : 0;
     this.archiver = new WalArchiver({
       storage: opts.storage,
       databaseId: opts.databaseId,
@@ -115,11 +120,16 @@ export class WalAgent {
               path: resolve(opts.pgdata, path),
               walFile,
               systemIdentifier: opts.systemIdentifier,
-              opts: opts.seal,
+              opts: sealing === 0 ? { ...opts.seal, zstdThreads: idleThreads } : opts.seal,
             };
-            const r = (await pool.run(task)) as SealTaskResult;
-            if ('error' in r) throw fromErrorData(r.error);
-            return r;
+            sealing++;
+            try {
+              const r = (await pool.run(task)) as SealTaskResult;
+              if ('error' in r) throw fromErrorData(r.error);
+              return r;
+            } finally {
+              sealing--;
+            }
           }
         : undefined,
     });

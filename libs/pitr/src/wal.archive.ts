@@ -37,6 +37,11 @@ export interface WalSealOptions {
   /** Sign inside the encrypted object (docs/signing.md); needs `databaseId` and the file's name. */
   signingKey?: SigningKey;
   databaseId?: string;
+  /**
+   * libzstd worker threads for this segment (default none): a segment alone on an otherwise
+   * idle host is compressed on several cores at once, for the archive_command's latency.
+   */
+  zstdThreads?: number;
 }
 
 /** The signature notation that binds a WAL object to its database id and file name. */
@@ -76,7 +81,11 @@ export async function sealWal(
   let into = plain.length >= SCRATCH_MIN ? scratch.pop() : undefined;
   if (plain.length >= SCRATCH_MIN && (!into || into.length < bound)) into = Buffer.allocUnsafe(bound);
   try {
-    const compressed = await codec.compressBuffer(plain, { level: opts.level ?? 3, threads: 0, into });
+    const compressed = await codec.compressBuffer(plain, {
+      level: opts.level ?? 3,
+      threads: opts.zstdThreads ?? 0,
+      into,
+    });
     if (!opts.signingKey) return await getCipher('openpgp').encryptBuffer(compressed, opts.recipients);
     return await getCipher('openpgp').encryptBuffer(compressed, opts.recipients, {
       signingKey: opts.signingKey,

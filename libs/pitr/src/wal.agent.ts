@@ -76,6 +76,7 @@ export class WalAgent {
   private readonly statusDir: string;
   private readonly walDir: string;
   private pool?: Piscina;
+  private readonly workerFile?: string;
   private server?: Server;
   private watcher?: FSWatcher;
   private timer?: NodeJS.Timeout;
@@ -90,20 +91,10 @@ export class WalAgent {
     this.walDir = join(resolve(opts.pgdata), 'pg_wal');
     this.statusDir = join(this.walDir, 'archive_status');
     const worker = join(__dirname, 'wal.seal.worker.js');
-    // Built code seals in worker threads; from TypeScript sources (tests) on the main thread.
-    if (existsSync(worker)) {
-      // Loaded here: only the agent needs worker threads, not every CLI start.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
-      const { Piscina: Pool } = require('piscina') as typeof import('piscina');
-      // one task per thread at a time: a thread reuses its buffers from one segment to the next
-      this.pool = new Pool({
-        filename: worker,
-        minThreads: this.parallel,
-        maxThreads: this.parallel,
-        concurrentTasksPerWorker: 1,
-      });
-    }
-    const pool = this.pool;
+    // Built code seals in worker threads (started by start(), not here: an agent that is made
+    // but never started, or fails to start, leaves no threads behind); from TypeScript sources
+    // (tests) on the main thread.
+    this.workerFile = existsSync(worker) ? worker : undefined;
     // A segment that is the only one being sealed gets libzstd's threads on the idle cores:
     // its archive_command waits for it. With several in flight the cores are busy already.
     let sealing = 0;
@@ -114,8 +105,10 @@ export class WalAgent {
       systemIdentifier: opts.systemIdentifier,
       seal: (plain, walFile) => sealWal(plain, opts.seal, walFile),
       hooks: opts.hooks,
-      sealSegment: pool
+      sealSegment: this.workerFile
         ? async (path, walFile) => {
+            const pool = this.pool;
+            if (!pool) throw new DbcrateError(ErrorCodes.INTERNAL, 'the WAL agent is not started');
             const task: SealTask = {
               path: resolve(opts.pgdata, path),
               walFile,
@@ -164,8 +157,26 @@ export class WalAgent {
         hint: '--pgdata must be the data directory of the PostgreSQL cluster whose WAL this agent archives',
       });
     }
-    await this.warmUp();
-    await this.listen();
+    if (this.workerFile && !this.pool) {
+      // Loaded here: only the agent needs worker threads, not every CLI start.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
+      const { Piscina: Pool } = require('piscina') as typeof import('piscina');
+      // one task per thread at a time: a thread reuses its buffers from one segment to the next
+      this.pool = new Pool({
+        filename: this.workerFile,
+        minThreads: this.parallel,
+        maxThreads: this.parallel,
+        concurrentTasksPerWorker: 1,
+      });
+    }
+    try {
+      await this.warmUp();
+      await this.listen();
+    } catch (e) {
+      await this.pool?.destroy();
+      this.pool = undefined;
+      throw e;
+    }
     this.watcher = watch(this.statusDir, () => this.scanSoon());
     this.watcher.on('error', (e) =>
       logger().warn({ err: e.message }, 'archive_status watcher failed; polling only'),

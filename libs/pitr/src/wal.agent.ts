@@ -83,6 +83,7 @@ export class WalAgent {
   private scanning = false;
   private rescan = false;
   private stopped = false;
+  private started = false;
   private secret = '';
   private socketIno?: number;
 
@@ -157,7 +158,12 @@ export class WalAgent {
         hint: '--pgdata must be the data directory of the PostgreSQL cluster whose WAL this agent archives',
       });
     }
-    if (this.workerFile && !this.pool) {
+    // once per agent: a second start would share (and on failure tear down) the first one's threads
+    if (this.started || this.stopped) {
+      throw new DbcrateError(ErrorCodes.INTERNAL, 'a WAL agent is started once; make a new one');
+    }
+    this.started = true;
+    if (this.workerFile) {
       // Loaded here: only the agent needs worker threads, not every CLI start.
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- synchronous lazy load
       const { Piscina: Pool } = require('piscina') as typeof import('piscina');
@@ -172,9 +178,14 @@ export class WalAgent {
     try {
       await this.warmUp();
       await this.listen();
+      // stop() ran while this was starting: it found nothing to close yet
+      if (this.stopped)
+        throw new DbcrateError(ErrorCodes.INTERRUPTED, 'the WAL agent was stopped while starting');
     } catch (e) {
+      await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
       await this.pool?.destroy();
       this.pool = undefined;
+      await this.removeOwnFiles();
       throw e;
     }
     this.watcher = watch(this.statusDir, () => this.scanSoon());
@@ -196,6 +207,7 @@ export class WalAgent {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     await Promise.allSettled([...this.entries.values()].map((e) => e.promise));
     await this.pool?.destroy();
+    this.pool = undefined;
     await this.removeOwnFiles();
   }
 

@@ -33,7 +33,7 @@ import {
 } from '@dbcrate/crypto';
 import { openStorage, type Storage } from '@dbcrate/storage';
 import { startPgCluster, type PgCluster } from '@dbcrate/testing';
-import { requestPush } from './agent.protocol';
+import { agentSecretPath, requestPush } from './agent.protocol';
 import { readClusterIdentity, timelineKey, walKey, walLookupPrefix, walPrefix } from './pitr.layout';
 import { WalAgent } from './wal.agent';
 import { findArchived, readSystemIdentifier, sealWal, sha256Hex, WalArchiver } from './wal.archive';
@@ -462,6 +462,30 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
     it('a push that names no file is refused, not answered with a ping’s "ok"', async () => {
       const reply = await requestPush(socket, '', { timeoutMs: 60_000 });
       expect(reply).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
+    });
+
+    it('a second start() of a running agent is refused and leaves it serving', async () => {
+      expect((await caught(agent.start())).code).toBe(ErrorCodes.INTERNAL);
+      const reply = await requestPush(socket, walPath(segs[0]), { timeoutMs: 60_000 });
+      expect(reply).toMatchObject({ ok: true });
+    });
+
+    it('an agent stopped while it starts does not stay up: no socket, no secret, start() fails', async () => {
+      const sock = join(work, 'stopped-while-starting.sock');
+      const third = new WalAgent({
+        pgdata: pg.dataDir,
+        socketPath: sock,
+        storage: agentStore,
+        databaseId: DB,
+        systemIdentifier: sysid,
+        seal: { recipients },
+      });
+      const starting = third.start();
+      const stopping = third.stop();
+      expect((await caught(starting)).code).toBe(ErrorCodes.INTERRUPTED);
+      await stopping;
+      expect(existsSync(sock)).toBe(false);
+      expect(existsSync(agentSecretPath(sock))).toBe(false);
     });
 
     it('a second agent on the same socket is refused', async () => {

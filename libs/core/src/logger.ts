@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { PrettyOptions } from 'pino-pretty';
 import { redact } from './redact';
+import { scopeLogger, setProcessLogger } from './scope';
 
 export type { Logger };
 
@@ -87,11 +88,15 @@ function redactError(e: Error): { err: { message: string; code?: unknown } } {
   return { err: { message: redact(e.message), code: (e as { code?: unknown }).code } };
 }
 
-let root: Logger | undefined;
+let fallback: Logger | undefined;
+/** The logger of the current work scope (see `runInScope`), else the process's. */
 export function logger(): Logger {
-  root ??= createLogger();
-  return root;
+  const scoped = scopeLogger();
+  if (scoped) return scoped;
+  fallback ??= createLogger();
+  return fallback;
 }
+/** Set the process scope's logger: the CLI, once it has read its settings. */
 export function setLogger(l: Logger): void {
-  root = l;
+  setProcessLogger(l);
 }

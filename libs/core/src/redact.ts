@@ -2,12 +2,10 @@
  * Secret redaction. Every message that may carry a URL, a connection string or an
  * environment dump goes through `redact` before it reaches a log or a terminal.
  */
-const registered = new Set<string>();
+import type { Logger } from 'pino';
+import { enterScope, maskRegistered } from './scope';
 
-/** Remember a secret value (password, key, passphrase) so it is masked wherever it appears. */
-export function registerSecret(value: string | undefined | null): void {
-  if (value && value.length >= 4) registered.add(value);
-}
+export { registerSecret } from './scope';
 
 export const MASK = '***';
 
@@ -20,12 +18,35 @@ const PRIVATE_KEY_BLOCK =
   /-----BEGIN PGP PRIVATE KEY BLOCK-----[\s\S]*?(-----END PGP PRIVATE KEY BLOCK-----|$)/g;
 
 export function redact(text: string): string {
-  let out = text
+  const out = text
     .replace(URL_USERINFO, (_m, head: string) => `${head}:${MASK}@`)
     .replace(KV_SECRET, (_m, k: string, sep: string) => `${k}${sep}${MASK}`)
     .replace(PRIVATE_KEY_BLOCK, `[private key ${MASK}]`);
-  for (const s of registered) {
-    if (out.includes(s)) out = out.split(s).join(MASK);
-  }
-  return out;
+  return maskRegistered(out, MASK);
+}
+
+/**
+ * Run `fn` (a job) in its own work scope, with `logger` as its logger: the secrets it
+ * registers are masked in what it logs and dropped with it. An error it throws leaves the
+ * scope with its message and stack already redacted, because outside the scope its secrets
+ * are no longer known.
+ */
+export function runInScope<T>(opts: { logger?: Logger }, fn: () => Promise<T>): Promise<T> {
+  return enterScope(opts, async () => {
+    try {
+      return await fn();
+    } catch (e) {
+      throw scrub(e);
+    }
+  });
+}
+
+function scrub(e: unknown, depth = 0): unknown {
+  if (depth > 8 || !(e instanceof Error)) return typeof e === 'string' ? redact(e) : e;
+  e.message = redact(e.message);
+  if (e.stack) e.stack = redact(e.stack);
+  const hinted = e as { hint?: unknown };
+  if (typeof hinted.hint === 'string') hinted.hint = redact(hinted.hint);
+  if (e.cause !== undefined) e.cause = scrub(e.cause, depth + 1);
+  return e;
 }

@@ -243,9 +243,6 @@ export class S3Storage implements Storage {
     registerSecret(env.AWS_SECRET_ACCESS_KEY);
     registerSecret(env.AWS_SESSION_TOKEN);
     const checksums = cfg.checksums;
-    // Node 20 is the platform dbcrate targets; the SDK's notice that future SDK releases will
-    // need Node 22 is not something a user of the CLI can act on, so keep it off their stderr.
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       region: cfg.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
       endpoint: cfg.endpoint,

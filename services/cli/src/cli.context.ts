@@ -2,24 +2,13 @@ import { Command } from 'commander';
 import { checkConfigKeys, loadConfigFile, type ConfigFile } from '@dbcrate/config';
 import { createLogger, setLogger } from '@dbcrate/core';
 import { createProgress, type ProgressSink } from '@dbcrate/pipeline';
+import { interruptSignal } from './cli.signals';
 
 /** What every command gets: the merged config file, a progress factory, a cancel signal. */
 export interface CliContext {
   file: ConfigFile;
   progress: (phase: string, total?: number) => ProgressSink;
   signal: AbortSignal;
-}
-
-const controller = new AbortController();
-let interrupted = false;
-// SIGHUP: the terminal went away (ssh dropped); stop and clean up as for ^C.
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    if (interrupted) process.exit(130); // second ^C: leave now
-    interrupted = true;
-    process.stderr.write(`\ndbcrate: ${sig} received, stopping and cleaning up (again to force)\n`);
-    controller.abort(new Error(`${sig} received`));
-  });
 }
 
 export function contextFor(cmd: Command): CliContext {
@@ -39,7 +28,7 @@ export function contextFor(cmd: Command): CliContext {
   );
   return {
     file,
-    signal: controller.signal,
+    signal: interruptSignal(),
     progress: (phase, total) => createProgress({ phase, total, mode: mode === 'auto' ? undefined : mode }),
   };
 }

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { DBCRATE_VERSION } from '@dbcrate/pipeline';
 import { reportError } from './cli.errors';
+import { installInterruptHandlers } from './cli.signals';
 import { backupCommand } from './commands/backup.command';
 import { basebackupCommand } from './commands/basebackup.command';
 import { checkCommand } from './commands/check.command';
@@ -59,6 +60,10 @@ export function buildProgram(): Command {
 }
 
 async function main(): Promise<void> {
+  installInterruptHandlers();
+  // Node 20 is the platform dbcrate targets; the AWS SDK's notice that its future releases
+  // need Node 22 is not something a user can act on, so keep it off their stderr.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   try {
     await buildProgram().parseAsync(process.argv);
     process.exitCode ??= 0;

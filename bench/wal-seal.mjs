@@ -230,8 +230,9 @@ function report({ r, zBytes, machine, started, write }) {
   ];
   const section = lines.join('\n');
   console.log(section);
-  if (write)
-    writeDoc(join(REPO, 'docs', 'benchmarks.md'), section, { begin: WALSEAL_BEGIN, end: WALSEAL_END });
+  // BENCH_DOC_FILE: test the harness on a copy (as bench/run.mjs does)
+  const doc = process.env.BENCH_DOC_FILE || join(REPO, 'docs', 'benchmarks.md');
+  if (write) writeDoc(doc, section, { begin: WALSEAL_BEGIN, end: WALSEAL_END });
   return r;
 }
 

@@ -31,3 +31,12 @@ export {
   type TrustPolicy,
   type TrustVerdict,
 } from './signing';
+export {
+  FileKeyProvider,
+  MemoryKeyProvider,
+  passphraseFrom,
+  readKeyFile,
+  trustPaths,
+  type FileKeySettings,
+  type KeyProvider,
+} from './key.provider';

@@ -1,5 +1,5 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { checkReachedEnd } from './recover.command';
+import { checkReachedEnd } from './recover.flow';
 
 describe('recover --latest: replay must reach the end of the contiguous archived WAL', () => {
   const plan = ['000000010000000000000002', '000000010000000000000003', '000000020000000000000004'];

@@ -1,7 +1,12 @@
 import { restoreCommandFor } from './recover.wal';
 
 describe('restoreCommandFor', () => {
-  const base = { from: 'file:///x', keyPath: '/k/org.key.asc', databaseId: '744' };
+  const base = {
+    walFetch: ['/usr/bin/node', '/opt/dbcrate/main.js', 'wal-fetch'],
+    from: 'file:///x',
+    databaseId: '744',
+    readerArgs: ['--key', '/k/org.key.asc'],
+  };
 
   it('takes WAL from pg_wal/dbcrate-prefetch by default, and asks the socket for the rest', () => {
     const cmd = restoreCommandFor({ ...base, socketDir: '/tmp/dbcrate-wal-abc' });
@@ -21,5 +26,16 @@ describe('restoreCommandFor', () => {
     });
     expect(cmd).toMatch(/^f=%f; s=\/tmp\/dbcrate-spool-Q1%%x\/spool; /);
     expect(cmd).not.toContain('pg_wal/dbcrate-prefetch');
+  });
+
+  it('without a socket, fetches itself with the keys the reader arguments open', () => {
+    const cmd = restoreCommandFor(base);
+    expect(cmd).toContain(
+      'exec /usr/bin/node /opt/dbcrate/main.js wal-fetch %f %p --from file:///x --database-id 744 --key /k/org.key.asc',
+    );
+  });
+
+  it('refuses to write one that could fetch nothing', () => {
+    expect(() => restoreCommandFor({ walFetch: base.walFetch })).toThrow(/socket or the keys/);
   });
 });

@@ -1,22 +1,16 @@
 import { constants, type Stats } from 'node:fs';
 import { chmod, lstat, mkdtemp, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import type { DecryptionKey, TrustPolicy } from '@dbcrate/crypto';
-import {
-  fetchWal,
-  fetchWalObject,
-  PREFETCH_DIR,
-  removeTree,
-  shellQuote,
-  WalServer,
-  writeAtomically,
-  type WalFetchOptions,
-  type WalIndex,
-} from '@dbcrate/pitr';
 import type { Storage } from '@dbcrate/storage';
-import { trustPaths } from '../key-files';
+import { shellQuote } from './recover';
+import { removeTree } from './tree.remove';
+import { fetchWal, fetchWalObject, PREFETCH_DIR, type WalFetchOptions } from './wal.fetch';
+import type { WalIndex } from './windows';
+import { WalServer } from './wal.serve';
+import { writeAtomically } from './wal.write';
 
 /** PostgreSQL expands %f/%p/%r anywhere in restore_command, even inside quotes: double every literal %. */
 const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
@@ -29,30 +23,31 @@ const word = (a: string) => shellQuote(a).replace(/%/g, '%%');
  * passphrase); without, fetching itself with the key file.
  */
 export function restoreCommandFor(o: {
+  /** The `dbcrate wal-fetch` command line to run (program and leading arguments). */
+  walFetch: string[];
   socketDir?: string;
   /** The prefetch spool, when not pg_wal/dbcrate-prefetch (recover as root). */
   spoolDir?: string;
-  from: string;
-  keyPath: string;
-  databaseId: string;
-  /** --trust files and --allow-unsigned, for a restore_command that fetches (and checks) itself. */
-  trust?: string[];
-  allowUnsigned?: boolean;
+  /** Without `socketDir`: where `wal-fetch` fetches from, and the arguments that open the keys. */
+  from?: string;
+  databaseId?: string;
+  readerArgs?: string[];
 }): string {
-  const fetch = [process.execPath, resolve(process.argv[1]), 'wal-fetch'];
-  const tail = o.socketDir
-    ? ['--from-socket', o.socketDir]
-    : ['--from', o.from, '--key', o.keyPath, '--database-id', o.databaseId];
-  if (!o.socketDir) {
-    for (const t of trustPaths(o.trust)) tail.push('--trust', resolve(t));
-    if (o.allowUnsigned) tail.push('--allow-unsigned');
-  }
+  let tail: string[];
+  if (o.socketDir) tail = ['--from-socket', o.socketDir];
+  else if (o.from && o.databaseId && o.readerArgs)
+    tail = ['--from', o.from, '--database-id', o.databaseId, ...o.readerArgs];
+  else
+    throw new DbcrateError(
+      ErrorCodes.INTERNAL,
+      'restore_command needs a WAL socket or the keys to fetch with',
+    );
   return (
     `f=%f; s=${word(o.spoolDir ?? PREFETCH_DIR)}; if [ -e "$s/$f.missing" ]; then exit 1; fi; ` +
     // copied, not moved: history files and the last segment of --latest are asked for again
     `case "$f" in *.history) cp "$s/$f" %p 2>/dev/null && exit 0;; *) if [ -e "$s/$f.keep" ]; then cp "$s/$f" %p 2>/dev/null && exit 0; fi; ` +
     `mv -f "$s/$f" %p 2>/dev/null && exit 0;; esac; ` +
-    `exec ${fetch.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`
+    `exec ${o.walFetch.map(word).join(' ')} %f %p ${tail.map(word).join(' ')}`
   );
 }
 

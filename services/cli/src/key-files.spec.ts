@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, isDbcrateError } from '@dbcrate/core';
-import { trustPaths, trustPolicyFrom, writeKeyFiles } from './key-files';
+import { writeKeyFiles } from './key-files';
 
 let dir: string;
 beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'dbcrate-keyfiles-'))));
@@ -53,23 +53,5 @@ describe('writeKeyFiles', () => {
     expect(await code(writeKeyFiles(f))).toBe(ErrorCodes.USAGE);
     expect(readdirSync(dir)).toEqual(['org.key.asc']);
     expect(readFileSync(join(dir, 'org.key.asc'), 'utf8')).toBe('RACED');
-  });
-});
-
-describe('trust settings', () => {
-  it('reads --trust values as files, each possibly a comma- or colon-separated list', () => {
-    expect(trustPaths(['a.asc', 'b.asc,c.asc', ' d.asc:e.asc ', ''])).toEqual([
-      'a.asc',
-      'b.asc',
-      'c.asc',
-      'd.asc',
-      'e.asc',
-    ]);
-    expect(trustPaths(undefined)).toEqual([]);
-  });
-
-  it('refuses neither --trust nor --allow-unsigned, saying what to pass', async () => {
-    expect(await code(trustPolicyFrom({}))).toBe(ErrorCodes.CONFIG);
-    expect(await trustPolicyFrom({ allowUnsigned: true })).toEqual({ trusted: [], allowUnsigned: true });
   });
 });

@@ -1,61 +1,29 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { link, open, readFile, unlink } from 'node:fs/promises';
+import { link, open, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { DbcrateError, ErrorCodes, registerSecret } from '@dbcrate/core';
-import {
-  loadDecryptionKey,
-  loadRecipientKey,
-  loadSigningKey,
-  loadTrustedKeys,
-  type DecryptionKey,
-  type RecipientKey,
-  type SigningKey,
-  type TrustPolicy,
-} from '@dbcrate/crypto';
+import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import { FileKeyProvider } from '@dbcrate/crypto';
 
-async function readKeyFile(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    throw new DbcrateError(
-      ErrorCodes.KEY_INVALID,
-      `cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-      {
-        hint: 'check the path',
-      },
-    );
-  }
-}
-
-export async function loadRecipients(paths: string[]): Promise<RecipientKey[]> {
-  const keys: RecipientKey[] = [];
-  for (const p of paths) keys.push(await loadRecipientKey(await readKeyFile(p, 'recipient key')));
-  return keys;
-}
-
-/** The passphrase is read from the environment variable the user names, never from a flag (flags show in `ps`). */
-export function passphraseFrom(envVar: string | undefined): string | undefined {
-  if (!envVar) return undefined;
-  const v = process.env[envVar];
-  if (v === undefined) {
-    throw new DbcrateError(
-      ErrorCodes.PASSPHRASE,
-      `environment variable ${envVar} (named by --passphrase-env) is not set`,
-      {
-        hint: `export ${envVar}=… before running dbcrate`,
-      },
-    );
-  }
-  registerSecret(v);
-  return v;
-}
-
-export async function loadPrivateKey(
-  path: string,
-  passphraseEnv: string | undefined,
-): Promise<DecryptionKey> {
-  return loadDecryptionKey(await readKeyFile(path, 'private key'), passphraseFrom(passphraseEnv));
+/** The key files a command's settings name, behind the `KeyProvider` the library flows take. */
+export function keysFrom(s: {
+  recipient?: string[];
+  signingKey?: string;
+  signingPassphraseEnv?: string;
+  key?: string;
+  passphraseEnv?: string;
+  trust?: string[];
+  allowUnsigned?: boolean;
+}): FileKeyProvider {
+  return new FileKeyProvider({
+    recipients: s.recipient,
+    signingKey: s.signingKey,
+    signingPassphraseEnv: s.signingPassphraseEnv,
+    privateKey: s.key,
+    passphraseEnv: s.passphraseEnv,
+    trust: s.trust,
+    allowUnsigned: s.allowUnsigned,
+  });
 }
 
 export interface KeyFile {
@@ -129,43 +97,4 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-/** The host's signing key (--signing-key FILE, its passphrase from --signing-passphrase-env VAR). */
-export async function loadSigning(path: string, passphraseEnv: string | undefined): Promise<SigningKey> {
-  return loadSigningKey(await readKeyFile(path, 'signing key'), passphraseFrom(passphraseEnv));
-}
-
-/** --trust values as files: each may be a comma- or colon-separated list (DBCRATE_TRUST=a.asc:b.asc). */
-export function trustPaths(values: string[] | undefined): string[] {
-  return (values ?? [])
-    .flatMap((p) => p.split(/[,:]/))
-    .map((p) => p.trim())
-    .filter(Boolean);
-}
-
-/**
- * What a reader trusts: the signer keys of --trust (files; DBCRATE_TRUST is a comma list),
- * or with --allow-unsigned also objects without a signature. Neither is refused: silently
- * accepting unsigned objects is what let forged backups be restored.
- */
-export async function trustPolicyFrom(s: {
-  trust?: string[];
-  allowUnsigned?: boolean;
-}): Promise<TrustPolicy> {
-  const paths = trustPaths(s.trust);
-  if (paths.length === 0 && !s.allowUnsigned) {
-    throw new DbcrateError(
-      ErrorCodes.CONFIG,
-      'no trusted signer key given: cannot tell real backups from forged ones',
-      {
-        hint:
-          "pass the producing host's signer public key with --trust FILE (DBCRATE_TRUST, or trust: in the --config file; " +
-          'from dbcrate keys generate-signing); for an archive made before signing, --allow-unsigned',
-      },
-    );
-  }
-  const texts: string[] = [];
-  for (const p of paths) texts.push(await readKeyFile(p, 'trusted signer key'));
-  return { trusted: await loadTrustedKeys(texts), allowUnsigned: s.allowUnsigned ?? false };
 }

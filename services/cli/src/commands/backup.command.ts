@@ -5,7 +5,7 @@ import { runBackup } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
-import { loadRecipients, loadSigning } from '../key-files';
+import { keysFrom } from '../key-files';
 import { signingFlags, signingSettings } from '../signing.options';
 
 const schema = z.object({
@@ -50,8 +50,9 @@ export function backupCommand(): Command {
       .action(async (_o, cmd: Command) => {
         const ctx = contextFor(cmd);
         const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-        const recipients = await loadRecipients(s.recipient);
-        const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
+        const keys = keysFrom(s);
+        const recipients = await keys.recipients();
+        const signingKey = await keys.signingKey();
         const storage = await openStorage(s.to);
         try {
           const r = await runBackup({

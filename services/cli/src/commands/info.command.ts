@@ -7,7 +7,7 @@ import { describeArchive, type DatabaseInfo } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
-import { trustPolicyFrom } from '../key-files';
+import { keysFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
@@ -69,7 +69,7 @@ export function infoCommand(): Command {
       .action(async (_o, cmd: Command) => {
         const ctx = contextFor(cmd);
         const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-        const trust = await trustPolicyFrom(s);
+        const trust = await keysFrom(s).trust();
         const storage = await openStorage(s.from);
         try {
           const info = await describeArchive(storage, { databaseId: s.databaseId, trust });

@@ -5,7 +5,8 @@ import { z } from 'zod';
 import { resolveSettings } from '@dbcrate/config';
 import { generateKeyPair, generateSigningKey } from '@dbcrate/crypto';
 import { contextFor } from '../cli.context';
-import { passphraseFrom, writeKeyFiles } from '../key-files';
+import { passphraseFrom } from '@dbcrate/crypto';
+import { writeKeyFiles } from '../key-files';
 
 const schema = z.object({
   name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, . _ -'),

@@ -5,7 +5,7 @@ import { runRestore } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
-import { loadPrivateKey, trustPolicyFrom } from '../key-files';
+import { keysFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
@@ -56,8 +56,9 @@ export function restoreCommand(): Command {
           flags: { ...flags, noOwner: flags.owner === false ? true : undefined },
           file: ctx.file,
         });
-        const trust = await trustPolicyFrom(s);
-        const key = await loadPrivateKey(s.key, s.passphraseEnv);
+        const keys = keysFrom(s);
+        const trust = await keys.trust();
+        const [key] = await keys.decryptionKeys();
         const storage = await openStorage(s.from);
         try {
           const r = await runRestore({

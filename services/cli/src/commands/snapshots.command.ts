@@ -5,7 +5,7 @@ import { formatBytes, listSnapshots } from '@dbcrate/pipeline';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
-import { trustPolicyFrom } from '../key-files';
+import { keysFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
@@ -28,7 +28,7 @@ export function snapshotsCommand(): Command {
       .action(async (_o, cmd: Command) => {
         const ctx = contextFor(cmd);
         const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-        const trust = await trustPolicyFrom(s);
+        const trust = await keysFrom(s).trust();
         const storage = await openStorage(s.from);
         try {
           const list = await listSnapshots(storage, { databaseId: s.databaseId, trust });

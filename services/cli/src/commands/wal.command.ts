@@ -9,27 +9,23 @@ import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import {
   agentSocketPath,
   fetchFromWalServer,
-  fetchWal,
-  followingSegments,
-  prefetchInto,
-  PrefetchSpool,
+  prefetchWalFiles,
   pushExpect,
   readSystemIdentifier,
   requestPush,
   requireWalFileName,
-  resolveClusterId,
-  segmentSizeOfLength,
+  restoreWalFile,
   sealWal,
   validateDatabaseId,
-  walNameState,
   WalAgent,
   WalArchiver,
   writeAtomically,
 } from '@dbcrate/pitr';
+import type { KeyProvider } from '@dbcrate/crypto';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { reportError } from '../cli.errors';
-import { loadPrivateKey, loadRecipients, loadSigning, trustPaths, trustPolicyFrom } from '../key-files';
+import { keysFrom } from '../key-files';
 import { signingFlags, signingSettings, trustFlags, trustSettings } from '../signing.options';
 import { agentFailure, settingsVerifier } from './wal.expect';
 
@@ -73,10 +69,10 @@ function storageAndSealFlags(cmd: Command): Command {
 
 async function archiverFor(s: z.infer<typeof pushSchema>, pgdata: string) {
   const to = required(s.to, 'to', 'the destination URL WAL is archived to');
-  const recipients = await loadRecipients(
-    required(s.recipient, 'recipient', 'the public key WAL is encrypted to'),
-  );
-  const signingKey = await loadSigning(s.signingKey, s.signingPassphraseEnv);
+  required(s.recipient, 'recipient', 'the public key WAL is encrypted to');
+  const keys = keysFrom(s);
+  const recipients = await keys.recipients();
+  const signingKey = await keys.signingKey();
   const systemIdentifier = await readSystemIdentifier(pgdata);
   const databaseId = s.databaseId ? validateDatabaseId(s.databaseId) : systemIdentifier;
   const storage = await openStorage(to);
@@ -290,59 +286,26 @@ async function walFetch(walFile: string, path: string, cmd: Command): Promise<vo
   const s = resolveSettings(fetchSchema, { flags: cmd.opts(), file: ctx.file });
   requireWalFileName(walFile);
   const pgdata = resolve(s.pgdata ?? process.cwd());
-  const dest = resolve(process.cwd(), path);
-  const spool = new PrefetchSpool(pgdata);
-
+  const keys = keysFrom(s);
+  const common = {
+    walFile,
+    pgdata,
+    openStorage: () => openStorage(s.from),
+    databaseId: s.databaseId,
+    keys,
+    prefetch: s.prefetch,
+    walSegmentSize: s.walSegmentSize,
+  };
   if (s.prefetchOnly) {
-    const following = followingSegments(walFile, s.prefetch, s.walSegmentSize);
-    if (!spool.tryLock()) return;
-    try {
-      const opts = await fetchOptions(s);
-      await prefetchInto(spool, opts, following, s.prefetchParallel);
-      await opts.storage.close();
-    } finally {
-      await spool.unlock();
-    }
+    await prefetchWalFiles({ ...common, parallel: s.prefetchParallel });
     return;
   }
-
-  const hit = await spool.take(walFile, dest);
-  if (!hit) {
-    // "Not in the archive" is the common answer for history files PostgreSQL probes for:
-    // give it before paying for unlocking the private key.
-    const storage = await openStorage(s.from);
-    try {
-      const databaseId = await resolveClusterId(storage, s.databaseId);
-      const found = await walNameState(storage, databaseId, walFile);
-      if (found.objects.length === 0 && found.empty.length === 0) {
-        throw new DbcrateError(
-          ErrorCodes.WAL_NOT_FOUND,
-          `${walFile} is not in the archive ${storage.displayUrl}`,
-        );
-      }
-      const trust = await trustPolicyFrom(s);
-      const keys = [await loadPrivateKey(s.key, s.passphraseEnv)];
-      await writeAtomically(dest, await fetchWal({ storage, databaseId, keys, trust }, walFile));
-    } finally {
-      await storage.close();
-    }
-  }
-  // The segment size is the restored segment's length (not always 16 MiB: initdb --wal-segsize).
-  const segSize = s.walSegmentSize ?? segmentSizeOfLength((await stat(dest)).size);
-  const following = followingSegments(walFile, s.prefetch, segSize);
-  if (following.length > 0) {
-    await spool.prune(walFile, segSize);
-    if (!spool.locked()) startPrefetcher(walFile, path, pgdata, { ...s, walSegmentSize: segSize });
-  }
-}
-
-async function fetchOptions(s: z.infer<typeof fetchSchema>) {
-  const trust = await trustPolicyFrom(s);
-  const key = await loadPrivateKey(s.key, s.passphraseEnv);
-  const storage = await openStorage(s.from);
-  // recover writes --database-id into restore_command; by hand, the destination's only cluster will do.
-  const databaseId = await resolveClusterId(storage, s.databaseId);
-  return { storage, databaseId, keys: [key], trust };
+  await restoreWalFile({
+    ...common,
+    dest: resolve(process.cwd(), path),
+    startPrefetch: (segSize) =>
+      startPrefetcher(walFile, path, pgdata, { ...s, walSegmentSize: segSize }, keys),
+  });
 }
 
 /** A detached copy of this command fetches the following segments while PostgreSQL replays. */
@@ -351,15 +314,13 @@ function startPrefetcher(
   path: string,
   pgdata: string,
   s: z.infer<typeof fetchSchema>,
+  keys: KeyProvider,
 ): void {
-  const args = [process.argv[1], 'wal-fetch', walFile, path, '--from', s.from, '--key', s.key];
+  const args = [process.argv[1], 'wal-fetch', walFile, path, '--from', s.from, ...(keys.readerArgs() ?? [])];
   if (s.databaseId) args.push('--database-id', s.databaseId);
   args.push('--pgdata', pgdata, '--prefetch', String(s.prefetch));
   args.push('--prefetch-parallel', String(s.prefetchParallel), '--prefetch-only');
   if (s.walSegmentSize) args.push('--wal-segment-size', String(s.walSegmentSize));
-  if (s.passphraseEnv) args.push('--passphrase-env', s.passphraseEnv);
-  for (const t of trustPaths(s.trust)) args.push('--trust', resolve(t));
-  if (s.allowUnsigned) args.push('--allow-unsigned');
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: 'ignore',

@@ -6,7 +6,7 @@ import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import { signingKeyFingerprint, type RecipientKey } from '@dbcrate/crypto';
 import { AgentError, type PushExpect } from '@dbcrate/pitr';
 import { displayUrl } from '@dbcrate/storage';
-import { loadRecipients } from '../key-files';
+import { FileKeyProvider } from '@dbcrate/crypto';
 
 const expectSchema = z.object({
   to: z.string().optional(),
@@ -73,7 +73,9 @@ export function settingsVerifier(agent: AgentSettings): (expect: PushExpect) => 
       problems.push(`database id "${databaseId}" (the agent's is "${agent.databaseId}")`);
     const files = (s.recipient ?? []).map((p) => resolve(expect.cwd ?? '/', p));
     if (files.length) {
-      const theirs = new Set((await loadRecipients(files)).map((r) => r.fingerprint));
+      const theirs = new Set(
+        (await new FileKeyProvider({ recipients: files }).recipients()).map((r) => r.fingerprint),
+      );
       const same = theirs.size === mine.size && [...theirs].every((f) => mine.has(f));
       if (!same)
         problems.push(`recipients ${[...theirs].join(', ')} (the agent encrypts to ${[...mine].join(', ')})`);

@@ -1,19 +1,17 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { resolveSettings } from '@dbcrate/config';
-import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import {
+  archiveProblem,
+  archiveWindows,
   describeLiveBranches,
   describeWindow,
-  listClusterIds,
-  resolveClusterId,
-  restoreWindows,
   type DatabaseWindows,
 } from '@dbcrate/pitr';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';
-import { trustPolicyFrom } from '../key-files';
+import { keysFrom } from '../key-files';
 import { trustFlags, trustSettings } from '../signing.options';
 
 const schema = z.object({
@@ -54,46 +52,18 @@ export function windowsCommand(): Command {
       .action(async (_o, cmd: Command) => {
         const ctx = contextFor(cmd);
         const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
-        const trust = await trustPolicyFrom(s);
+        const trust = await keysFrom(s).trust();
         const storage = await openStorage(s.from);
         try {
-          const ids = s.databaseId
-            ? [await resolveClusterId(storage, s.databaseId)]
-            : await listClusterIds(storage);
-          const all: DatabaseWindows[] = [];
-          for (const id of ids) all.push(await restoreWindows(storage, id, { trust }));
+          const all = await archiveWindows(storage, { databaseId: s.databaseId, trust });
           if (s.json) process.stdout.write(JSON.stringify({ databases: all }, null, 2) + '\n');
           else {
             if (all.length === 0)
               process.stdout.write(`${storage.displayUrl} holds no physical backups or WAL\n`);
             all.forEach(print);
           }
-          const gaps = all.flatMap((d) =>
-            d.timelines.flatMap((t) => t.gaps.map((g) => `${d.databaseId}: ${g.firstMissing}`)),
-          );
-          const conflicts = all.flatMap((d) => d.conflicts);
-          const branches = all.filter((d) => d.liveBranches.length);
-          if (branches.length && !gaps.length && !conflicts.length) {
-            const d = branches[0];
-            throw new DbcrateError(
-              ErrorCodes.TIMELINE_BRANCHES,
-              `${d.databaseId}: ${describeLiveBranches(d.liveBranches)}`,
-              {
-                hint: `recover needs an explicit --timeline (${[d.liveBranches[0].timeline, ...d.liveBranches.map((b) => b.other)].join(' or ')}); a recovered copy archiving here (recover --archive) makes such a branch`,
-              },
-            );
-          }
-          if (gaps.length || conflicts.length) {
-            throw new DbcrateError(
-              ErrorCodes.WAL_GAP,
-              gaps.length
-                ? `the WAL archive has a gap (${gaps.join(', ')}): restore windows end before it`
-                : `WAL archived twice with different content: ${conflicts.join(', ')}`,
-              {
-                hint: 'take a new base backup now: recovery past a gap is impossible; then find why archiving lost WAL',
-              },
-            );
-          }
+          const problem = archiveProblem(all);
+          if (problem) throw problem;
         } finally {
           await storage.close();
         }

@@ -6,8 +6,10 @@ const libs = [
   'crypto',
   'storage',
   'postgres',
-  'pipeline',
+  'plumbing',
+  'dump',
   'pitr',
+  'catalog',
   'config',
   'testing',
 ];

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadRecipientKey } from '@dbcrate/crypto';
-import { runBackup } from '@dbcrate/pipeline';
+import { runBackup } from '@dbcrate/dump';
 import { openStorage } from '@dbcrate/storage';
 import {
   GpgHome,

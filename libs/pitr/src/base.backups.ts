@@ -17,7 +17,7 @@ import {
   validateDatabaseId,
   VerifyStream,
   type ProgressSink,
-} from '@dbcrate/pipeline';
+} from '@dbcrate/plumbing';
 import { readObject, type Storage } from '@dbcrate/storage';
 import { baseObjects, baseStoredSize, parseBaseManifest, type BaseManifest } from './base.manifest';
 import { BASE_DIR, parseBaseKey } from './pitr.layout';

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { ErrorCodes } from '@dbcrate/core';
 import { signDetached, type SigningKey } from '@dbcrate/crypto';
-import { signatureKey } from '@dbcrate/pipeline';
+import { signatureKey } from '@dbcrate/plumbing';
 import type { Storage } from '@dbcrate/storage';
 import { serializeBaseManifest, type BaseManifest } from './base.manifest';
 

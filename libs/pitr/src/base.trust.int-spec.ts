@@ -21,7 +21,7 @@ import {
   type DecryptionKey,
   type RecipientKey,
 } from '@dbcrate/crypto';
-import { snapshotIdFor } from '@dbcrate/pipeline';
+import { snapshotIdFor } from '@dbcrate/plumbing';
 import { openStorage, type Storage } from '@dbcrate/storage';
 import {
   GpgHome,

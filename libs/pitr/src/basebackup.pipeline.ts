@@ -10,7 +10,7 @@ import {
   validateDatabaseId,
   type ProgressSink,
   describeEncoding,
-} from '@dbcrate/pipeline';
+} from '@dbcrate/plumbing';
 import { connect, findClientTools, serverInfo, toLibpqEnv, type ServerInfo } from '@dbcrate/postgres';
 import type { Storage } from '@dbcrate/storage';
 import { BASE_MANIFEST_FORMAT, type BaseManifest, type BaseManifestV1 } from './base.manifest';

@@ -21,7 +21,6 @@ export * from './wal.serve';
 export * from './wal.serve.client';
 export * from './tar.scanner';
 export * from './tar.guard';
-export * from './archive.info';
 export * from './archive.check';
 export * from './tree.remove';
 export * from './pgdata.backup';

@@ -9,7 +9,7 @@ import {
   validateDatabaseId,
   type ToolRun,
   describeEncoding,
-} from '@dbcrate/pipeline';
+} from '@dbcrate/plumbing';
 import { connect } from '@dbcrate/postgres';
 import {
   BASE_MANIFEST_FORMAT,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
-import { isSnapshotId, validateDatabaseId } from '@dbcrate/pipeline';
+import { isSnapshotId, validateDatabaseId } from '@dbcrate/plumbing';
 import { readObject, type Storage } from '@dbcrate/storage';
 import { parseWalFileName, type WalFileName } from './wal.names';
 

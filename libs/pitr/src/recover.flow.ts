@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
 import type { KeyProvider } from '@dbcrate/crypto';
-import type { ProgressSink } from '@dbcrate/pipeline';
+import type { ProgressSink } from '@dbcrate/plumbing';
 import type { Storage } from '@dbcrate/storage';
 import { restoreBaseBackup } from './base.backups';
 import { resolveClusterId } from './pitr.layout';

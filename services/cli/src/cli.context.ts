@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { checkConfigKeys, loadConfigFile, type ConfigFile } from '@dbcrate/config';
 import { createLogger, setLogger } from '@dbcrate/core';
-import { createProgress, type ProgressSink } from '@dbcrate/pipeline';
+import { createProgress, type ProgressSink } from '@dbcrate/plumbing';
 import { interruptSignal } from './cli.signals';
 
 /** What every command gets: the merged config file, a progress factory, a cancel signal. */

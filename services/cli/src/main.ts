@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { DBCRATE_VERSION } from '@dbcrate/pipeline';
+import { DBCRATE_VERSION } from '@dbcrate/plumbing';
 import { reportError } from './cli.errors';
 import { installInterruptHandlers } from './cli.signals';
 import { backupCommand } from './commands/backup.command';

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { intSetting, resolveSettings } from '@dbcrate/config';
-import { runBackup } from '@dbcrate/pipeline';
+import { runBackup } from '@dbcrate/dump';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { booleanSetting, intSetting, resolveSettings } from '@dbcrate/config';
-import { runRestore } from '@dbcrate/pipeline';
+import { runRestore } from '@dbcrate/dump';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';

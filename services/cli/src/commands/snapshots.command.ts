@@ -1,7 +1,8 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { resolveSettings } from '@dbcrate/config';
-import { formatBytes, listSnapshots } from '@dbcrate/pipeline';
+import { formatBytes } from '@dbcrate/plumbing';
+import { listSnapshots } from '@dbcrate/dump';
 import { openStorage } from '@dbcrate/storage';
 import { contextFor } from '../cli.context';
 import { markRequired } from '../cli.help';

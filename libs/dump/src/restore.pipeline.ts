@@ -14,12 +14,12 @@ import {
   serverInfo,
   toLibpqEnv,
 } from '@dbcrate/postgres';
-import { devNull, runTool, type ToolRun } from './child-process.stream';
+import { devNull, runTool, type ToolRun } from '@dbcrate/plumbing';
 import type { DumpManifest } from './manifest';
-import type { ProgressSink } from './progress';
+import type { ProgressSink } from '@dbcrate/plumbing';
 import { resolveSnapshot } from './snapshots';
 import { createRestoreSpool, sweepStaleSpools } from './restore.spool';
-import { VerifyStream } from './verify.stream';
+import { VerifyStream } from '@dbcrate/plumbing';
 
 const BROKEN_PIPE = new Set([
   'EPIPE',

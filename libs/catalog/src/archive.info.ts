@@ -1,12 +1,12 @@
 import type { TrustPolicy } from '@dbcrate/crypto';
-import { listSnapshots, type SnapshotEntry } from '@dbcrate/pipeline';
+import { listSnapshots, type SnapshotEntry } from '@dbcrate/dump';
 import type { Storage } from '@dbcrate/storage';
-import { listBaseBackups, type BaseBackupEntry } from './base.backups';
-import { baseStoredSize } from './base.manifest';
-import { DEFAULT_WAL_SEGMENT_SIZE } from './wal.names';
-import { listClusterIds } from './pitr.layout';
-import { describeLiveBranches } from './timeline.branches';
-import { describeWindow, indexArchive, windowsFromIndex, type WalGap } from './windows';
+import { listBaseBackups, type BaseBackupEntry } from '@dbcrate/pitr';
+import { baseStoredSize } from '@dbcrate/pitr';
+import { DEFAULT_WAL_SEGMENT_SIZE } from '@dbcrate/pitr';
+import { listClusterIds } from '@dbcrate/pitr';
+import { describeLiveBranches } from '@dbcrate/pitr';
+import { describeWindow, indexArchive, windowsFromIndex, type WalGap } from '@dbcrate/pitr';
 
 /** One backup as `dbcrate info` shows it: dumps and base backups alike. */
 export interface BackupInfo {

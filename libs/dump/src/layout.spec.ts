@@ -1,14 +1,6 @@
 import { DbcrateError } from '@dbcrate/core';
-import {
-  defaultDatabaseId,
-  dumpKeys,
-  isSnapshotId,
-  legacyDatabaseId,
-  parseDumpKey,
-  snapshotIdFor,
-  snapshotTime,
-  validateDatabaseId,
-} from './layout';
+import { defaultDatabaseId, dumpKeys, legacyDatabaseId, parseDumpKey } from './layout';
+import { isSnapshotId, snapshotIdFor, snapshotTime, validateDatabaseId } from '@dbcrate/plumbing';
 
 describe('layout', () => {
   const t = new Date('2026-11-25T11:45:12.345Z');

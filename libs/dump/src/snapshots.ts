@@ -1,16 +1,8 @@
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
 import { untrustedError, verifyDetached, type TrustPolicy } from '@dbcrate/crypto';
 import { readObject, type Storage } from '@dbcrate/storage';
-import {
-  defaultDatabaseId,
-  DUMPS_DIR,
-  dumpKeys,
-  legacyDatabaseId,
-  parseDumpKey,
-  signatureKey,
-  snapshotTime,
-  validateDatabaseId,
-} from './layout';
+import { defaultDatabaseId, DUMPS_DIR, dumpKeys, legacyDatabaseId, parseDumpKey } from './layout';
+import { signatureKey, snapshotTime, validateDatabaseId } from '@dbcrate/plumbing';
 import { parseManifest, type DumpManifest } from './manifest';
 
 export type SnapshotStatus = 'complete' | 'incomplete' | 'damaged' | 'untrusted';

@@ -27,10 +27,11 @@ import {
   type S3rverHarness,
 } from '@dbcrate/testing';
 import { runBackup, type BackupResult } from './backup.pipeline';
-import { runTool } from './child-process.stream';
-import { dumpKeys, snapshotIdFor } from './layout';
+import { runTool } from '@dbcrate/plumbing';
+import { dumpKeys } from './layout';
+import { snapshotIdFor } from '@dbcrate/plumbing';
 import { listSnapshots, resolveSnapshot } from './snapshots';
-import { storeToolOutput } from './store-tool-output';
+import { storeToolOutput } from '@dbcrate/plumbing';
 
 async function caught(p: Promise<unknown>): Promise<DbcrateError> {
   try {

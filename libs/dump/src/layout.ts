@@ -1,5 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { DbcrateError, ErrorCodes } from '@dbcrate/core';
+import {
+  DATABASE_ID,
+  isSnapshotId,
+  SIGNATURE_SUFFIX,
+  snapshotTime,
+  validateDatabaseId,
+} from '@dbcrate/plumbing';
 
 /**
  * Where a logical dump lives, relative to the destination root:
@@ -14,41 +21,6 @@ import { DbcrateError, ErrorCodes } from '@dbcrate/core';
  */
 export const DUMPS_DIR = 'dumps';
 export const MANIFEST_SUFFIX = '.manifest.json';
-/** `<manifest>.sig`: the producer's detached armored OpenPGP signature of the manifest's bytes. */
-export const SIGNATURE_SUFFIX = '.sig';
-
-export function signatureKey(manifestKey: string): string {
-  return `${manifestKey}${SIGNATURE_SUFFIX}`;
-}
-
-const SNAPSHOT_ID = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z(?:-[0-9a-z]{4,32})?$/;
-const DATABASE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-/** A new snapshot id for a backup started at `date`; `suffix` (lowercase hex) is random unless given. */
-export function snapshotIdFor(date: Date, suffix: string = randomBytes(4).toString('hex')): string {
-  const iso = date.toISOString(); // 2026-11-25T11:45:12.345Z
-  return `${iso.replace(/[-:]/g, '')}-${suffix}`;
-}
-
-export function snapshotTime(id: string): Date | undefined {
-  const m = SNAPSHOT_ID.exec(id);
-  if (!m) return undefined;
-  return new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.${m[7]}Z`);
-}
-
-export function isSnapshotId(id: string): boolean {
-  return snapshotTime(id) !== undefined;
-}
-
-export function validateDatabaseId(id: string): string {
-  if (!DATABASE_ID.test(id)) {
-    throw new DbcrateError(ErrorCodes.CONFIG, `database id "${id}" is not valid`, {
-      hint: 'use 1-128 characters from A-Z a-z 0-9 . _ - (starting with a letter or digit), e.g. --database-id orders-prod',
-    });
-  }
-  return id;
-}
-
 /**
  * The default database id for a database name. A name that is already a valid id is used
  * as it is (so existing archives keep their id); any other name gets a readable form plus

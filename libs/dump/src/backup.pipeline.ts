@@ -4,19 +4,15 @@ import { getCipher, signDetached, type RecipientKey, type SigningKey } from '@db
 import type { Storage } from '@dbcrate/storage';
 import { connect, findClientTools, serverInfo, toLibpqEnv } from '@dbcrate/postgres';
 import type { Client } from 'pg';
-import { runTool } from './child-process.stream';
-import { storeToolOutput } from './store-tool-output';
-import { sealStage } from './seal.stage';
-import { defaultDatabaseId, dumpKeys, signatureKey, snapshotIdFor, validateDatabaseId } from './layout';
-import {
-  describeEncoding,
-  serializeManifest,
-  MANIFEST_FORMAT,
-  MANIFEST_VERSION,
-  type DumpManifest,
-} from './manifest';
-import type { ProgressSink } from './progress';
-import { DBCRATE_VERSION } from './version';
+import { runTool } from '@dbcrate/plumbing';
+import { storeToolOutput } from '@dbcrate/plumbing';
+import { sealStage } from '@dbcrate/plumbing';
+import { defaultDatabaseId, dumpKeys } from './layout';
+import { signatureKey, snapshotIdFor, validateDatabaseId } from '@dbcrate/plumbing';
+import { describeEncoding } from '@dbcrate/plumbing';
+import { serializeManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type DumpManifest } from './manifest';
+import type { ProgressSink } from '@dbcrate/plumbing';
+import { DBCRATE_VERSION } from '@dbcrate/plumbing';
 import { Readable } from 'node:stream';
 
 export interface BackupOptions {

@@ -59,6 +59,41 @@ describe('CLI messages', () => {
     }
   });
 
+  it('recover checks the target and the key before it goes near the destination', async () => {
+    const full = join(dir, 'full-target');
+    mkdirSync(full);
+    writeFileSync(join(full, 'PG_VERSION'), '15\n');
+    // A destination that cannot even be parsed, and one that would hang on connecting.
+    for (const from of ['bogus://x', 'sftp://u@127.0.0.1:1/x']) {
+      const notEmpty = await runCli([
+        'recover',
+        '--from',
+        from,
+        '--key',
+        '/nonexistent.asc',
+        '--target-dir',
+        full,
+        '--latest',
+        '--allow-unsigned',
+      ]);
+      expect(notEmpty.code).toBe(8);
+      expect(notEmpty.stderr).toContain('[E_TARGET_NOT_EMPTY]');
+      const noKey = await runCli([
+        'recover',
+        '--from',
+        from,
+        '--key',
+        '/nonexistent.asc',
+        '--target-dir',
+        join(dir, 'new-target'),
+        '--latest',
+        '--allow-unsigned',
+      ]);
+      expect(noKey.code).toBe(5);
+      expect(noKey.stderr).toContain('cannot read private key /nonexistent.asc');
+    }
+  });
+
   it('storage check of a folder that cannot be created fails at once with why', async () => {
     const r = await runCli(['storage', 'check', 'file:///proc/dbcrate-x'], { timeoutMs: 20_000 });
     expect(r.signal).toBeNull();

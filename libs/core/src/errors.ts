@@ -98,6 +98,11 @@ export class DbcrateError extends Error {
   }
 }
 
+/** Whether `v` is one of the stable codes (e.g. a `code` read off an unknown error). */
+export function isErrorCode(v: unknown): v is ErrorCode {
+  return typeof v === 'string' && (Object.values(ErrorCodes) as string[]).includes(v);
+}
+
 export function isDbcrateError(e: unknown): e is DbcrateError {
   return e instanceof DbcrateError;
 }

@@ -54,10 +54,10 @@ describe('work scopes', () => {
     expect(currentScope().secrets.has('beta-secret-2')).toBe(false);
   });
 
-  it('mask the secrets of the scopes a scope was opened in', async () => {
+  it('mask the secrets of the scopes a nested scope was opened in', async () => {
     await runInScope({}, async () => {
       registerSecret('outer-secret-9');
-      await runInScope({}, async () => {
+      await runInScope({ nested: true }, async () => {
         registerSecret('inner-secret-8');
         expect(redact('outer-secret-9 inner-secret-8')).toBe(`${MASK} ${MASK}`);
       });
@@ -79,5 +79,54 @@ describe('work scopes', () => {
       expect(text).toContain(MASK);
       expect(text).not.toContain('pw-in-error-7');
     }
+  });
+
+  it('replace an error whose text cannot be rewritten by one that keeps its code, not by a TypeError', async () => {
+    const frozen = await runInScope({}, async () => {
+      registerSecret('frozen-secret-5');
+      throw Object.freeze(
+        Object.assign(new Error('failed with frozen-secret-5'), { code: ErrorCodes.STORAGE_UNREACHABLE }),
+      );
+    }).catch((e: unknown) => e as DbcrateError);
+    expect(frozen).toBeInstanceOf(DbcrateError);
+    expect(frozen.code).toBe(ErrorCodes.STORAGE_UNREACHABLE);
+    expect(frozen.message).toBe(`failed with ${MASK}`);
+    // DOMException's message is a getter: a cancelled job still leaves as an abort.
+    const aborted = await runInScope({}, async () => {
+      registerSecret('dom-secret-4');
+      throw new DOMException('aborted while holding dom-secret-4', 'AbortError');
+    }).catch((e: unknown) => e as Error);
+    expect(aborted.name).toBe('AbortError');
+    expect(aborted.message).toBe(`aborted while holding ${MASK}`);
+    const plain = await runInScope({}, async () => {
+      registerSecret('aggregate-secret-3');
+      throw new AggregateError([new Error('one aggregate-secret-3')], 'two failed');
+    }).catch((e: unknown) => e as AggregateError);
+    expect((plain.errors[0] as Error).message).toBe(`one ${MASK}`);
+  });
+
+  it('do not hand a job’s secrets or logger to a job started from its callbacks', async () => {
+    const a = sink();
+    const started = await runInScope({ logger: createLogger({ destination: a.stream }) }, async () => {
+      registerSecret('first-job-secret-2');
+      // A job started from a timer this job set (a queue would do the same).
+      return new Promise<{ masked: string; sameLogger: boolean }>((done) => {
+        const first = logger();
+        setTimeout(() => {
+          void runInScope({}, async () => ({
+            masked: redact('first-job-secret-2'),
+            sameLogger: logger() === first,
+          })).then(done);
+        }, 1);
+      });
+    });
+    expect(started.masked).toBe('first-job-secret-2');
+    expect(started.sameLogger).toBe(false);
+    // Asked for, a scope nests under the current one.
+    await runInScope({}, async () => {
+      registerSecret('outer-secret-1x');
+      await runInScope({ nested: true }, async () => expect(redact('outer-secret-1x')).toBe(MASK));
+      await runInScope({}, async () => expect(redact('outer-secret-1x')).toBe('outer-secret-1x'));
+    });
   });
 });

@@ -24,9 +24,18 @@ export function currentScope(): WorkScope {
   return storage.getStore() ?? processScope;
 }
 
-/** Run `fn` in a new scope under the current one (see `runInScope`, which callers use). */
-export function enterScope<T>(opts: { logger?: Logger }, fn: () => T): T {
-  const scope: WorkScope = { secrets: new Set(), ...opts, parent: currentScope() };
+/**
+ * Run `fn` in a new scope (see `runInScope`, which callers use). It hangs off the process
+ * scope, not off whatever scope is current: a job started from another job's callback (a
+ * queue, a timer, a server made inside a job) must not inherit that job's secrets and
+ * logger, nor keep it alive. `nested` opens it under the current scope instead.
+ */
+export function enterScope<T>(opts: { logger?: Logger; nested?: boolean }, fn: () => T): T {
+  const scope: WorkScope = {
+    secrets: new Set(),
+    logger: opts.logger,
+    parent: opts.nested ? currentScope() : processScope,
+  };
   return storage.run(scope, fn);
 }
 

@@ -10,6 +10,9 @@ let dir: string;
 beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'dbcrate-keyprovider-'))));
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
+/** A key pair whose passphrase is registered in a throwaway scope, not in the process's (which every scope masks). */
+const quietly = (o: { name: string; passphrase: string }) => runInScope({}, () => generateKeyPair(o));
+
 async function code(p: Promise<unknown>): Promise<string> {
   try {
     await p;
@@ -43,7 +46,7 @@ describe('trust settings', () => {
 
 describe('FileKeyProvider', () => {
   it('opens the private key with the passphrase from the named variable, registered as a secret of the job', async () => {
-    const pair = await generateKeyPair({ name: 'org', passphrase: 'file-key-pass-1' });
+    const pair = await quietly({ name: 'org', passphrase: 'file-key-pass-1' });
     const keyFile = join(dir, 'org.key.asc');
     writeFileSync(keyFile, pair.privateArmored, { mode: 0o600 });
     await runInScope({}, async () => {
@@ -64,7 +67,7 @@ describe('FileKeyProvider', () => {
   });
 
   it('says which passphrase variable is missing, and tries again once it is set', async () => {
-    const pair = await generateKeyPair({ name: 'org', passphrase: 'file-key-pass-2' });
+    const pair = await quietly({ name: 'org', passphrase: 'file-key-pass-2' });
     const keyFile = join(dir, 'org.key.asc');
     writeFileSync(keyFile, pair.privateArmored, { mode: 0o600 });
     const env: NodeJS.ProcessEnv = {};
@@ -104,5 +107,26 @@ describe('MemoryKeyProvider', () => {
     expect(keys.secretEnv()).toEqual([]);
     expect(await code(keys.decryptionKeys())).toBe(ErrorCodes.CONFIG);
     expect(await code(keys.trust())).toBe(ErrorCodes.CONFIG);
+  });
+});
+
+describe('FileKeyProvider shared by jobs', () => {
+  it('registers the passphrase in the scope of every job that uses the key, not only the first', async () => {
+    const pair = await quietly({ name: 'org', passphrase: 'shared-pass-77' });
+    const keyFile = join(dir, 'org.key.asc');
+    writeFileSync(keyFile, pair.privateArmored, { mode: 0o600 });
+    const keys = new FileKeyProvider({
+      privateKey: keyFile,
+      passphraseEnv: 'P',
+      env: { P: 'shared-pass-77' },
+    });
+    const job = () =>
+      runInScope({}, async () => {
+        await keys.decryptionKeys();
+        return redact('saw shared-pass-77');
+      });
+    expect(await job()).toBe(`saw ${MASK}`);
+    expect(await job()).toBe(`saw ${MASK}`);
+    expect(await Promise.all([job(), job()])).toEqual([`saw ${MASK}`, `saw ${MASK}`]);
   });
 });

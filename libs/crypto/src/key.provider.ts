@@ -28,8 +28,8 @@ export interface KeyProvider {
    */
   readerArgs(): string[] | undefined;
   /**
-   * Environment variables holding these keys' secrets (a passphrase), which a process that
-   * needs no key (a recovered server) must not inherit.
+   * Environment variables holding the decryption keys' secrets (their passphrase), which a
+   * process that needs no key (a recovered server) must not inherit.
    */
   secretEnv(): string[];
 }
@@ -97,6 +97,8 @@ export async function readKeyFile(path: string, what: string): Promise<string> {
 /** Keys read from files, each on first use and then kept for the life of the provider. */
 export class FileKeyProvider implements KeyProvider {
   private readonly cache = new Map<string, Promise<unknown>>();
+  /** Passphrases read so far: registered again in the scope of every caller (every job). */
+  private readonly secrets = new Set<string>();
 
   constructor(private readonly s: FileKeySettings) {}
 
@@ -118,7 +120,7 @@ export class FileKeyProvider implements KeyProvider {
         throw missing('no signing key was given: what this host writes must be signed', '--signing-key FILE');
       return loadSigningKey(
         await readKeyFile(path, 'signing key'),
-        passphraseFrom(this.s.signingPassphraseEnv, this.s.env),
+        this.passphrase(this.s.signingPassphraseEnv),
       );
     });
   }
@@ -129,7 +131,7 @@ export class FileKeyProvider implements KeyProvider {
       if (!path) throw missing('no private key was given', '--key PRIVKEY_FILE');
       const key = await loadDecryptionKey(
         await readKeyFile(path, 'private key'),
-        passphraseFrom(this.s.passphraseEnv, this.s.env),
+        this.passphrase(this.s.passphraseEnv),
       );
       return [key];
     });
@@ -170,7 +172,13 @@ export class FileKeyProvider implements KeyProvider {
   }
 
   secretEnv(): string[] {
-    return [this.s.passphraseEnv, this.s.signingPassphraseEnv].filter((v): v is string => !!v);
+    return this.s.passphraseEnv ? [this.s.passphraseEnv] : [];
+  }
+
+  private passphrase(envVar: string | undefined): string | undefined {
+    const v = passphraseFrom(envVar, this.s.env);
+    if (v) this.secrets.add(v);
+    return v;
   }
 
   private once<T>(name: string, load: () => Promise<T>): Promise<T> {
@@ -181,7 +189,10 @@ export class FileKeyProvider implements KeyProvider {
       // A failure is not kept: the next call tries again (a file fixed meanwhile).
       p.catch(() => this.cache.delete(name));
     }
-    return p;
+    return p.then((v) => {
+      for (const secret of this.secrets) registerSecret(secret);
+      return v;
+    });
   }
 }
 

@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { DbcrateError, ErrorCodes, logger } from '@dbcrate/core';
-import type { KeyProvider } from '@dbcrate/crypto';
+import type { DecryptionKey, KeyProvider, TrustPolicy } from '@dbcrate/crypto';
 import type { ProgressSink } from '@dbcrate/plumbing';
 import type { Storage } from '@dbcrate/storage';
 import { restoreBaseBackup } from './base.backups';
@@ -22,7 +22,8 @@ import type { WalServer } from './wal.serve';
 const execFileP = promisify(execFile);
 
 export interface RecoverClusterOptions {
-  storage: Storage;
+  /** Opens the destination, once the local checks (target, keys) have passed; closed here. */
+  openStorage: () => Promise<Storage>;
   /** The destination's URL: a restore_command that fetches WAL itself (no `start`) names it. */
   from: string;
   /** Which cluster, when the destination holds several. */
@@ -82,10 +83,25 @@ export interface RecoverClusterResult {
  */
 export async function recoverCluster(o: RecoverClusterOptions): Promise<RecoverClusterResult> {
   const dir = resolve(o.targetDir);
+  // Local checks first: a wrong target or key says so without touching the destination.
   await checkEmptyTarget(dir);
   const trust = await o.keys.trust();
   const keys = await o.keys.decryptionKeys();
-  const storage = o.storage;
+  const storage = await o.openStorage();
+  try {
+    return await recoverFrom(storage, dir, trust, keys, o);
+  } finally {
+    await storage.close();
+  }
+}
+
+async function recoverFrom(
+  storage: Storage,
+  dir: string,
+  trust: TrustPolicy,
+  keys: DecryptionKey[],
+  o: RecoverClusterOptions,
+): Promise<RecoverClusterResult> {
   const databaseId = await resolveClusterId(storage, o.databaseId);
   const fetch = { storage, databaseId, keys, trust };
   const plan = await planRecovery({
@@ -160,8 +176,7 @@ export async function recoverCluster(o: RecoverClusterOptions): Promise<RecoverC
       onExtract: o.start && spoolDepth > 0 ? startFeeding : undefined,
     });
 
-    if (o.start)
-      walServer = await serveWal({ storage, databaseId, key: keys[0], trust, index: plan.index, owner });
+    if (o.start) walServer = await serveWal({ storage, databaseId, keys, trust, index: plan.index, owner });
     const restoreCommand = restoreCommandFor({
       walFetch: o.walFetch,
       socketDir: walServer?.dir,
@@ -224,12 +239,19 @@ export async function recoverCluster(o: RecoverClusterOptions): Promise<RecoverC
     checkReachedEnd(plan.walFiles, o.target, outcome, dir);
     return { ...result, started: true, port, outcome };
   } finally {
+    // Each step on its own: one that fails must not leave the WAL server (which holds the
+    // key) serving, or decrypted WAL behind, and must not hide why the recovery failed.
     feeding.abort();
-    await fed.catch(() => undefined);
-    if (o.start) await spool?.clear();
-    if (spoolParent) await removeTree(spoolParent);
-    await walServer?.close();
     o.signal.removeEventListener('abort', onAbort);
+    await fed.catch(() => undefined);
+    await Promise.allSettled([walServer?.close(), o.start ? spool?.clear() : undefined]);
+    if (spoolParent)
+      await removeTree(spoolParent).catch((e: unknown) => {
+        logger().warn(
+          { dir: spoolParent, err: (e as Error).message },
+          'could not remove the prefetch spool; remove it by hand',
+        );
+      });
   }
 }
 

@@ -55,7 +55,7 @@ export function restoreCommandFor(o: {
 export function serveWal(o: {
   storage: Storage;
   databaseId: string;
-  key: DecryptionKey;
+  keys: DecryptionKey[];
   trust?: TrustPolicy;
   index: WalIndex;
   owner?: { uid: number; gid: number };
@@ -63,7 +63,7 @@ export function serveWal(o: {
   const fetch: WalFetchOptions = {
     storage: o.storage,
     databaseId: o.databaseId,
-    keys: [o.key],
+    keys: o.keys,
     trust: o.trust,
   };
   return WalServer.start({

@@ -132,98 +132,93 @@ export function recoverCommand(): Command {
         const s = resolveSettings(schema, { flags: cmd.opts(), file: ctx.file });
         const target = targetOf(s);
         const timeline = timelineOf(s.timeline);
-        const storage = await openStorage(s.from);
-        try {
-          const r = await recoverCluster({
-            storage,
-            from: s.from,
-            databaseId: s.databaseId,
-            keys: keysFrom({
-              key: s.key,
-              passphraseEnv: s.passphraseEnv,
-              trust: s.trust,
-              allowUnsigned: s.allowUnsigned,
-            }),
-            target,
-            timeline,
-            backupId: s.baseBackup,
-            acceptGap: s.acceptGap,
-            targetDir: s.targetDir,
-            start: s.start,
-            port: s.port,
-            osUser: s.osUser,
-            archive: s.archive,
-            inclusive: s.inclusive,
-            action: s.action,
-            spoolDepth: s.spoolDepth,
-            pgBinDir: s.pgBinDir,
-            walFetch: [process.execPath, resolve(process.argv[1]), 'wal-fetch'],
-            signal: ctx.signal,
-            progress: ctx.progress,
-            onPlan: (plan) => {
-              const b = plan.backup;
-              process.stderr.write(
-                `dbcrate: base backup ${b.backupId} (timeline ${b.timeline}, ${b.startLsn} – ${b.stopLsn}); ${plan.window}\n`,
-              );
-              const gap = plan.acceptedGap;
-              if (gap) {
-                process.stderr.write(
-                  `dbcrate: --accept-gap: recovering to the end of contiguous WAL, ${plan.endLsn}; ${gap.firstMissing} is missing ` +
-                    `(${gap.missing} file(s)) and the WAL from ${gap.resumesAt} on is not replayed\n`,
-                );
-              }
-            },
-          });
-          const gap = r.acceptedGap;
-          const gapped = gap ? { acceptedGap: gap, endLsn: r.endLsn } : {};
-          const dir = r.targetDir;
-          if (!r.started) {
+        const r = await recoverCluster({
+          openStorage: () => openStorage(s.from),
+          from: s.from,
+          databaseId: s.databaseId,
+          keys: keysFrom({
+            key: s.key,
+            passphraseEnv: s.passphraseEnv,
+            trust: s.trust,
+            allowUnsigned: s.allowUnsigned,
+          }),
+          target,
+          timeline,
+          backupId: s.baseBackup,
+          acceptGap: s.acceptGap,
+          targetDir: s.targetDir,
+          start: s.start,
+          port: s.port,
+          osUser: s.osUser,
+          archive: s.archive,
+          inclusive: s.inclusive,
+          action: s.action,
+          spoolDepth: s.spoolDepth,
+          pgBinDir: s.pgBinDir,
+          walFetch: [process.execPath, resolve(process.argv[1]), 'wal-fetch'],
+          signal: ctx.signal,
+          progress: ctx.progress,
+          onPlan: (plan) => {
+            const b = plan.backup;
             process.stderr.write(
-              `dbcrate: warning: restore_command reads ${resolve(s.key)} itself: the server's OS user, and any superuser ` +
-                `(pg_read_file), can read the key; --start serves WAL without that\n`,
+              `dbcrate: base backup ${b.backupId} (timeline ${b.timeline}, ${b.startLsn} – ${b.stopLsn}); ${plan.window}\n`,
             );
-            const out = {
-              databaseId: r.databaseId,
-              backupId: r.backupId,
-              targetDir: dir,
-              started: false,
-              ...gapped,
-            };
-            if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
-            else {
-              process.stdout.write(
-                `restored base backup ${r.backupId} into ${dir}; recovery settings are in postgresql.auto.conf\n`,
+            const gap = plan.acceptedGap;
+            if (gap) {
+              process.stderr.write(
+                `dbcrate: --accept-gap: recovering to the end of contiguous WAL, ${plan.endLsn}; ${gap.firstMissing} is missing ` +
+                  `(${gap.missing} file(s)) and the WAL from ${gap.resumesAt} on is not replayed\n`,
               );
-              process.stdout.write(`start it with: pg_ctl -D ${dir} start\n`);
             }
-            return;
-          }
-          const outcome = r.outcome!;
-          const port = r.port;
-          const result = {
+          },
+        });
+        const gap = r.acceptedGap;
+        const gapped = gap ? { acceptedGap: gap, endLsn: r.endLsn } : {};
+        const dir = r.targetDir;
+        if (!r.started) {
+          process.stderr.write(
+            `dbcrate: warning: restore_command reads ${resolve(s.key)} itself: the server's OS user, and any superuser ` +
+              `(pg_read_file), can read the key; --start serves WAL without that\n`,
+          );
+          const out = {
             databaseId: r.databaseId,
             backupId: r.backupId,
             targetDir: dir,
-            port,
-            ...outcome,
+            started: false,
             ...gapped,
           };
-          if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
+          if (s.json) process.stdout.write(JSON.stringify(out) + '\n');
           else {
             process.stdout.write(
-              `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
-                `${gap ? ` (the end of contiguous WAL: ${gap.firstMissing} is missing, later WAL not replayed)` : ''}` +
-                `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
-                `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
+              `restored base backup ${r.backupId} into ${dir}; recovery settings are in postgresql.auto.conf\n`,
             );
-            process.stdout.write(
-              outcome.state === 'shut down'
-                ? `the server has shut down at the target (${dir})\n`
-                : `server ${outcome.state} on port ${port} (data directory ${dir}, log ${outcome.logFile})\n`,
-            );
+            process.stdout.write(`start it with: pg_ctl -D ${dir} start\n`);
           }
-        } finally {
-          await storage.close();
+          return;
+        }
+        const outcome = r.outcome!;
+        const port = r.port;
+        const result = {
+          databaseId: r.databaseId,
+          backupId: r.backupId,
+          targetDir: dir,
+          port,
+          ...outcome,
+          ...gapped,
+        };
+        if (s.json) process.stdout.write(JSON.stringify(result) + '\n');
+        else {
+          process.stdout.write(
+            `recovered to ${outcome.lsn ? `LSN ${outcome.lsn}` : (outcome.stoppedAt ?? 'the end of the archive')}` +
+              `${gap ? ` (the end of contiguous WAL: ${gap.firstMissing} is missing, later WAL not replayed)` : ''}` +
+              `${outcome.time ? `, last transaction at ${outcome.time}` : ''}` +
+              `${outcome.timeline ? `, now on timeline ${outcome.timeline}` : ''}\n`,
+          );
+          process.stdout.write(
+            outcome.state === 'shut down'
+              ? `the server has shut down at the target (${dir})\n`
+              : `server ${outcome.state} on port ${port} (data directory ${dir}, log ${outcome.logFile})\n`,
+          );
         }
       }),
   );

@@ -4,14 +4,15 @@ import tseslint from 'typescript-eslint';
 // Which libraries each library may import (its layer and those below it); anything else is
 // a lint error. Specs and fixtures may also import @dbcrate/testing. libs/testing (test
 // harnesses) may import any library; no library imports a service.
-const BASE = ['core', 'compression', 'crypto', 'storage', 'postgres'];
+const BASE = ['contracts', 'core', 'compression', 'crypto', 'storage', 'postgres'];
 const LIB_DEPS = {
+  contracts: [],
   core: [],
-  config: ['core'],
-  compression: ['core'],
-  crypto: ['core', 'compression'],
-  storage: ['core'],
-  postgres: ['core'],
+  config: ['contracts', 'core'],
+  compression: ['contracts', 'core'],
+  crypto: ['contracts', 'core', 'compression'],
+  storage: ['contracts', 'core'],
+  postgres: ['contracts', 'core'],
   plumbing: BASE,
   dump: [...BASE, 'plumbing'],
   pitr: [...BASE, 'plumbing'],
@@ -52,6 +53,8 @@ export default tseslint.config(
       'bench/.data/**',
       '**/*.js',
       '**/*.mjs',
+      'libs/contracts/src/gen/**',
+      'libs/core/src/gen/**',
       '!bench/**/*.mjs',
     ],
   },

@@ -1,6 +1,7 @@
 // Two projects: `unit` (*.spec.ts, pure logic) and `integration` (*.int-spec.ts and
 // test/e2e, against real PostgreSQL, s3rver, sshd, gpg, zstd).
 const libs = [
+  'contracts',
   'core',
   'compression',
   'crypto',

@@ -318,7 +318,7 @@ int main(int argc, char **argv) {
   /* the request, with the settings this call was given (the agent refuses other ones) */
   static char req[65536];
   size_t len = 0;
-  int fits = json_raw(req, sizeof req, &len, "{\"op\":\"push\",\"path\":") && json_put(req, sizeof req, &len, abs) &&
+  int fits = json_raw(req, sizeof req, &len, "{\"v\":1,\"op\":\"push\",\"path\":") && json_put(req, sizeof req, &len, abs) &&
              json_raw(req, sizeof req, &len, ",\"nonce\":") && json_put(req, sizeof req, &len, nonce) &&
              json_raw(req, sizeof req, &len, ",\"expect\":{\"cwd\":") && json_put(req, sizeof req, &len, cwd);
   char cfg_abs[PATH_MAX * 2];

@@ -1,44 +1,32 @@
+import { ERROR_CODE_VALUES } from './gen/dbcrate/v1/errors_codes';
+
 /**
- * Typed errors with stable codes. Every layer throws these; edges translate them
- * (CLI: exit code + one line; later: HTTP status, JetStream term/nak).
+ * Typed errors with stable codes. Every layer throws these; edges translate them (CLI: exit
+ * code + one line; HTTP status in the API; term() or nak() on JetStream). The codes' names
+ * are declared once, in proto/dbcrate/v1/errors.proto (enum ErrorCode).
  */
-export const ErrorCodes = {
-  USAGE: 'E_USAGE',
-  CONFIG: 'E_CONFIG',
-  BAD_URL: 'E_BAD_URL',
-  DB_UNREACHABLE: 'E_DB_UNREACHABLE',
-  DB_TOOL_MISSING: 'E_DB_TOOL_MISSING',
-  DB_TOOL_FAILED: 'E_DB_TOOL_FAILED',
-  STORAGE_UNREACHABLE: 'E_STORAGE_UNREACHABLE',
-  STORAGE_DENIED: 'E_STORAGE_DENIED',
-  STORAGE_NOT_FOUND: 'E_STORAGE_NOT_FOUND',
-  STORAGE_CONFLICT: 'E_STORAGE_CONFLICT',
-  STORAGE_IO: 'E_STORAGE_IO',
-  HOST_KEY: 'E_HOST_KEY',
-  KEY_INVALID: 'E_KEY_INVALID',
-  WRONG_KEY: 'E_WRONG_KEY',
-  PASSPHRASE: 'E_PASSPHRASE',
-  INTEGRITY: 'E_INTEGRITY',
-  UNTRUSTED: 'E_UNTRUSTED',
-  SNAPSHOT_NOT_FOUND: 'E_SNAPSHOT_NOT_FOUND',
-  SNAPSHOT_INCOMPLETE: 'E_SNAPSHOT_INCOMPLETE',
-  TARGET_NOT_EMPTY: 'E_TARGET_NOT_EMPTY',
-  TARGET_PRODUCTION: 'E_TARGET_PRODUCTION',
-  CODEC: 'E_CODEC',
-  WAL_CONFLICT: 'E_WAL_CONFLICT',
-  CLUSTER_MISMATCH: 'E_CLUSTER_MISMATCH',
-  WAL_NOT_FOUND: 'E_WAL_NOT_FOUND',
-  WAL_GAP: 'E_WAL_GAP',
-  OUT_OF_WINDOW: 'E_OUT_OF_WINDOW',
-  TIMELINE_BRANCHES: 'E_TIMELINE_BRANCHES',
-  RECOVERY_FAILED: 'E_RECOVERY_FAILED',
-  INTERRUPTED: 'E_INTERRUPTED',
-  /** The WAL agent could not be reached or trusted (socket owner, unauthenticated answer, timeout). */
-  AGENT: 'E_AGENT',
-  ARCHIVE_CHECK: 'E_ARCHIVE_CHECK',
-  INTERNAL: 'E_INTERNAL',
-} as const;
-export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+type CodeName = Exclude<keyof typeof ERROR_CODE_VALUES, 'UNSPECIFIED'>;
+export type ErrorCode = `E_${CodeName}`;
+
+/** ErrorCodes.USAGE === 'E_USAGE', … : one per value of the proto enum. */
+export const ErrorCodes: { readonly [K in CodeName]: `E_${K}` } = Object.freeze(
+  Object.fromEntries(
+    Object.keys(ERROR_CODE_VALUES)
+      .filter((k) => k !== 'UNSPECIFIED')
+      .map((k) => [k, `E_${k}`]),
+  ) as { [K in CodeName]: `E_${K}` },
+);
+
+/** The code's number on the wire (dbcrate.v1.ErrorCode), and back (unknown: E_INTERNAL). */
+export function errorCodeNumber(code: ErrorCode): number {
+  return ERROR_CODE_VALUES[code.slice(2) as CodeName];
+}
+export function errorCodeFromNumber(value: number): ErrorCode {
+  const name = (Object.keys(ERROR_CODE_VALUES) as (keyof typeof ERROR_CODE_VALUES)[]).find(
+    (k) => ERROR_CODE_VALUES[k] === value,
+  );
+  return name && name !== 'UNSPECIFIED' ? `E_${name}` : 'E_INTERNAL';
+}
 
 /** CLI exit codes, documented in README.md ("Exit codes"). */
 export const ExitCodes: Record<ErrorCode, number> = {

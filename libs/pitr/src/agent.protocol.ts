@@ -3,7 +3,8 @@
  * This file imports only Node built-ins: `bin/dbcrate.js` loads it alone so that an
  * archive_command call served by the agent costs a bare Node start, not the whole CLI.
  *
- * Request, one line: {"op":"push","path":…,"nonce":<32 hex>,"expect":{…}}
+ * The contract is proto/agent-socket.md (version AGENT_PROTOCOL_VERSION).
+ * Request, one line: {"v":1,"op":"push","path":…,"nonce":<32 hex>,"expect":{…}}
  * Reply, two lines:  <JSON reply>\n<hex HMAC-SHA256(secret, nonce + "\n" + JSON reply)>\n
  * The secret is in `<socket>.secret` (0600, the agent's user). A listener that does not
  * know it (a fake agent on the socket path) cannot produce an acknowledgement.
@@ -34,7 +35,15 @@ export interface PushExpect {
   cwd?: string;
 }
 
+/**
+ * The version of this protocol (proto/agent-socket.md). A request without `v` is version 1
+ * (clients before the field). An agent refuses a version it does not speak, with an
+ * authenticated answer, so an old agent never acknowledges a request it misreads.
+ */
+export const AGENT_PROTOCOL_VERSION = 1;
+
 export interface PushRequest {
+  v?: number;
   op: 'push' | 'ping';
   /** Absolute path of the WAL file (archive_command's %p resolved against the data directory). */
   path: string;
@@ -277,7 +286,14 @@ function exchange(
 /** Is something answering on this socket? (Used by an agent before it takes the path over.) */
 export async function pingAgent(socketPath: string, timeoutMs = 2000): Promise<boolean> {
   try {
-    return (await exchange(socketPath, JSON.stringify({ op: 'ping', path: '' }), 1, timeoutMs)) !== undefined;
+    return (
+      (await exchange(
+        socketPath,
+        JSON.stringify({ v: AGENT_PROTOCOL_VERSION, op: 'ping', path: '' }),
+        1,
+        timeoutMs,
+      )) !== undefined
+    );
   } catch {
     return true; // something is there and misbehaves: do not take its place silently
   }
@@ -295,7 +311,7 @@ export async function requestPush(
 ): Promise<AgentReply | undefined> {
   if (!checkSocketTrust(socketPath)) return undefined;
   const nonce = randomBytes(16).toString('hex');
-  const req: PushRequest = { op: 'push', path, nonce, expect: opts.expect };
+  const req: PushRequest = { v: AGENT_PROTOCOL_VERSION, op: 'push', path, nonce, expect: opts.expect };
   const lines = await exchange(socketPath, JSON.stringify(req), 2, opts.timeoutMs ?? agentTimeoutMs());
   if (!lines) return undefined;
   const [replyLine, mac] = lines;

@@ -7,6 +7,7 @@ import type { Piscina } from 'piscina';
 import { DbcrateError, ErrorCodes, logger, toDbcrateError } from '@dbcrate/core';
 import type { Storage } from '@dbcrate/storage';
 import {
+  AGENT_PROTOCOL_VERSION,
   agentSecretPath,
   checkSocketDir,
   newAgentSecret,
@@ -288,6 +289,20 @@ export class WalAgent {
         return;
       }
       nonce = typeof req.nonce === 'string' ? req.nonce : '';
+      if (req.v !== undefined && req.v !== AGENT_PROTOCOL_VERSION) {
+        answer(
+          reply(
+            new DbcrateError(
+              ErrorCodes.AGENT,
+              `the agent speaks protocol version ${AGENT_PROTOCOL_VERSION}; this request is version ${String(req.v)}`,
+              {
+                hint: 'run the same dbcrate version for the agent and archive_command; PostgreSQL keeps the WAL file and retries',
+              },
+            ),
+          ),
+        );
+        return;
+      }
       if (req.op === 'ping') {
         answer({ ok: true, outcome: 'alive' });
         return;

@@ -9,6 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import {
   copyFile,
   mkdir,
@@ -33,7 +34,13 @@ import {
 } from '@dbcrate/crypto';
 import { openStorage, type Storage } from '@dbcrate/storage';
 import { startPgCluster, type PgCluster } from '@dbcrate/testing';
-import { agentSecretPath, requestPush } from './agent.protocol';
+import {
+  AGENT_PROTOCOL_VERSION,
+  agentSecretPath,
+  readAgentSecret,
+  replyMac,
+  requestPush,
+} from './agent.protocol';
 import { readClusterIdentity, timelineKey, walKey, walLookupPrefix, walPrefix } from './pitr.layout';
 import { WalAgent } from './wal.agent';
 import { findArchived, readSystemIdentifier, sealWal, sha256Hex, WalArchiver } from './wal.archive';
@@ -457,6 +464,28 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       expect(reply).toMatchObject({ ok: false, code: ErrorCodes.CONFIG });
       const missing = await requestPush(socket, walPath('000000010000000F000000FF'), { timeoutMs: 60_000 });
       expect(missing).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
+    });
+
+    it('speaks its protocol version: a request of another version is refused, authenticated; one without is version 1', async () => {
+      const raw = (req: object) =>
+        new Promise<string[]>((done, fail) => {
+          const c = createConnection(socket);
+          let buf = '';
+          c.setEncoding('utf8');
+          c.on('connect', () => c.write(JSON.stringify(req) + '\n'));
+          c.on('data', (d: string) => (buf += d));
+          c.on('error', fail);
+          c.on('close', () => done(buf.split('\n')));
+        });
+      const secret = readAgentSecret(socket);
+      const nonce = 'ab'.repeat(16);
+      const [line, mac] = await raw({ v: 2, op: 'push', path: walPath(segs[0]), nonce });
+      expect(JSON.parse(line)).toMatchObject({ ok: false, code: ErrorCodes.AGENT, exitCode: 4 });
+      expect(JSON.parse(line).message).toMatch(/protocol version 1; this request is version 2/);
+      expect(mac).toBe(replyMac(secret, nonce, line));
+      const [old] = await raw({ op: 'push', path: walPath(segs[0]), nonce });
+      expect(JSON.parse(old)).toMatchObject({ ok: true, outcome: expect.stringMatching(/archived/) });
+      expect(AGENT_PROTOCOL_VERSION).toBe(1);
     });
 
     it('a push that names no file is refused, not answered with a ping’s "ok"', async () => {

@@ -39,8 +39,10 @@ export interface WalIndex {
   histories: Map<number, TimelineHistoryEntry[]>;
 }
 
-const TimelineFileSchema = z.object({
+/** timelines/<TLI>.json (proto/storage/timeline.schema.json): written with each history file. */
+export const TimelineRecordSchema = z.object({
   format: z.literal('dbcrate.timeline'),
+  formatVersion: z.literal(1),
   timeline: z.number().int().positive(),
   history: z.array(z.object({ timeline: z.number().int().positive(), switchLsn: z.string() })),
 });
@@ -66,7 +68,7 @@ export async function indexArchive(
     const m = /\/([0-9A-F]{8})\.json$/.exec(o.key);
     if (!m) continue;
     const tli = parseInt(m[1], 16);
-    const doc = await readJsonObject(storage, timelineKey(databaseId, tli), TimelineFileSchema);
+    const doc = await readJsonObject(storage, timelineKey(databaseId, tli), TimelineRecordSchema);
     if (doc) {
       histories.set(tli, doc.history);
       timelines.add(tli);

@@ -17,6 +17,7 @@ const LIB_DEPS = {
   dump: [...BASE, 'plumbing'],
   pitr: [...BASE, 'plumbing'],
   catalog: [...BASE, 'plumbing', 'dump', 'pitr'],
+  messaging: ['contracts', 'core'],
 };
 const ALL_LIBS = [...Object.keys(LIB_DEPS), 'testing'];
 const DEEP = {

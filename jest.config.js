@@ -11,6 +11,7 @@ const libs = [
   'dump',
   'pitr',
   'catalog',
+  'messaging',
   'config',
   'testing',
 ];

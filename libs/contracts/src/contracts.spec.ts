@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { JobSchema } from './index';
 import { scheduledJobId } from './job.ids';
-import { Subjects } from './subjects';
+import { Subjects, topology } from './subjects';
 
 describe('wire contracts', () => {
   it('a job survives the wire, whatever kind it is', () => {
@@ -26,6 +26,13 @@ describe('wire contracts', () => {
     // An id that would widen a subscription or a permission is refused.
     for (const bad of ['a.b', '*', '>', 'a b', '']) expect(() => Subjects.job(bad)).toThrow(/NATS subject/);
     expect(() => Subjects.event('org-1', 'backup.>')).toThrow(/event type/);
+  });
+
+  it('a namespace keeps one installation’s subjects and streams apart from another’s', () => {
+    const t = topology('t42');
+    expect(t.subjects.job('a')).toBe('t42.dbcrate.v1.jobs.a');
+    expect(t.streams.JOBS).toBe('T42_DBCRATE_JOBS');
+    expect(() => topology('a.b')).toThrow(/namespace/);
   });
 
   it('a scheduled firing has one id on every replica, another for another fire time', () => {

@@ -17,35 +17,51 @@ export function subjectToken(value: string, what: string): string {
 
 export type ReportKind = 'progress' | 'result' | 'heartbeat';
 
-export const Subjects = {
-  /** Jobs for one agent (stream JOBS); the agent may consume only its own. */
-  job: (agentId: string) => `${SUBJECT_PREFIX}.jobs.${subjectToken(agentId, 'agent id')}`,
-  allJobs: `${SUBJECT_PREFIX}.jobs.*`,
-  /** What an agent reports (stream REPORTS); the agent may publish only under its own id. */
-  report: (agentId: string, kind: ReportKind) =>
-    `${SUBJECT_PREFIX}.reports.${subjectToken(agentId, 'agent id')}.${kind}`,
-  allReports: `${SUBJECT_PREFIX}.reports.*.*`,
-  /** Credential requests of one agent (request/reply, not stored). */
-  credentials: (agentId: string) => `${SUBJECT_PREFIX}.credentials.${subjectToken(agentId, 'agent id')}`,
-  allCredentials: `${SUBJECT_PREFIX}.credentials.*`,
-  /** Events of one organisation (stream EVENTS); `type` is dotted, e.g. backup.ok. */
-  event: (orgId: string, type: string) => {
-    if (!/^[a-z]+(\.[a-z_]+)+$/.test(type)) throw new Error(`event type "${type}" is not like backup.ok`);
-    return `${SUBJECT_PREFIX}.events.${subjectToken(orgId, 'organisation id')}.${type}`;
-  },
-  orgEvents: (orgId: string) => `${SUBJECT_PREFIX}.events.${subjectToken(orgId, 'organisation id')}.>`,
-  allEvents: `${SUBJECT_PREFIX}.events.>`,
-  /** Messages that could not be handled, by the stream they came from (stream DEAD_LETTERS). */
-  deadLetter: (stream: string) => `${SUBJECT_PREFIX}.dead.${subjectToken(stream, 'stream')}`,
-  allDeadLetters: `${SUBJECT_PREFIX}.dead.*`,
-} as const;
+/**
+ * The subjects and streams of one installation. `namespace` (tests, or two installations on
+ * one NATS account) prefixes every subject and stream name; the default installation has none.
+ */
+export function topology(namespace = '') {
+  const p = namespace ? `${subjectToken(namespace, 'namespace')}.${SUBJECT_PREFIX}` : SUBJECT_PREFIX;
+  const n = namespace ? `${namespace.toUpperCase()}_` : '';
+  const agent = (id: string) => subjectToken(id, 'agent id');
+  const org = (id: string) => subjectToken(id, 'organisation id');
+  return {
+    prefix: p,
+    subjects: {
+      /** Jobs for one agent (stream JOBS); the agent may consume only its own. */
+      job: (agentId: string) => `${p}.jobs.${agent(agentId)}`,
+      allJobs: `${p}.jobs.*`,
+      /** What an agent reports (stream REPORTS); the agent may publish only under its own id. */
+      report: (agentId: string, kind: ReportKind) => `${p}.reports.${agent(agentId)}.${kind}`,
+      allReports: `${p}.reports.*.*`,
+      /** Credential requests of one agent (request/reply, not stored). */
+      credentials: (agentId: string) => `${p}.credentials.${agent(agentId)}`,
+      allCredentials: `${p}.credentials.*`,
+      /** Events of one organisation (stream EVENTS); `type` is dotted, e.g. backup.ok. */
+      event: (orgId: string, type: string) => {
+        if (!/^[a-z]+(\.[a-z_]+)+$/.test(type)) throw new Error(`event type "${type}" is not like backup.ok`);
+        return `${p}.events.${org(orgId)}.${type}`;
+      },
+      orgEvents: (orgId: string) => `${p}.events.${org(orgId)}.>`,
+      allEvents: `${p}.events.>`,
+      /** Messages that could not be handled, by the stream they came from (stream DEAD_LETTERS). */
+      deadLetter: (stream: string) => `${p}.dead.${subjectToken(stream, 'stream')}`,
+      allDeadLetters: `${p}.dead.*`,
+    },
+    streams: {
+      JOBS: `${n}DBCRATE_JOBS`,
+      REPORTS: `${n}DBCRATE_REPORTS`,
+      EVENTS: `${n}DBCRATE_EVENTS`,
+      DEAD_LETTERS: `${n}DBCRATE_DEAD_LETTERS`,
+    },
+  } as const;
+}
+export type Topology = ReturnType<typeof topology>;
 
-export const Streams = {
-  JOBS: 'DBCRATE_JOBS',
-  REPORTS: 'DBCRATE_REPORTS',
-  EVENTS: 'DBCRATE_EVENTS',
-  DEAD_LETTERS: 'DBCRATE_DEAD_LETTERS',
-} as const;
+/** The default installation's subjects and streams. */
+export const Subjects = topology().subjects;
+export const Streams = topology().streams;
 
 /** The NATS header naming a message's schema (its full protobuf name), e.g. dbcrate.v1.Job. */
 export const SCHEMA_HEADER = 'Dbcrate-Schema';

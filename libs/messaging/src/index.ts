@@ -1,0 +1,5 @@
+export * from './messaging.codec';
+export * from './messaging.retry';
+export * from './messaging.topology';
+export * from './messaging.consumer';
+export * from './messaging.publish';

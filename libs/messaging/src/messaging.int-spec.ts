@@ -13,7 +13,8 @@ import { createLogger, DbcrateError, ErrorCodes, type Logger } from '@dbcrate/co
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { JetStreamWorker, type ConsumerSpec } from './messaging.consumer';
+import { ensureConsumer, JetStreamWorker, type ConsumerSpec } from './messaging.consumer';
+import { DeadLetterKeeper } from './messaging.dead-letters';
 import { publishMessage } from './messaging.publish';
 import { provisionStreams } from './messaging.topology';
 
@@ -201,6 +202,29 @@ describe('messaging on JetStream (the machine’s NATS)', () => {
     expect(fromBinary(JobSchema, letter.payload).jobId).toBe('job-always');
     await sleep(500);
     expect(calls).toEqual([1, 2, 3]);
+  });
+
+  it('dead-letters a job whose deliveries all ended in silence (its worker died each time)', async () => {
+    const subject = t.subjects.job('silent');
+    const keeper = new DeadLetterKeeper(nc, t);
+    keeper.start([t.streams.JOBS]);
+    await nc.flush();
+    try {
+      const s = spec('silent', { maxDeliver: 1, ackWaitMs: 500 }); // the server delivers twice
+      await ensureConsumer(nc, s);
+      await publishMessage(nc, subject, JobSchema, job('silent', 'job-silent'), { msgID: 'job-silent' });
+      const c = await jetstream(nc).consumers.get(t.streams.JOBS, s.durable);
+      // Taken twice, answered never: as a worker that crashes inside the job each time.
+      expect((await c.next({ expires: 5_000 }))?.info.deliveryCount).toBe(1);
+      expect((await c.next({ expires: 5_000 }))?.info.deliveryCount).toBe(2);
+      // The server gives up on it when a worker next asks (there always is one asking).
+      expect(await c.next({ expires: 2_000 })).toBeNull();
+      const letter = await letterFor(subject);
+      expect(letter.reason).toMatch(/^delivered 2 times without an answer/);
+      expect(fromBinary(JobSchema, letter.payload).jobId).toBe('job-silent');
+    } finally {
+      keeper.stop();
+    }
   });
 
   it('keeps the lease of a job that runs longer than the ack wait: delivered once', async () => {

@@ -40,3 +40,4 @@ export {
   type FileKeySettings,
   type KeyProvider,
 } from './key.provider';
+export { loadSealingKey, openSecret, sealingKey, sealSecret, type SealingKey } from './secret.seal';

@@ -18,6 +18,7 @@ const LIB_DEPS = {
   pitr: [...BASE, 'plumbing'],
   catalog: [...BASE, 'plumbing', 'dump', 'pitr'],
   messaging: ['contracts', 'core'],
+  db: ['core'],
 };
 const ALL_LIBS = [...Object.keys(LIB_DEPS), 'testing'];
 const DEEP = {

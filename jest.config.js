@@ -12,6 +12,7 @@ const libs = [
   'pitr',
   'catalog',
   'messaging',
+  'db',
   'config',
   'testing',
 ];

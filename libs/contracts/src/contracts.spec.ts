@@ -33,6 +33,8 @@ describe('wire contracts', () => {
     expect(t.subjects.job('a')).toBe('t42.dbcrate.v1.jobs.a');
     expect(t.streams.JOBS).toBe('T42_DBCRATE_JOBS');
     expect(() => topology('a.b')).toThrow(/namespace/);
+    expect(() => topology('AB')).toThrow(/namespace/);
+    expect(() => Subjects.report('a', 'x.>' as never)).toThrow(/report kind/);
   });
 
   it('a scheduled firing has one id on every replica, another for another fire time', () => {

@@ -15,14 +15,19 @@ export function subjectToken(value: string, what: string): string {
   return value;
 }
 
-export type ReportKind = 'progress' | 'result' | 'heartbeat';
+export const REPORT_KINDS = ['progress', 'result', 'heartbeat'] as const;
+export type ReportKind = (typeof REPORT_KINDS)[number];
 
 /**
  * The subjects and streams of one installation. `namespace` (tests, or two installations on
  * one NATS account) prefixes every subject and stream name; the default installation has none.
  */
 export function topology(namespace = '') {
-  const p = namespace ? `${subjectToken(namespace, 'namespace')}.${SUBJECT_PREFIX}` : SUBJECT_PREFIX;
+  // Lower case only: stream names are upper-cased, and "ab" and "AB" must not share streams.
+  if (namespace && !/^[a-z0-9_-]{1,32}$/.test(namespace)) {
+    throw new Error(`namespace "${namespace}" must be 1-32 of a-z 0-9 _ -`);
+  }
+  const p = namespace ? `${namespace}.${SUBJECT_PREFIX}` : SUBJECT_PREFIX;
   const n = namespace ? `${namespace.toUpperCase()}_` : '';
   const agent = (id: string) => subjectToken(id, 'agent id');
   const org = (id: string) => subjectToken(id, 'organisation id');
@@ -33,7 +38,11 @@ export function topology(namespace = '') {
       job: (agentId: string) => `${p}.jobs.${agent(agentId)}`,
       allJobs: `${p}.jobs.*`,
       /** What an agent reports (stream REPORTS); the agent may publish only under its own id. */
-      report: (agentId: string, kind: ReportKind) => `${p}.reports.${agent(agentId)}.${kind}`,
+      report: (agentId: string, kind: ReportKind) => {
+        if (!REPORT_KINDS.includes(kind))
+          throw new Error(`report kind "${String(kind)}" is not one of ${REPORT_KINDS.join(', ')}`);
+        return `${p}.reports.${agent(agentId)}.${kind}`;
+      },
       allReports: `${p}.reports.*.*`,
       /** Credential requests of one agent (request/reply, not stored). */
       credentials: (agentId: string) => `${p}.credentials.${agent(agentId)}`,

@@ -3,4 +3,3 @@ export * from './messaging.retry';
 export * from './messaging.topology';
 export * from './messaging.consumer';
 export * from './messaging.publish';
-export * from './messaging.dead-letters';

@@ -2,13 +2,7 @@ import { create, type DescMessage, type MessageShape } from '@bufbuild/protobuf'
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { DeadLetterSchema } from '@dbcrate/contracts';
 import { logger, redact, runInScope, type Logger } from '@dbcrate/core';
-import {
-  AckPolicy,
-  jetstream,
-  jetstreamManager,
-  type ConsumerMessages,
-  type JsMsg,
-} from '@nats-io/jetstream';
+import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/nats-core';
 import { decode, encode, MalformedMessage } from './messaging.codec';
 import { backoffFor, isRetryable } from './messaging.retry';
@@ -65,36 +59,46 @@ export async function ensureConsumer<D extends DescMessage>(
     ack_policy: AckPolicy.Explicit,
     filter_subject: spec.filterSubject,
     ack_wait: nanos(spec.ackWaitMs ?? DEFAULTS.ackWaitMs),
-    // One more than the worker's own limit: the worker dead-letters on its last delivery, and
-    // the server still redelivers one that a crashed worker never answered.
-    max_deliver: (spec.maxDeliver ?? DEFAULTS.maxDeliver) + 1,
+    // Unlimited on the server: the worker counts deliveries itself and dead-letters a message
+    // delivered more than maxDeliver times without running it, also one whose every delivery
+    // died with its worker (the server, at its limit, would strand it unseen instead).
+    max_deliver: -1,
     max_ack_pending: Math.max(64, (spec.concurrency ?? 1) * 4),
   };
   const existing = await jsm.consumers.info(spec.stream, spec.durable).catch((e: unknown) => {
     if (isNotFound(e)) return undefined;
     throw e;
   });
-  if (existing) await jsm.consumers.update(spec.stream, spec.durable, cfg);
-  else
-    await jsm.consumers.add(spec.stream, cfg).catch(async (e: unknown) => {
-      if (!(await jsm.consumers.info(spec.stream, spec.durable).catch(() => undefined))) throw e;
-    });
+  if (existing) {
+    await jsm.consumers.update(spec.stream, spec.durable, cfg);
+    return;
+  }
+  await jsm.consumers.add(spec.stream, cfg).catch(async (e: unknown) => {
+    // Another starter made it between the look and the add: bring it to this configuration.
+    if (!(await jsm.consumers.info(spec.stream, spec.durable).catch(() => undefined))) throw e;
+    await jsm.consumers.update(spec.stream, spec.durable, cfg);
+  });
 }
 
+/** Why a worker stopped consuming: stop() was called, or its connection closed for good. */
+export type WorkerEnd = { reason: 'stopped' } | { reason: 'connection-closed'; error?: string };
+
 /**
- * A worker on one durable consumer: each message decoded by its schema and handed to the
- * handler in its own work scope, its lease kept alive (working()) while the handler runs, then
- * acknowledged (and the ack confirmed by the server), nak'ed with backoff on a transient
- * failure, or terminated and dead-lettered when it can never succeed: malformed, of an
- * unknown schema, failed permanently, or failed on its last allowed delivery.
+ * A worker on one durable consumer: `concurrency` slots, each pulling one message only when
+ * it is free (a message waiting in a client buffer would have no lease), decoding it by its
+ * schema and handing it to the handler in its own work scope, its lease kept alive
+ * (working()) while the handler runs; then acknowledged (the ack confirmed by the server),
+ * nak'ed with backoff on a transient failure, or terminated and dead-lettered when it can
+ * never succeed: malformed, of an unknown schema, failed permanently, or delivered more than
+ * maxDeliver times. `done` settles when the worker stops consuming, with the reason.
  */
 export class JetStreamWorker<D extends DescMessage> {
-  private messages?: ConsumerMessages;
   private readonly stopping = new AbortController();
-  private loop?: Promise<void>;
-  private readonly inFlight = new Set<Promise<void>>();
+  private slots: Promise<void>[] = [];
   private readonly leases = new Set<NodeJS.Timeout>();
   private readonly log: Logger;
+  private ended?: (end: WorkerEnd) => void;
+  readonly done: Promise<WorkerEnd> = new Promise((r) => (this.ended = r));
 
   constructor(
     private readonly nc: NatsConnection,
@@ -106,37 +110,66 @@ export class JetStreamWorker<D extends DescMessage> {
   }
 
   async start(): Promise<void> {
-    if (this.loop) throw new Error('JetStreamWorker.start() called twice');
+    if (this.slots.length) throw new Error('JetStreamWorker.start() called twice');
     await ensureConsumer(this.nc, this.spec);
-    const consumer = await jetstream(this.nc).consumers.get(this.spec.stream, this.spec.durable);
-    const concurrency = this.spec.concurrency ?? DEFAULTS.concurrency;
-    const messages = await consumer.consume({ max_messages: concurrency });
-    this.messages = messages;
-    this.loop = (async () => {
-      for await (const m of messages) {
-        const task = this.handle(m).finally(() => this.inFlight.delete(task));
-        this.inFlight.add(task);
-        if (this.inFlight.size >= concurrency) await Promise.race(this.inFlight);
+    const concurrency = Math.max(1, this.spec.concurrency ?? DEFAULTS.concurrency);
+    this.slots = Array.from({ length: concurrency }, () => this.slot());
+    // A connection closed for good (reconnects exhausted) ends the worker even while its
+    // handlers still run: their messages go to another worker when their leases lapse.
+    void this.nc.closed().then((err) => {
+      if (this.stopping.signal.aborted) return;
+      this.log.error(
+        { err: err?.message },
+        'the NATS connection closed for good: this worker consumes no more',
+      );
+      this.ended?.({ reason: 'connection-closed', error: err?.message });
+    });
+    void Promise.all(this.slots).then(() => {
+      if (this.stopping.signal.aborted) this.ended?.({ reason: 'stopped' });
+    });
+  }
+
+  private async slot(): Promise<void> {
+    const js = jetstream(this.nc);
+    while (!this.stopping.signal.aborted) {
+      if (this.nc.isClosed()) return; // `done` says so (start())
+      let m: JsMsg | null;
+      try {
+        const consumer = await js.consumers.get(this.spec.stream, this.spec.durable);
+        m = await consumer.next({ expires: 5_000 });
+      } catch (e) {
+        if (this.stopping.signal.aborted || this.nc.isClosed()) continue;
+        this.log.warn({ err: errorText(e) }, 'cannot pull from the consumer; trying again');
+        if (isNotFound(e)) await ensureConsumer(this.nc, this.spec).catch(() => undefined);
+        await sleep(1_000, this.stopping.signal);
+        continue;
       }
-    })();
+      if (!m) continue;
+      if (this.stopping.signal.aborted) {
+        m.nak(); // taken just as the worker stops: another one gets it at once
+        break;
+      }
+      await this.handle(m).catch((e: unknown) =>
+        this.log.error({ err: errorText(e) }, 'a message was left unanswered after an internal error'),
+      );
+    }
   }
 
   /**
-   * Stop taking messages. Handlers still running are told to stop (their signal) and given
-   * `graceMs` to finish; then their leases lapse and the server redelivers their messages.
+   * Stop pulling. Handlers still running are told to stop (their signal) and given `graceMs`
+   * to finish; a message they leave is nak'ed, or its lease lapses, and another worker gets it.
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping.abort();
-    // On a connection already gone, closing the subscription or ending the loop may never
-    // settle: none of it is waited for longer than the grace period.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.allSettled([this.messages?.close(), this.loop, ...this.inFlight]),
+      Promise.allSettled(this.slots),
       new Promise((r) => (timer = setTimeout(r, graceMs))),
     ]);
     clearTimeout(timer);
     for (const l of this.leases) clearInterval(l);
     this.leases.clear();
+    this.ended?.({ reason: 'stopped' });
   }
 
   private async handle(m: JsMsg): Promise<void> {
@@ -151,6 +184,16 @@ export class JetStreamWorker<D extends DescMessage> {
       decoded = decode(this.spec.schemas, m.data, m.headers);
     } catch (e) {
       await this.deadLetter(m, (e as MalformedMessage).message, log);
+      return;
+    }
+    const maxDeliver = this.spec.maxDeliver ?? DEFAULTS.maxDeliver;
+    if (info.deliveryCount > maxDeliver) {
+      // Its earlier deliveries ended in silence (the worker died or hung each time).
+      await this.deadLetter(
+        m,
+        `delivered ${info.deliveryCount - 1} times without an answer (its worker died or hung each time)`,
+        log,
+      );
       return;
     }
     const ackWait = this.spec.ackWaitMs ?? DEFAULTS.ackWaitMs;
@@ -175,9 +218,11 @@ export class JetStreamWorker<D extends DescMessage> {
         log.warn('the server did not confirm the ack; the message may come again');
     } catch (e) {
       release();
-      if (this.stopping.signal.aborted) return; // left for redelivery to another worker
-      const reason = redact((e as Error).message ?? String(e));
-      const maxDeliver = this.spec.maxDeliver ?? DEFAULTS.maxDeliver;
+      if (this.stopping.signal.aborted) {
+        m.nak(); // stopped in the middle: another worker takes it at once
+        return;
+      }
+      const reason = redact(errorText(e));
       if (!isRetryable(e)) {
         await this.deadLetter(m, `failed permanently: ${reason}`, log);
       } else if (info.deliveryCount >= maxDeliver) {
@@ -198,6 +243,7 @@ export class JetStreamWorker<D extends DescMessage> {
       subject: m.subject,
       reason,
       stream: this.spec.stream,
+      consumer: this.spec.durable,
       streamSequence: BigInt(m.info.streamSequence),
       deliveries: m.info.deliveryCount,
       payload: m.data,
@@ -208,7 +254,8 @@ export class JetStreamWorker<D extends DescMessage> {
       const { data, headers } = encode(DeadLetterSchema, letter);
       await jetstream(this.nc).publish(this.spec.deadLetterSubject, data, {
         headers,
-        msgID: `${this.spec.stream}:${m.info.streamSequence}`,
+        // One letter per message and consumer: two consumers of one stream each keep theirs.
+        msgID: `${this.spec.stream}:${this.spec.durable}:${m.info.streamSequence}`,
       });
     } catch (e) {
       // Not stored as a dead letter: keep the message rather than lose it.
@@ -222,4 +269,15 @@ export class JetStreamWorker<D extends DescMessage> {
     log.error({ reason }, 'message dead-lettered');
     m.term(reason);
   }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : typeof e === 'string' ? e : `a non-error was thrown: ${String(e)}`;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((r) => {
+    const t = setTimeout(r, ms);
+    signal.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
+  });
 }

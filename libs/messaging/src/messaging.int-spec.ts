@@ -14,7 +14,6 @@ import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core'
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { ensureConsumer, JetStreamWorker, type ConsumerSpec } from './messaging.consumer';
-import { DeadLetterKeeper } from './messaging.dead-letters';
 import { publishMessage } from './messaging.publish';
 import { provisionStreams } from './messaging.topology';
 
@@ -204,27 +203,51 @@ describe('messaging on JetStream (the machine’s NATS)', () => {
     expect(calls).toEqual([1, 2, 3]);
   });
 
-  it('dead-letters a job whose deliveries all ended in silence (its worker died each time)', async () => {
+  it('dead-letters a job whose deliveries all ended in silence (its worker died each time), without running it', async () => {
     const subject = t.subjects.job('silent');
-    const keeper = new DeadLetterKeeper(nc, t);
-    keeper.start([t.streams.JOBS]);
-    await nc.flush();
-    try {
-      const s = spec('silent', { maxDeliver: 1, ackWaitMs: 500 }); // the server delivers twice
-      await ensureConsumer(nc, s);
-      await publishMessage(nc, subject, JobSchema, job('silent', 'job-silent'), { msgID: 'job-silent' });
-      const c = await jetstream(nc).consumers.get(t.streams.JOBS, s.durable);
-      // Taken twice, answered never: as a worker that crashes inside the job each time.
-      expect((await c.next({ expires: 5_000 }))?.info.deliveryCount).toBe(1);
-      expect((await c.next({ expires: 5_000 }))?.info.deliveryCount).toBe(2);
-      // The server gives up on it when a worker next asks (there always is one asking).
-      expect(await c.next({ expires: 2_000 })).toBeNull();
-      const letter = await letterFor(subject);
-      expect(letter.reason).toMatch(/^delivered 2 times without an answer/);
-      expect(fromBinary(JobSchema, letter.payload).jobId).toBe('job-silent');
-    } finally {
-      keeper.stop();
-    }
+    const s = spec('silent', { maxDeliver: 2, ackWaitMs: 500 });
+    await ensureConsumer(nc, s);
+    await publishMessage(nc, subject, JobSchema, job('silent', 'job-silent'), { msgID: 'job-silent' });
+    const c = await jetstream(nc).consumers.get(t.streams.JOBS, s.durable);
+    // Taken twice, answered never: as a worker that crashes inside the job each time.
+    expect((await c.next({ expires: 5_000 }))?.info.deliveryCount).toBe(1);
+    expect((await c.next({ expires: 5_000 }))?.info.deliveryCount).toBe(2);
+    const ran: number[] = [];
+    await work(s, async (_j, n) => void ran.push(n));
+    const letter = await letterFor(subject);
+    expect(letter.reason).toBe('delivered 2 times without an answer (its worker died or hung each time)');
+    expect(letter.consumer).toBe(s.durable);
+    expect(fromBinary(JobSchema, letter.payload).jobId).toBe('job-silent');
+    expect(ran).toEqual([]);
+  });
+
+  it('keeps consuming when a handler throws something that is not an Error, and stops cleanly', async () => {
+    const subject = t.subjects.job('odd');
+    const seen: string[] = [];
+    const w = await work(spec('odd', { concurrency: 2 }), async (j) => {
+      seen.push(j.jobId);
+      if (j.jobId === 'odd-1') throw undefined;
+    });
+    await publishMessage(nc, subject, JobSchema, job('odd', 'odd-1'), { msgID: 'odd-1' });
+    await publishMessage(nc, subject, JobSchema, job('odd', 'odd-2'), { msgID: 'odd-2' });
+    await until('both jobs', () => seen.includes('odd-1') && seen.includes('odd-2'));
+    await until('odd-1 again after its backoff', () => seen.filter((x) => x === 'odd-1').length >= 2);
+    await w.stop(1_000);
+    expect(await w.done).toEqual({ reason: 'stopped' });
+  });
+
+  it('runs each job once with several slots, however long the jobs take', async () => {
+    const subject = t.subjects.job('slots');
+    const runs: string[] = [];
+    await work(spec('slots', { concurrency: 3, ackWaitMs: 1_000 }), async (j) => {
+      runs.push(j.jobId);
+      await sleep(1_800);
+    });
+    for (let i = 1; i <= 7; i++)
+      await publishMessage(nc, subject, JobSchema, job('slots', `s${i}`), { msgID: `s${i}` });
+    await until('all seven', async () => new Set(runs).size === 7 && (await pending(subject)) === 0, 30_000);
+    await sleep(1_500);
+    expect(runs.slice().sort()).toEqual(['s1', 's2', 's3', 's4', 's5', 's6', 's7']);
   });
 
   it('keeps the lease of a job that runs longer than the ack wait: delivered once', async () => {
@@ -267,6 +290,8 @@ describe('messaging on JetStream (the machine’s NATS)', () => {
     await until('the redelivery', () => second.length === 1, 10_000);
     expect(second).toEqual([2]);
     expect(Date.now() - diedAt).toBeLessThan(6_000);
+    // The dead worker says why it stopped consuming (its owner restarts or exits).
+    expect(await dead[0].done).toMatchObject({ reason: 'connection-closed' });
     await Promise.all(dead.map((w) => w.stop(100)));
   });
 });

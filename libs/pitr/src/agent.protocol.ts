@@ -3,7 +3,7 @@
  * This file imports only Node built-ins: `bin/dbcrate.js` loads it alone so that an
  * archive_command call served by the agent costs a bare Node start, not the whole CLI.
  *
- * The contract is proto/agent-socket.md (version AGENT_PROTOCOL_VERSION).
+ * The contract is docs/format.md, "Agent protocol" (version AGENT_PROTOCOL_VERSION).
  * Request, one line: {"v":1,"op":"push","path":…,"nonce":<32 hex>,"expect":{…}}
  * Reply, two lines:  <JSON reply>\n<hex HMAC-SHA256(secret, nonce + "\n" + JSON reply)>\n
  * The secret is in `<socket>.secret` (0600, the agent's user). A listener that does not
@@ -36,7 +36,7 @@ export interface PushExpect {
 }
 
 /**
- * The version of this protocol (proto/agent-socket.md). A request without `v` is version 1
+ * The version of this protocol (docs/format.md). A request without `v` is version 1
  * (clients before the field). An agent refuses a version it does not speak, with an
  * authenticated answer, so an old agent never acknowledges a request it misreads.
  */

@@ -288,6 +288,10 @@ export class WalAgent {
         answer(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request')));
         return;
       }
+      if (!req || typeof req !== 'object') {
+        answer(reply(new DbcrateError(ErrorCodes.USAGE, 'malformed request: not a JSON object')));
+        return;
+      }
       nonce = typeof req.nonce === 'string' ? req.nonce : '';
       if (req.v !== undefined && req.v !== AGENT_PROTOCOL_VERSION) {
         answer(

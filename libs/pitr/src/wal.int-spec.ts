@@ -483,6 +483,9 @@ describe('WAL archive (real PostgreSQL WAL, local folder)', () => {
       expect(JSON.parse(line)).toMatchObject({ ok: false, code: ErrorCodes.AGENT, exitCode: 4 });
       expect(JSON.parse(line).message).toMatch(/protocol version 1; this request is version 2/);
       expect(mac).toBe(replyMac(secret, nonce, line));
+      // A request line that is JSON but no object is refused; the agent lives on.
+      const [nul] = await raw(null as unknown as object);
+      expect(JSON.parse(nul)).toMatchObject({ ok: false, code: ErrorCodes.USAGE });
       const [old] = await raw({ op: 'push', path: walPath(segs[0]), nonce });
       expect(JSON.parse(old)).toMatchObject({ ok: true, outcome: expect.stringMatching(/archived/) });
       expect(AGENT_PROTOCOL_VERSION).toBe(1);

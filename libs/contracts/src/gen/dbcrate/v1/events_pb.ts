@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dbcrate/v1/events.proto.
  */
 export const file_dbcrate_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChdkYmNyYXRlL3YxL2V2ZW50cy5wcm90bxIKZGJjcmF0ZS52MSKiAgoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgwKBHR5cGUYAyABKAkSLwoLb2NjdXJyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKBWFjdG9yGAUgASgLMhEuZGJjcmF0ZS52MS5BY3RvchITCgtkYXRhYmFzZV9pZBgGIAEoCRIQCghhZ2VudF9pZBgHIAEoCRIOCgZqb2JfaWQYCCABKAkSLwoHZGV0YWlscxgJIAMoCzIeLmRiY3JhdGUudjEuRXZlbnQuRGV0YWlsc0VudHJ5Gi4KDERldGFpbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiEKBUFjdG9yEgwKBGtpbmQYASABKAkSCgoCaWQYAiABKAkiiQIKCkRlYWRMZXR0ZXISDwoHc3ViamVjdBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDgoGc3RyZWFtGAMgASgJEhcKD3N0cmVhbV9zZXF1ZW5jZRgEIAEoBBISCgpkZWxpdmVyaWVzGAUgASgNEg8KB3BheWxvYWQYBiABKAwSNAoHaGVhZGVycxgHIAMoCzIjLmRiY3JhdGUudjEuRGVhZExldHRlci5IZWFkZXJzRW50cnkSJgoCYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChdkYmNyYXRlL3YxL2V2ZW50cy5wcm90bxIKZGJjcmF0ZS52MSKiAgoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgwKBHR5cGUYAyABKAkSLwoLb2NjdXJyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKBWFjdG9yGAUgASgLMhEuZGJjcmF0ZS52MS5BY3RvchITCgtkYXRhYmFzZV9pZBgGIAEoCRIQCghhZ2VudF9pZBgHIAEoCRIOCgZqb2JfaWQYCCABKAkSLwoHZGV0YWlscxgJIAMoCzIeLmRiY3JhdGUudjEuRXZlbnQuRGV0YWlsc0VudHJ5Gi4KDERldGFpbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiEKBUFjdG9yEgwKBGtpbmQYASABKAkSCgoCaWQYAiABKAkimwIKCkRlYWRMZXR0ZXISDwoHc3ViamVjdBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDgoGc3RyZWFtGAMgASgJEhcKD3N0cmVhbV9zZXF1ZW5jZRgEIAEoBBISCgpkZWxpdmVyaWVzGAUgASgNEg8KB3BheWxvYWQYBiABKAwSNAoHaGVhZGVycxgHIAMoCzIjLmRiY3JhdGUudjEuRGVhZExldHRlci5IZWFkZXJzRW50cnkSJgoCYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGNvbnN1bWVyGAkgASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Something that happened, on dbcrate.v1.events.<org_id>.<type> (stream EVENTS, limits
@@ -221,6 +221,13 @@ export type DeadLetter = Message<"dbcrate.v1.DeadLetter"> & {
    * @generated from field: google.protobuf.Timestamp at = 8;
    */
   at?: Timestamp | undefined;
+
+  /**
+   * The durable consumer that gave up on it (several may read one stream).
+   *
+   * @generated from field: string consumer = 9;
+   */
+  consumer: string;
 };
 
 /**
@@ -270,6 +277,13 @@ export type DeadLetterJson = {
    * @generated from field: google.protobuf.Timestamp at = 8;
    */
   at?: TimestampJson;
+
+  /**
+   * The durable consumer that gave up on it (several may read one stream).
+   *
+   * @generated from field: string consumer = 9;
+   */
+  consumer?: string;
 };
 
 /**

@@ -19,6 +19,7 @@ const LIB_DEPS = {
   catalog: [...BASE, 'plumbing', 'dump', 'pitr'],
   messaging: ['contracts', 'core'],
   db: ['core'],
+  identity: ['core'],
 };
 const ALL_LIBS = [...Object.keys(LIB_DEPS), 'testing'];
 const DEEP = {

@@ -13,6 +13,7 @@ const libs = [
   'catalog',
   'messaging',
   'db',
+  'identity',
   'config',
   'testing',
 ];

@@ -127,6 +127,7 @@ WANTED=(
   make
   python3
   ca-certificates
+  openssl
 )
 MISSING=()
 for spec in "${WANTED[@]}"; do
@@ -145,7 +146,7 @@ done
 
 log "Checking Debian packages"
 if [ "${#MISSING[@]}" -eq 0 ]; then
-  ok "all present (PostgreSQL ${PG_MAJOR}, redis-server, nats-server, openssh-server, gnupg, zstd, pgbackrest, build tools)"
+  ok "all present (PostgreSQL ${PG_MAJOR}, redis-server, nats-server, openssh-server, gnupg, zstd, pgbackrest, openssl, build tools)"
 else
   log "Installing: ${MISSING[*]}"
   as_root apt-get update -q

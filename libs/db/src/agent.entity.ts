@@ -1,28 +1,13 @@
-import {
-  Column,
-  CreateDateColumn,
-  Entity,
-  Index,
-  JoinColumn,
-  ManyToOne,
-  PrimaryGeneratedColumn,
-} from 'typeorm';
-import { Organisation } from './organisation.entity';
+import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+import { OrgOwned } from './organisation.entity';
 
 export type AgentState = 'enrolled' | 'online' | 'offline' | 'revoked';
 
 @Entity('agents')
 @Index(['orgId'])
-export class Agent {
+export class Agent extends OrgOwned {
   @PrimaryGeneratedColumn('uuid')
   id!: string;
-
-  @Column({ name: 'org_id', type: 'uuid' })
-  orgId!: string;
-
-  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'org_id' })
-  org?: Organisation;
 
   @Column({ type: 'text' })
   name!: string;
@@ -64,16 +49,9 @@ export class Agent {
 
 /** Single-use, expiring; only its sha256 is kept. */
 @Entity('enrollment_tokens')
-export class EnrollmentToken {
+export class EnrollmentToken extends OrgOwned {
   @PrimaryGeneratedColumn('uuid')
   id!: string;
-
-  @Column({ name: 'org_id', type: 'uuid' })
-  orgId!: string;
-
-  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'org_id' })
-  org?: Organisation;
 
   @Column({ name: 'token_sha256', type: 'text', unique: true })
   tokenSha256!: string;

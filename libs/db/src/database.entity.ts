@@ -8,21 +8,14 @@ import {
   PrimaryGeneratedColumn,
 } from 'typeorm';
 import { Agent } from './agent.entity';
-import { Organisation } from './organisation.entity';
+import { OrgOwned } from './organisation.entity';
 
 /** Where backups go. Credentials are sealed (libs/crypto sealSecret), never stored or returned in clear. */
 @Entity('destinations')
 @Index(['orgId', 'name'], { unique: true })
-export class Destination {
+export class Destination extends OrgOwned {
   @PrimaryGeneratedColumn('uuid')
   id!: string;
-
-  @Column({ name: 'org_id', type: 'uuid' })
-  orgId!: string;
-
-  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'org_id' })
-  org?: Organisation;
 
   @Column({ type: 'text' })
   name!: string;
@@ -46,16 +39,9 @@ export class Destination {
 
 @Entity('databases')
 @Index(['orgId', 'name'], { unique: true })
-export class Database {
+export class Database extends OrgOwned {
   @PrimaryGeneratedColumn('uuid')
   id!: string;
-
-  @Column({ name: 'org_id', type: 'uuid' })
-  orgId!: string;
-
-  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'org_id' })
-  org?: Organisation;
 
   @Column({ name: 'agent_id', type: 'uuid' })
   agentId!: string;

@@ -21,6 +21,16 @@ export class Organisation {
   createdAt!: Date;
 }
 
+/** What belongs to one organisation: every query of it is scoped by `orgId`. */
+export abstract class OrgOwned {
+  @Column({ name: 'org_id', type: 'uuid' })
+  orgId!: string;
+
+  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'org_id' })
+  org?: Organisation;
+}
+
 export type Role = 'owner' | 'operator' | 'viewer';
 
 @Entity('users')
@@ -63,16 +73,9 @@ export class Membership {
 /** An API token: only its sha256 is kept; `prefix` (its first characters) names it in lists. */
 @Entity('api_tokens')
 @Index(['orgId'])
-export class ApiToken {
+export class ApiToken extends OrgOwned {
   @PrimaryGeneratedColumn('uuid')
   id!: string;
-
-  @Column({ name: 'org_id', type: 'uuid' })
-  orgId!: string;
-
-  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'org_id' })
-  org?: Organisation;
 
   @Column({ name: 'user_id', type: 'uuid', nullable: true })
   userId!: string | null;
@@ -105,16 +108,9 @@ export class ApiToken {
 /** An organisation's public key: one to encrypt to, or a producer whose signatures are trusted. */
 @Entity('org_keys')
 @Index(['orgId', 'kind', 'fingerprint'], { unique: true })
-export class OrgKey {
+export class OrgKey extends OrgOwned {
   @PrimaryGeneratedColumn('uuid')
   id!: string;
-
-  @Column({ name: 'org_id', type: 'uuid' })
-  orgId!: string;
-
-  @ManyToOne(() => Organisation, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'org_id' })
-  org?: Organisation;
 
   @Column({ type: 'text' })
   kind!: 'recipient' | 'signer';
